@@ -1,0 +1,2 @@
+"""codistill."""
+__version__ = "0.1.0"

@@ -1,0 +1,68 @@
+"""The command line: a thin layer whose output and exit codes a user relies on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codistill.cli import main
+
+
+def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_data_show_prints_counts_and_balance(capsys, csv_folder: Path) -> None:
+    code, out, _ = run(capsys, "data", "show", str(csv_folder), "--labels", "neg,pos")
+    assert code == 0
+    assert "0=neg, 1=pos" in out
+    assert "60" in out and "30 (50.0%)" in out and "10 (50.0%)" in out
+    assert "characters" in out and "the film was" in out
+
+
+def test_data_sample_writes_file(capsys, csv_folder: Path, tmp_path: Path) -> None:
+    out_file = tmp_path / "k8.jsonl"
+    code, out, _ = run(capsys, "data", "sample", str(csv_folder), "--k", "8", "--seed", "2", "--out", str(out_file))
+    assert code == 0 and "wrote 8 rows (4 per class)" in out
+    rows = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert sorted(r["label"] for r in rows) == [0] * 4 + [1] * 4
+
+
+def test_data_sample_prints_table(capsys, csv_folder: Path) -> None:
+    code, out, _ = run(capsys, "data", "sample", str(csv_folder), "--k", "4")
+    assert code == 0 and "k=4, seed=0" in out and out.count("the film was") == 4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data", "show", "missing_dir/x.csv"], "missing_dir/x.csv: no such file or folder"),
+        (["data", "sample", "{folder}", "--k", "3"], "k=3 is not divisible by the number of classes (2)"),
+        (["data", "sample", "{folder}", "--k", "200"], "k=200 is larger than the 'train' split (60 rows)"),
+        (["data", "show", "{folder}", "--text-column", "body"], "no text column 'body'"),
+        (["data", "show", "{folder}", "--label-map", "0-neg"], "--label-map: '0-neg' is not RAW:NAME"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, csv_folder: Path, args: list[str], message: str) -> None:
+    code, out, err = run(capsys, *[a.replace("{folder}", str(csv_folder)) for a in args])
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert err.strip().startswith("error:")
+
+
+def test_demo_is_not_faked(capsys) -> None:
+    code, out, err = run(capsys, "demo")
+    assert code != 0 and "not built yet" in err and out == ""
+
+
+def test_help_on_every_command() -> None:
+    for args in ([], ["data"], ["data", "show"], ["data", "sample"], ["demo"]):
+        proc = subprocess.run([sys.executable, "-m", "codistill", *args, "--help"], capture_output=True, text=True)
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert "Usage" in proc.stdout
