@@ -65,3 +65,88 @@ def jsonl_file(tmp_path: Path) -> Path:
     """One JSONL file of 100 rows with string labels, to be split by the loader."""
     rows = [{"body": r["text"], "stars": ["negative", "positive"][r["label"]]} for r in synthetic_rows(100)]
     return write_jsonl(tmp_path / "reviews.jsonl", rows)
+
+
+# -- tiny random models, saved as real save_pretrained folders -----------------------------------------
+
+TOY_WORDS = ["the", "film", "was", "and", "plot", "number", "not", "very", "movie", "a"] + POSITIVE_WORDS + NEGATIVE_WORDS
+
+
+def make_word_tokenizer():
+    """A BERT-style whitespace word-level fast tokenizer over the toy vocabulary (+ the numbers 0..199)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {tok: i for i, tok in enumerate(specials + TOY_WORDS + [str(n) for n in range(200)])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def make_qwen_tokenizer():
+    """A real ``Qwen2Tokenizer`` (byte-level BPE) with a small vocabulary trained on the toy words. Like
+    base LLM tokenizers it has no pad token (the loader must set one) and it pads on the left."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([" ".join(TOY_WORDS)] * 5 + [" ".join(str(n) for n in range(200))], trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split()) for m in model["merges"]]
+    return Qwen2Tokenizer(vocab=model["vocab"], merges=merges, eos_token="<|endoftext|>", pad_token=None,
+                          unk_token=None, padding_side="left")
+
+
+def save_tiny_bert(folder: Path, layers: int, width: int, seed: int, num_labels: int = 2) -> Path:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = make_word_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * width, max_position_embeddings=64,
+                        num_labels=num_labels, pad_token_id=tokenizer.pad_token_id)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_qwen(folder: Path, layers: int, width: int, seed: int, num_labels: int = 2) -> Path:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    tokenizer = make_qwen_tokenizer()
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=64, num_labels=num_labels,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    Qwen2ForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """A 4-layer, 32-wide random BERT classifier (2 labels)."""
+    return save_tiny_bert(tmp_path_factory.mktemp("teacher"), layers=4, width=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tmp_path_factory) -> Path:
+    """A 2-layer, 16-wide random BERT with the teacher's tokenizer."""
+    return save_tiny_bert(tmp_path_factory.mktemp("student"), layers=2, width=16, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random Qwen2 classifier with a word-level tokenizer and no pad token."""
+    return save_tiny_qwen(tmp_path_factory.mktemp("qwen"), layers=2, width=32, seed=2)

@@ -62,7 +62,44 @@ def test_demo_is_not_faked(capsys) -> None:
 
 
 def test_help_on_every_command() -> None:
-    for args in ([], ["data"], ["data", "show"], ["data", "sample"], ["demo"]):
+    for args in ([], ["data"], ["data", "show"], ["data", "sample"], ["demo"], ["teacher"], ["distill"]):
         proc = subprocess.run([sys.executable, "-m", "codistill", *args, "--help"], capture_output=True, text=True)
         assert proc.returncode == 0, (args, proc.stderr)
         assert "Usage" in proc.stdout
+
+
+def test_teacher_and_distill_commands(capsys, csv_folder: Path, tiny_teacher: Path, tiny_student: Path, tmp_path: Path) -> None:
+    teacher_out = tmp_path / "teacher"
+    code, out, err = run(capsys, "teacher", "--data", str(csv_folder), "--model", str(tiny_teacher), "--out",
+                         str(teacher_out), "--epochs", "2", "--batch-size", "8", "--max-length", "32")
+    assert code == 0, err
+    assert "teacher trained on 60 rows" in out and "validation" in out and "test" in out
+    saved = json.loads((teacher_out / "metrics.json").read_text())
+    assert saved["n_train"] == 60
+    student_out = tmp_path / "student"
+    code, out, err = run(capsys, "distill", "--data", str(csv_folder), "--teacher", str(teacher_out), "--student",
+                         str(tiny_student), "--student-layers", "1", "--method", "lwd", "--k", "8", "--seed", "1",
+                         "--out", str(student_out), "--epochs", "1", "--min-steps", "3", "--layer-map", "1:2:0.5")
+    assert code == 0, err
+    metrics = json.loads((student_out / "metrics.json").read_text())
+    assert metrics["method"] == "lwd" and metrics["steps"] == 3 and metrics["k"] == 8
+    assert metrics["layer_map"] == [{"layer_T": 2, "layer_S": 1, "weight": 0.5}]
+    assert f"{metrics['test']['accuracy']:.4f}" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "nope"], "unknown method 'nope'"),
+        (["--layer-map", "1-2"], "--layer-map: '1-2' is not STUDENT:TEACHER"),
+        (["--select-on", "test"], "never test"),
+        (["--teacher", "{tmp}/no_teacher"], "no such folder"),
+    ],
+)
+def test_distill_bad_options(capsys, csv_folder: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    base = ["distill", "--data", str(csv_folder), "--out", str(tmp_path / "o"), "--k", "4"]
+    if "--teacher" not in args:
+        base += ["--teacher", str(tmp_path / "t")]
+    code, _, err = run(capsys, *base, *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert code == 2 and message in " ".join(err.split())
+    assert not (tmp_path / "o" / "metrics.json").exists()

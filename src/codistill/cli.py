@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from pathlib import Path
 from typing import Optional
@@ -26,14 +28,35 @@ app.add_typer(data_app, name="data")
 console = Console()
 
 
-# Options shared by every command that reads a dataset ----------------------------------------------
-TextColumnOpt = typer.Option(None, "--text-column", help="Text column(s), comma-separated (default: auto).")
-LabelColumnOpt = typer.Option(None, "--label-column", help="Label column (default: auto).")
-LabelsOpt = typer.Option(None, "--labels", help="Class names in index order, comma-separated.")
-LabelMapOpt = typer.Option(None, "--label-map", help="Raw label to class name, e.g. '0:negative,4:positive'.")
-DropLabelsOpt = typer.Option(None, "--drop-labels", help="Raw label values to drop, comma-separated.")
-EncodingOpt = typer.Option("utf-8", "--encoding", help="Encoding of local files.")
-SplitSeedOpt = typer.Option(0, "--split-seed", help="Seed for carving missing validation/test splits.")
+# Options shared by every command that reads a dataset: declared once, added to each command's signature
+# by @data_options, and handed to the command as one dict `data_options`.
+DATA_OPTIONS: dict = {}
+_DATA_OPTION_PARAMS = [
+    ("text_column", Optional[str], typer.Option(None, "--text-column", help="Text column(s), comma-separated (default: auto).")),
+    ("label_column", Optional[str], typer.Option(None, "--label-column", help="Label column (default: auto).")),
+    ("labels", Optional[str], typer.Option(None, "--labels", help="Class names in index order, comma-separated.")),
+    ("label_map", Optional[str], typer.Option(None, "--label-map", help="Raw label to class name, e.g. '0:negative,4:positive'.")),
+    ("drop_labels", Optional[str], typer.Option(None, "--drop-labels", help="Raw label values to drop, comma-separated.")),
+    ("encoding", str, typer.Option("utf-8", "--encoding", help="Encoding of local files.")),
+    ("split_seed", int, typer.Option(0, "--split-seed", help="Seed for carving missing validation/test splits.")),
+]
+
+
+def data_options(command):
+    """Replace a command's ``data_options`` parameter by the shared dataset options (for typer), and
+    collect their values back into one dict when the command runs."""
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.name != "data_options"]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+               for name, annotation, default in _DATA_OPTION_PARAMS]
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        options = {name: kwargs.pop(name) for name, _, _ in _DATA_OPTION_PARAMS}
+        return command(*args, data_options=options, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)
+    return wrapper
 
 
 def _csv_list(value: Optional[str]) -> Optional[list[str]]:
@@ -73,22 +96,16 @@ def _shorten(text: str, width: int = 100) -> str:
 
 
 @data_app.command("show")
+@data_options
 def data_show(
     data: str = typer.Argument(..., help="'tweets', a registered name (sst2, cola, ...), a folder or a file."),
     examples: int = typer.Option(2, "--examples", min=0, help="Training examples shown per class."),
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    labels: Optional[str] = LabelsOpt,
-    label_map: Optional[str] = LabelMapOpt,
-    drop_labels: Optional[str] = DropLabelsOpt,
-    encoding: str = EncodingOpt,
-    split_seed: int = SplitSeedOpt,
+    data_options: dict = DATA_OPTIONS,
 ) -> None:
     """Print splits, sizes, class balance, text-length percentiles and a few examples."""
     from codistill.data import describe, load_dataset
 
-    cfg = data_config(data, text_column, label_column, labels, label_map, drop_labels, encoding, split_seed)
-    dataset = load_dataset(cfg)
+    dataset = load_dataset(data_config(data, **data_options))
     info = describe(dataset)
     console.print(f"[bold]{dataset.name}[/bold]  source: {dataset.source}")
     console.print(f"classes ({dataset.num_classes}): " + ", ".join(f"{i}={n}" for i, n in enumerate(dataset.label_names)))
@@ -124,25 +141,19 @@ def data_show(
 
 
 @data_app.command("sample")
+@data_options
 def data_sample(
     data: str = typer.Argument(..., help="'tweets', a registered name, a folder or a file."),
     k: int = typer.Option(..., "--k", help="Total examples, k / (number of classes) per class."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed; samples of one seed are nested across k."),
     split: str = typer.Option("train", "--split", help="Split to sample from."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the sample to this .csv/.tsv/.jsonl file."),
-    text_column: Optional[str] = TextColumnOpt,
-    label_column: Optional[str] = LabelColumnOpt,
-    labels: Optional[str] = LabelsOpt,
-    label_map: Optional[str] = LabelMapOpt,
-    drop_labels: Optional[str] = DropLabelsOpt,
-    encoding: str = EncodingOpt,
-    split_seed: int = SplitSeedOpt,
+    data_options: dict = DATA_OPTIONS,
 ) -> None:
     """Draw a balanced, seeded k-shot sample and print it or write it to a file."""
     from codistill.data import load_dataset, sample_from, write_labeled
 
-    cfg = data_config(data, text_column, label_column, labels, label_map, drop_labels, encoding, split_seed)
-    dataset = load_dataset(cfg)
+    dataset = load_dataset(data_config(data, **data_options))
     sample = sample_from(dataset, k, seed, split)
     if out is not None:
         write_labeled(out, sample.as_split(), dataset.label_names, extra={"index": sample.indices})
@@ -156,6 +167,101 @@ def data_sample(
     for i, (idx, text, y) in enumerate(zip(sample.indices, sample.texts, sample.labels)):
         table.add_row(str(i), str(idx), dataset.label_names[y], _shorten(text, 160))
     console.print(table)
+
+
+def _load(data: str, options: dict):
+    from codistill.data import load_dataset
+
+    return load_dataset(data_config(data, **options))
+
+
+def _print_metrics(title: str, rows: dict[str, dict]) -> None:
+    table = Table(title=title)
+    table.add_column("split")
+    for col in ("accuracy", "macro-F1", "MCC", "agreement"):
+        table.add_column(col, justify="right")
+    for split, m in rows.items():
+        if not m:
+            continue
+        agree = f"{m['agreement']:.4f}" if "agreement" in m else "-"
+        table.add_row(split, f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}", f"{m['mcc']:.4f}", agree)
+    console.print(table)
+
+
+@app.command("teacher")
+@data_options
+def teacher_cmd(
+    data: str = typer.Option("tweets", "--data", help="Dataset: 'tweets', a registered name, a folder or a file."),
+    model: str = typer.Option("minilm", "--model", help="Hub name or local folder; 'minilm' = packaged all-MiniLM-L6-v2."),
+    out: Path = typer.Option(..., "--out", help="Output folder (loads with transformers.pipeline)."),
+    epochs: int = typer.Option(2, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(5e-5, "--lr"),
+    max_length: int = typer.Option(128, "--max-length"),
+    max_train: Optional[int] = typer.Option(None, "--max-train", help="Cap training rows (stratified subset)."),
+    seed: int = typer.Option(0, "--seed"),
+    select_on: str = typer.Option("none", "--select-on", help="'none' or 'validation' (never test)."),
+    data_options: dict = DATA_OPTIONS,
+) -> None:
+    """Fine-tune a teacher on the full training split and report validation/test accuracy."""
+    from codistill.config import TrainConfig
+    from codistill.distill import train_teacher
+
+    dataset = _load(data, data_options)
+    tcfg = TrainConfig(epochs=epochs, min_steps=0, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
+                       select_on=select_on)
+    metrics = train_teacher(dataset, model, out, train=tcfg, max_train=max_train)
+    console.print(f"teacher trained on {metrics['n_train']:,} rows in {metrics['train_seconds']:.0f}s; saved to {out}")
+    _print_metrics("teacher", {s: metrics.get(s) for s in ("validation", "test")})
+
+
+@app.command("distill")
+@data_options
+def distill_cmd(
+    data: str = typer.Option("tweets", "--data", help="Dataset: 'tweets', a registered name, a folder or a file."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher folder or Hub name (not needed by finetune)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the student, metrics.json and the log."),
+    method: str = typer.Option("kd", "--method", help="finetune, kd, lwd or ted."),
+    k: int = typer.Option(16, "--k", help="Few-shot budget: k labelled originals, k / classes per class."),
+    seed: int = typer.Option(0, "--seed"),
+    counterfactuals: Optional[Path] = typer.Option(None, "--counterfactuals", help="JSONL of rows to add (text,label)."),
+    student: str = typer.Option("minilm", "--student", help="Student Hub name or folder; 'minilm' = packaged MiniLM."),
+    student_layers: Optional[int] = typer.Option(3, "--student-layers", help="Keep N evenly spaced layers (0 = all)."),
+    student_init: str = typer.Option("pretrained", "--student-init", help="'pretrained' or 'teacher' (copy its layers)."),
+    alpha: float = typer.Option(1.0, "--alpha", help="Weight of the KD term."),
+    temperature: float = typer.Option(2.0, "--temperature", help="KD softmax temperature."),
+    beta: float = typer.Option(1.0, "--beta", help="Weight of the LWD/TED term."),
+    layer_map: Optional[str] = typer.Option(None, "--layer-map", help="STUDENT:TEACHER[:WEIGHT],... (default uniform)."),
+    epochs: int = typer.Option(30, "--epochs"),
+    min_steps: int = typer.Option(50, "--min-steps", help="Floor on optimizer steps."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    grad_accum: int = typer.Option(1, "--grad-accum"),
+    lr: float = typer.Option(5e-5, "--lr"),
+    max_length: int = typer.Option(128, "--max-length"),
+    select_on: str = typer.Option("none", "--select-on", help="'none' or 'validation' (never test)."),
+    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="no, fp16, bf16 or auto."),
+    data_options: dict = DATA_OPTIONS,
+) -> None:
+    """Distill a teacher into a small student on a k-shot sample; write the student and metrics.json."""
+    from codistill.config import DistillConfig, StudentConfig, TrainConfig, parse_layer_map
+    from codistill.distill import distill
+
+    dcfg = DistillConfig(method=method, alpha=alpha, temperature=temperature, beta=beta,
+                         layer_map=parse_layer_map(layer_map))
+    scfg = StudentConfig(model=student, layers=student_layers or None, init=student_init)
+    tcfg = TrainConfig(epochs=epochs, min_steps=min_steps, max_steps=max_steps, batch_size=batch_size,
+                       grad_accum=grad_accum, lr=lr, max_length=max_length, seed=seed, select_on=select_on,
+                       mixed_precision=mixed_precision)
+    dataset = _load(data, data_options)
+    m = distill(dataset, teacher, out, k=k, seed=seed, student=scfg, method=dcfg, train=tcfg,
+                counterfactuals=counterfactuals)
+    console.print(
+        f"{method}{' + counterfactuals' if m['n_counterfactuals'] else ''}: k={k}, seed={seed}, "
+        f"{m['n_train']} training rows, {m['steps']} steps in {m['train_seconds']:.1f}s "
+        f"({m['examples_per_second']:.1f} examples/s); saved to {out}"
+    )
+    _print_metrics(f"{dataset.name} test", {"student": m["test"], "teacher": m["teacher_test"]})
 
 
 @app.command("demo")

@@ -262,11 +262,9 @@ def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> _RawRows:
     return rows
 
 
-def _read_jsonl(path: Path, cfg: DataConfig) -> _RawRows:
-    content = _decode(path.read_bytes(), path, cfg.encoding)
-    rows = _RawRows(str(path), [], [], [])
-    text_cols: list[str] | None = None
-    label_col: str | None = None
+def iter_json_lines(path: str | Path, content: str) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of JSONL ``content``; a line that is not a JSON
+    object is an error naming the file and line."""
     for line_no, line in enumerate(content.splitlines(), start=1):
         if not line.strip():
             continue
@@ -276,6 +274,15 @@ def _read_jsonl(path: Path, cfg: DataConfig) -> _RawRows:
             raise DataError(f"{path}, line {line_no}: not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}, line {line_no}: expected a JSON object, found {type(obj).__name__}")
+        yield line_no, obj
+
+
+def _read_jsonl(path: Path, cfg: DataConfig) -> _RawRows:
+    content = _decode(path.read_bytes(), path, cfg.encoding)
+    rows = _RawRows(str(path), [], [], [])
+    text_cols: list[str] | None = None
+    label_col: str | None = None
+    for line_no, obj in iter_json_lines(path, content):
         where = f"{path}, line {line_no}"
         if text_cols is None:
             text_cols = _text_columns(list(obj), cfg, where)

@@ -1,0 +1,96 @@
+"""Metrics on a split: accuracy, macro-F1, MCC, and teacher-student agreement (fidelity)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> list[list[int]]:
+    """``m[i][j]`` = number of examples of true class i predicted as j."""
+    m = [[0] * num_classes for _ in range(num_classes)]
+    for t, p in zip(y_true, y_pred):
+        m[t][p] += 1
+    return m
+
+
+def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    if not y_true:
+        return float("nan")
+    return sum(int(t == p) for t, p in zip(y_true, y_pred)) / len(y_true)
+
+
+def macro_f1(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> float:
+    """Mean over classes of F1 = 2 TP / (2 TP + FP + FN); a class never true nor predicted scores 0."""
+    m = confusion_matrix(y_true, y_pred, num_classes)
+    scores = []
+    for c in range(num_classes):
+        tp = m[c][c]
+        fp = sum(m[r][c] for r in range(num_classes)) - tp
+        fn = sum(m[c]) - tp
+        denom = 2 * tp + fp + fn
+        scores.append(2 * tp / denom if denom else 0.0)
+    return sum(scores) / num_classes
+
+
+def mcc(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> float:
+    """Matthews correlation coefficient, multi-class form (Gorodkin 2004):
+    (c s - sum_k p_k t_k) / sqrt((s^2 - sum_k p_k^2)(s^2 - sum_k t_k^2)); 0 when undefined."""
+    m = confusion_matrix(y_true, y_pred, num_classes)
+    s = len(y_true)
+    c = sum(m[k][k] for k in range(num_classes))
+    t = [sum(m[k]) for k in range(num_classes)]
+    p = [sum(m[r][k] for r in range(num_classes)) for k in range(num_classes)]
+    denom = math.sqrt((s * s - sum(x * x for x in p)) * (s * s - sum(x * x for x in t)))
+    return (c * s - sum(pk * tk for pk, tk in zip(p, t))) / denom if denom else 0.0
+
+
+def agreement(a: Sequence[int], b: Sequence[int]) -> float:
+    """Share of examples on which two classifiers predict the same class (fidelity)."""
+    return accuracy(list(a), list(b))
+
+
+def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int,
+                           reference_pred: Sequence[int] | None = None) -> dict[str, float]:
+    """Accuracy, macro-F1, MCC and, given the teacher's predictions, agreement with them."""
+    out = {
+        "accuracy": accuracy(y_true, y_pred),
+        "macro_f1": macro_f1(y_true, y_pred, num_classes),
+        "mcc": mcc(y_true, y_pred, num_classes),
+        "n": len(y_true),
+    }
+    if reference_pred is not None:
+        out["agreement"] = agreement(y_pred, reference_pred)
+    return out
+
+
+@torch.no_grad()
+def predict_logits(model, tokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
+                   device: torch.device | str | None = None, progress: bool = False, desc: str = "predict") -> torch.Tensor:
+    """Logits ``(N, C)`` for ``texts``, in eval mode, batched; texts sorted by length for speed and the
+    result put back in the input order."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.empty(len(texts), model.config.num_labels)
+    batches = range(0, len(order), batch_size)
+    for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt").to(device)
+        logits = model(**enc).logits.float().cpu()
+        out[idx] = logits
+    model.train(was_training)
+    return out
+
+
+def evaluate_texts(model, tokenizer, texts: Sequence[str], labels: Sequence[int], num_classes: int,
+                   reference_pred: Sequence[int] | None = None, **predict_kwargs) -> tuple[dict[str, float], list[int]]:
+    """Predict ``texts`` and score them; returns the metrics and the predictions."""
+    pred = predict_logits(model, tokenizer, texts, **predict_kwargs).argmax(-1).tolist()
+    return classification_metrics(list(labels), pred, num_classes, reference_pred), pred

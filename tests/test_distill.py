@@ -1,0 +1,232 @@
+"""The trainer: what a step changes, the teacher cache, determinism, every method end to end, errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from codistill.config import DistillConfig, LayerMatch, StudentConfig, TrainConfig
+from codistill.data import LabeledTexts, load_dataset
+from codistill.distill import (
+    DistillModule,
+    build_teacher_cache,
+    collate,
+    distill,
+    encode,
+    fit,
+    plan_steps,
+    read_extra_examples,
+    teacher_forward,
+    teacher_layers_of,
+    train_teacher,
+)
+from codistill.errors import ConfigError, DataError
+from codistill.losses import Projections
+from codistill.models import load_classifier, make_student, uniform_layer_map
+
+from conftest import synthetic_rows, write_csv
+
+FAST = TrainConfig(epochs=2, min_steps=4, batch_size=4, lr=1e-3, max_length=32, eval_batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def toy_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data") / "toy"
+    write_csv(folder / "train.csv", synthetic_rows(80, seed=1))
+    write_csv(folder / "validation.csv", synthetic_rows(12, seed=2))
+    write_csv(folder / "test.csv", synthetic_rows(24, seed=3))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def toy(toy_folder: Path):
+    return load_dataset(toy_folder, label_names=["negative", "positive"])
+
+
+@pytest.fixture(scope="module")
+def trained_teacher(tmp_path_factory, tiny_teacher: Path, toy) -> Path:
+    out = tmp_path_factory.mktemp("trained_teacher")
+    train_teacher(toy, str(tiny_teacher), out, train=replace(FAST, epochs=6), progress=False)
+    return out
+
+
+def _student_and_teacher(teacher_dir: Path, student_dir: Path):
+    teacher = load_classifier(str(teacher_dir), ["negative", "positive"])
+    teacher.model.requires_grad_(False)
+    torch.manual_seed(0)
+    student, _ = make_student(str(student_dir), None, "pretrained", ["negative", "positive"])
+    return teacher, student
+
+
+def test_plan_steps_rule() -> None:
+    cfg = TrainConfig(epochs=30, min_steps=50, batch_size=8)
+    assert plan_steps(8, cfg) == (1, 50)       # floor on steps
+    assert plan_steps(64, cfg) == (8, 240)     # epochs * steps per epoch
+    assert plan_steps(64, replace(cfg, max_steps=100)) == (8, 100)
+    assert plan_steps(64, replace(cfg, grad_accum=2)) == (4, 120)
+
+
+def test_lwd_step_changes_student_and_projections_never_teacher(tiny_teacher: Path, tiny_student: Path, toy) -> None:
+    teacher, student = _student_and_teacher(tiny_teacher, tiny_student)
+    dcfg = DistillConfig(method="lwd")
+    pairs = uniform_layer_map(student.num_layers, teacher.num_layers)
+    data = LabeledTexts(toy["train"].texts[:8], toy["train"].labels[:8])
+    enc = encode(student.tokenizer, data.texts, 32)
+    cache = build_teacher_cache(teacher, enc, teacher_layers_of(pairs))
+    proj = Projections(len(pairs), student.hidden_size, teacher.hidden_size)
+    module = DistillModule(student.model, dcfg, pairs, proj)
+    t_before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    s_before = {k: v.clone() for k, v in student.model.state_dict().items()}
+    p_before = [p.clone() for p in proj.parameters()]
+    fit(module, student, enc, data.labels, replace(FAST, min_steps=1, epochs=1, max_steps=1), cache=cache,
+        teacher_layers=teacher_layers_of(pairs), progress=False)
+    assert all(torch.equal(v, teacher.model.state_dict()[k]) for k, v in t_before.items())
+    changed = [k for k, v in s_before.items() if not torch.equal(v, student.model.state_dict()[k])]
+    assert "classifier.weight" in changed and any("encoder.layer" in k for k in changed)
+    assert all("position_ids" not in k for k in changed)
+    assert all(not torch.equal(a, b) for a, b in zip(p_before, proj.parameters()))  # projections were optimized
+
+
+@pytest.mark.parametrize("which", ["bert", "qwen"])
+def test_cached_and_live_teacher_give_identical_losses(which: str, tiny_teacher: Path, tiny_student: Path,
+                                                       tiny_qwen: Path, toy) -> None:
+    if which == "bert":
+        teacher, student = _student_and_teacher(tiny_teacher, tiny_student)
+    else:
+        teacher, student = _student_and_teacher(tiny_qwen, tiny_qwen)
+    pairs = uniform_layer_map(student.num_layers, teacher.num_layers, include_embeddings=True)
+    layers = teacher_layers_of(pairs)
+    texts = toy["train"].texts[:6]
+    texts[0] = texts[0] + " and the plot was fine and the movie was very lovely"  # unequal lengths -> padding
+    labels = torch.tensor(toy["train"].labels[:6])
+    enc = encode(student.tokenizer, texts, 32)
+    cache = build_teacher_cache(teacher, enc, layers, batch_size=4)
+    module = DistillModule(student.model, DistillConfig(method="lwd"), pairs,
+                           Projections(len(pairs), student.hidden_size, teacher.hidden_size)).eval()
+    idx = [5, 0, 3, 1]
+    batch = collate(student.tokenizer, enc, idx)
+    live_logits, live_hidden = teacher_forward(teacher.model.eval(), batch, layers)
+    left = student.tokenizer.padding_side == "left"
+    cached_hidden = [cache.batch_hidden(l, idx, batch["attention_mask"], left) for l in layers]
+    live = module(batch, labels[idx], live_logits, live_hidden)
+    cached = module(batch, labels[idx], cache.logits[idx], cached_hidden)
+    for key in ("ce", "kd", "lwd", "loss"):
+        assert cached[key].item() == pytest.approx(live[key].item(), rel=1e-4, abs=1e-6), key
+
+
+def test_distill_same_command_twice_same_metrics(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy) -> None:
+    kwargs = dict(k=8, seed=3, student=StudentConfig(model=str(tiny_student), layers=None),
+                  method=DistillConfig(method="kd"), train=FAST, progress=False)
+    a = distill(toy, trained_teacher, tmp_path / "a", **kwargs)
+    b = distill(toy, trained_teacher, tmp_path / "b", **kwargs)
+    assert a["test"] == b["test"]
+    log_a = (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()
+    log_b = (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["loss"] for r in log_a] == [json.loads(r)["loss"] for r in log_b]
+    c = distill(toy, trained_teacher, tmp_path / "c", **{**kwargs, "seed": 4})
+    assert json.loads((tmp_path / "c" / "run_config.json").read_text())["sample_indices"] != \
+        json.loads((tmp_path / "a" / "run_config.json").read_text())["sample_indices"]
+
+
+@pytest.mark.parametrize("method", ["finetune", "kd", "lwd", "ted"])
+def test_distill_end_to_end_each_method(method: str, tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy) -> None:
+    from transformers import pipeline
+
+    out = tmp_path / method
+    m = distill(toy, trained_teacher, out, k=8, seed=0, student=StudentConfig(model=str(tiny_student), layers=1),
+                method=DistillConfig(method=method, ted_filter_epochs=2), train=FAST, progress=False)
+    for name in ("metrics.json", "run_config.json", "train_log.jsonl", "config.json", "model.safetensors"):
+        assert (out / name).is_file(), name
+    assert m["method"] == method and m["n_train"] == 8 and m["steps"] == 4
+    assert 0.0 <= m["test"]["accuracy"] <= 1.0 and m["test"]["n"] == 24
+    assert "agreement" in m["test"] and m["teacher_test"]["accuracy"] > 0.5
+    log = [json.loads(r) for r in (out / "train_log.jsonl").read_text().splitlines()]
+    expected_parts = {"finetune": {"ce"}, "kd": {"ce", "kd"}, "lwd": {"ce", "kd", "lwd"}, "ted": {"ce", "kd", "ted"}}
+    assert expected_parts[method] <= set(log[0]) and len(log) == 4
+    if method == "lwd":
+        assert m["extra_trainable_parameters"] == 16 * 32 + 32  # one projection 16 -> 32 for the one pair
+    if method == "ted":
+        assert m["ted_stage1"]["steps"] > 0
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["student"]["layers_kept"] == [0] and config["method"]["method"] == method
+    clf = pipeline("text-classification", model=str(out), tokenizer=str(out))
+    assert clf("the film was great")[0]["label"] in ("negative", "positive")
+
+
+def test_decoder_teacher_and_student(tmp_path: Path, tiny_qwen: Path, toy) -> None:
+    teacher_dir = tmp_path / "qwen_teacher"
+    tm = train_teacher(toy, str(tiny_qwen), teacher_dir, train=replace(FAST, epochs=2), progress=False)
+    assert tm["test"]["n"] == 24
+    m = distill(toy, teacher_dir, tmp_path / "qwen_student", k=8, seed=0,
+                student=StudentConfig(model=str(teacher_dir), layers=1, init="teacher"),
+                method=DistillConfig(method="lwd"), train=FAST, progress=False)
+    assert m["test"]["n"] == 24 and m["layer_map"] == [{"layer_T": 2, "layer_S": 1, "weight": 1.0}]
+
+
+def test_counterfactual_rows_are_added(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy) -> None:
+    cf = tmp_path / "cf.jsonl"
+    rows = [
+        {"text": "the film was awful", "label": 1, "counterfactual": "the film was great", "target_label": 1, "flipped": True},
+        {"counterfactual": "the plot was dull", "target_label": "negative", "flipped": True},
+        {"counterfactual": "no flip here", "target_label": 0, "flipped": False},
+        {"text": "a plain extra row", "label": 0},
+    ]
+    cf.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    extra, info = read_extra_examples(cf, ["negative", "positive"])
+    assert extra.texts == ["the film was great", "the plot was dull", "a plain extra row"]
+    assert extra.labels == [1, 0, 0] and info == {"added": 3, "skipped_not_flipped": 1}
+    m = distill(toy, trained_teacher, tmp_path / "run", k=4, seed=0, counterfactuals=cf,
+                student=StudentConfig(model=str(tiny_student), layers=1), train=FAST, progress=False)
+    assert m["n_train"] == 7 and m["n_counterfactuals"] == 3 and m["cod"] is True
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "label": 5}\n')
+    with pytest.raises(DataError, match="bad.jsonl, line 1: label 5 is not in the label set"):
+        read_extra_examples(bad, ["negative", "positive"])
+
+
+def test_select_on_validation_never_test(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy) -> None:
+    m = distill(toy, trained_teacher, tmp_path / "sel", k=8, seed=0, method=DistillConfig(method="kd"),
+                student=StudentConfig(model=str(tiny_student), layers=1),
+                train=replace(FAST, select_on="validation"), progress=False)
+    assert m["selected"]["on"] == "validation" and 1 <= m["selected"]["step"] <= m["steps"]
+    log = [json.loads(r) for r in (tmp_path / "sel" / "train_log.jsonl").read_text().splitlines()]
+    assert sum("validation_accuracy" in r for r in log) == 2  # once per epoch
+    assert max(r["validation_accuracy"] for r in log if "validation_accuracy" in r) == m["selected"]["validation_accuracy"]
+    with pytest.raises(ConfigError, match="never test"):
+        TrainConfig(select_on="test")
+
+
+def test_teacher_saved_for_pipeline_with_metrics(trained_teacher: Path) -> None:
+    from transformers import pipeline
+
+    metrics = json.loads((trained_teacher / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > 0.6 and metrics["validation"]["n"] == 12 and metrics["n_train"] == 80
+    out = pipeline("text-classification", model=str(trained_teacher))("the film was superb and the plot lovely")
+    assert out[0]["label"] in ("negative", "positive")
+
+
+def test_errors_before_training(tmp_path: Path, trained_teacher: Path, tiny_student: Path, tiny_qwen: Path, toy) -> None:
+    student = StudentConfig(model=str(tiny_student), layers=1)
+    with pytest.raises(ConfigError, match="no such folder"):
+        distill(toy, tmp_path / "missing_teacher", tmp_path / "o1", k=8, student=student, train=FAST, progress=False)
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        distill(toy, None, tmp_path / "o2", k=8, student=student, train=FAST, progress=False)
+    with pytest.raises(ConfigError, match="same tokenizer"):
+        distill(toy, trained_teacher, tmp_path / "o3", k=8, method=DistillConfig(method="lwd"),
+                student=StudentConfig(model=str(tiny_qwen), layers=1), train=FAST, progress=False)
+    with pytest.raises(ConfigError, match="student layer 5 does not exist"):
+        distill(toy, trained_teacher, tmp_path / "o4", k=8, student=student, train=FAST, progress=False,
+                method=DistillConfig(method="lwd", layer_map=[LayerMatch(layer_T=2, layer_S=5)]))
+    three = load_dataset(write_csv(tmp_path / "three.csv", synthetic_rows(60, classes=("a", "b", "c"))))
+    with pytest.raises(ConfigError, match="the teacher has 2 labels but dataset 'three' has 3"):
+        distill(three, trained_teacher, tmp_path / "o5", k=6, student=student, train=FAST, progress=False)
+    for out in ("o1", "o2", "o3", "o4", "o5"):
+        assert not (tmp_path / out / "metrics.json").exists()
+    # finetune needs no teacher
+    m = distill(toy, None, tmp_path / "ft", k=8, method=DistillConfig(method="finetune"), student=student,
+                train=FAST, progress=False)
+    assert m["teacher_test"] is None and "agreement" not in m["test"]
