@@ -230,3 +230,14 @@ def test_errors_before_training(tmp_path: Path, trained_teacher: Path, tiny_stud
     m = distill(toy, None, tmp_path / "ft", k=8, method=DistillConfig(method="finetune"), student=student,
                 train=FAST, progress=False)
     assert m["teacher_test"] is None and "agreement" not in m["test"]
+
+
+def test_given_teacher_predictions_and_no_model_weights(tmp_path: Path, trained_teacher: Path, tiny_student: Path,
+                                                        toy) -> None:
+    # a "teacher" that predicts the true labels: agreement must then equal accuracy
+    given = ({"accuracy": 1.0, "macro_f1": 1.0, "mcc": 1.0, "n": 24}, list(toy["test"].labels))
+    m = distill(toy, trained_teacher, tmp_path / "r", k=4, seed=0, teacher_test=given, save_model=False,
+                student=StudentConfig(model=str(tiny_student), layers=1), train=FAST, progress=False)
+    assert m["teacher_test"] == given[0]
+    assert m["test"]["agreement"] == m["test"]["accuracy"]
+    assert (tmp_path / "r" / "metrics.json").is_file() and not (tmp_path / "r" / "model.safetensors").exists()

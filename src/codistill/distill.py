@@ -507,13 +507,14 @@ def evaluate_split(clf: Classifier, data: LabeledTexts, num_classes: int, tcfg: 
     return classification_metrics(data.labels, pred, num_classes, reference_pred), pred
 
 
-def _write_run(out: Path, model: Classifier, metrics: dict, config: dict, log: list[dict]) -> None:
+def _write_run(out: Path, model: Classifier | None, metrics: dict, config: dict, log: list[dict]) -> None:
     """Write the model (``save_pretrained``: the folder loads with ``transformers.pipeline``), the resolved
     run config, the log, and ``metrics.json`` last: its presence means the run is complete."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)
-    model.model.save_pretrained(out)
-    model.tokenizer.save_pretrained(out)
+    if model is not None:
+        model.model.save_pretrained(out)
+        model.tokenizer.save_pretrained(out)
     atomic_write_json(out / "run_config.json", config)
     atomic_write_text(out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
     atomic_write_json(out / "metrics.json", metrics)
@@ -522,13 +523,16 @@ def _write_run(out: Path, model: Classifier, metrics: dict, config: dict, log: l
 def distill(dataset: TextDataset, teacher_dir: str | Path | None, out_dir: str | Path, *, k: int, seed: int = 0,
             student: StudentConfig | None = None, method: DistillConfig | None = None,
             train: TrainConfig | None = None, counterfactuals: str | Path | None = None,
+            teacher_test: tuple[dict, list[int]] | None = None, save_model: bool = True,
             progress: bool = True) -> dict[str, Any]:
     """Distill the teacher in ``teacher_dir`` into a student trained on the k-shot sample of ``dataset``
     (plus the rows of ``counterfactuals``), evaluate on the test split and write the run to ``out_dir``:
     ``model/`` (``save_pretrained``), ``metrics.json``, ``config.json`` (resolved) and ``train_log.jsonl``.
 
     Every input is checked before training starts. ``finetune`` needs no teacher (agreement is then
-    reported only when a teacher is given). Returns the metrics.
+    reported only when a teacher is given). ``teacher_test`` = (metrics, predictions) of the teacher on the
+    test split, when the caller already has them (a grid computes them once). ``save_model=False`` skips
+    writing the student's weights. Returns the metrics.
     """
     scfg = student or StudentConfig()
     dcfg = method or DistillConfig()
@@ -555,8 +559,8 @@ def distill(dataset: TextDataset, teacher_dir: str | Path | None, out_dir: str |
     t0 = time.perf_counter()
     summary = train_classifier(stu, train_rows, dcfg, tcfg, teacher=teacher, validation=dataset.splits.get("validation"),
                                num_classes=dataset.num_classes, progress=progress)
-    teacher_pred = teacher_metrics = None
-    if teacher is not None:
+    teacher_metrics, teacher_pred = teacher_test if teacher_test is not None else (None, None)
+    if teacher is not None and teacher_test is None:
         teacher_metrics, teacher_pred = evaluate_split(teacher, test, dataset.num_classes, tcfg)
     test_metrics, _ = evaluate_split(stu, test, dataset.num_classes, tcfg, teacher_pred)
     log = summary.pop("log")
@@ -577,7 +581,7 @@ def distill(dataset: TextDataset, teacher_dir: str | Path | None, out_dir: str |
         "student": {**asdict(scfg), **student_info}, "method": asdict(dcfg), "train": asdict(tcfg),
         "sample_indices": sample.indices, "environment": _environment(),
     }
-    _write_run(Path(out_dir), stu, metrics, config, log)
+    _write_run(Path(out_dir), stu if save_model else None, metrics, config, log)
     return metrics
 
 
