@@ -264,6 +264,67 @@ def distill_cmd(
     _print_metrics(f"{dataset.name} test", {"student": m["test"], "teacher": m["teacher_test"]})
 
 
+@app.command("counterfactuals")
+@data_options
+def counterfactuals_cmd(
+    data: str = typer.Option("tweets", "--data", help="Dataset: 'tweets', a registered name, a folder or a file."),
+    teacher: str = typer.Option(..., "--teacher", help="Teacher folder or Hub name: it verifies every candidate."),
+    k: int = typer.Option(16, "--k", help="Budget k: counterfactuals for the k/2 originals CoD keeps."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed (the same as for distill)."),
+    generator: str = typer.Option("edits", "--generator", help="'edits' (offline search) or 'llm'."),
+    out: Path = typer.Option(..., "--out", help="Output JSONL (one row per original); summary beside it."),
+    on_failure: str = typer.Option("skip", "--on-failure", help="'skip' or 'keep-best' for originals with no flip."),
+    max_edits: int = typer.Option(3, "--max-edits", help="edits: budget of word edits."),
+    beam_width: int = typer.Option(4, "--beam-width", help="edits: beam width."),
+    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="edits: JSON word -> antonyms (default WordNet)."),
+    base_url: str = typer.Option("https://api.openai.com/v1", "--base-url", help="llm: OpenAI-compatible base URL."),
+    model: str = typer.Option("gpt-4o", "--model", help="llm: model name."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="llm: env variable with the API key."),
+    temperature: float = typer.Option(0.0, "--temperature", help="llm: sampling temperature."),
+    concurrency: int = typer.Option(4, "--concurrency", help="llm: requests in flight."),
+    max_attempts: int = typer.Option(3, "--max-attempts", help="llm: prompts per original (with feedback)."),
+    max_changed_share: float = typer.Option(0.5, "--max-changed-share", help="llm: reject rewrites changing more words."),
+    timeout: float = typer.Option(60.0, "--timeout", help="llm: seconds per request."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="llm: answer cache (default: beside --out)."),
+    data_options: dict = DATA_OPTIONS,
+) -> None:
+    """Generate counterfactuals for the CoD half of a k-shot sample, verified by the teacher."""
+    from codistill.counterfactuals import (
+        DictLexicon, EditSearchGenerator, LLMConfig, LLMGenerator, Verifier, generate_counterfactuals, summary_path)
+    from codistill.models import load_classifier
+
+    if generator == "edits":
+        lex = DictLexicon.from_json(lexicon) if lexicon else None
+        gen = EditSearchGenerator(lex, max_edits=max_edits, beam_width=beam_width)
+    elif generator == "llm":
+        cfg = LLMConfig(base_url=base_url, model=model, api_key_env=api_key_env, temperature=temperature,
+                        concurrency=concurrency, max_attempts=max_attempts, max_changed_share=max_changed_share,
+                        timeout=timeout, cache_dir=str(cache_dir or out.parent / ".llm_cache"))
+        gen = LLMGenerator(cfg)
+    else:
+        raise CodistillError(f"--generator must be 'edits' or 'llm', got '{generator}'")
+    dataset = _load(data, data_options)
+    clf = load_classifier(teacher, what="teacher")
+    if clf.model.config.num_labels != dataset.num_classes:
+        raise CodistillError(f"the teacher has {clf.model.config.num_labels} labels but the dataset has {dataset.num_classes}")
+    s = generate_counterfactuals(dataset, Verifier.from_classifier(clf), gen, out, k=k, seed=seed, on_failure=on_failure)
+    table = Table(title=f"counterfactuals: {dataset.name}, k={k} ({s['originals']} originals), {s['generator']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+
+    def fmt(v):
+        return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    for key in ("flip_rate", "flipped", "used", "mean_target_prob", "edited_words_mean", "edited_words_median",
+                "relative_edit_mean", "length_ratio_mean", "unchanged_share", "duplicate_share", "seconds"):
+        table.add_row(key, fmt(s[key]))
+    for key, value in s.get("llm", {}).items():
+        if key not in ("base_url", "model"):
+            table.add_row(f"llm {key}", fmt(value))
+    console.print(table)
+    console.print(f"wrote {out} and {summary_path(out)}")
+
+
 @app.command("demo")
 def demo() -> None:
     """The one-command demo: teacher, counterfactuals, KD vs KD+CoD on the embedded tweets (not built yet)."""

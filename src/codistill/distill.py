@@ -369,8 +369,9 @@ def read_extra_examples(path: str | Path, label_names: Sequence[str]) -> tuple[L
     """Training rows to add to the k-shot sample, from a JSONL file.
 
     Each line is either ``{"text", "label"}`` or a counterfactual row ``{"counterfactual", "target_label",
-    "flipped", ...}`` as written by ``codistill counterfactuals``; rows with ``"flipped": false`` are skipped
-    (a counterfactual counts only if the teacher predicts its target). Labels are indices or class names.
+    "flipped", "use", ...}`` as written by ``codistill counterfactuals``. A row is skipped when its ``use``
+    is false, or, without ``use``, when ``flipped`` is false (a counterfactual counts only if the teacher
+    predicts its target). Labels are indices or class names.
     """
     path = Path(path)
     if not path.is_file():
@@ -378,7 +379,7 @@ def read_extra_examples(path: str | Path, label_names: Sequence[str]) -> tuple[L
     texts, labels = [], []
     skipped = 0
     for line_no, row in iter_json_lines(path, path.read_text(encoding="utf-8")):
-        if row.get("flipped") is False:
+        if not row.get("use", row.get("flipped", True)):
             skipped += 1
             continue
         text = row.get("counterfactual", row.get("text"))

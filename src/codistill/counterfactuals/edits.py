@@ -1,0 +1,380 @@
+"""Offline counterfactuals: a teacher-guided beam search over word-level edits (no LLM).
+
+Edits, in the order a reader most readily accepts them:
+  1. antonym substitution (WordNet, keeping the word's inflection and capitalisation: loved -> hated),
+  2. negation: insert ``not`` after an auxiliary (``is`` -> ``is not``) or remove one (``not``, ``never``,
+     ``n't``, ``isn't`` -> ``is``); never next to another negation and at most one per candidate,
+  3. deleting one of the words whose removal most lowers the teacher's probability of the current label.
+
+The search expands every beam state by one more edit at a word not yet edited, scores all children of all
+originals in one batched teacher call per depth, and stops for an original at the first depth where a
+child flips the teacher: the result has the fewest edits found, ties broken by edit kind, then by the
+teacher's probability of the target. Related work: MiCE (Ross et al. 2021), Polyjuice (Wu et al. 2021),
+TextAttack's word-substitution searches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+from codistill.counterfactuals.base import (
+    NO_EDIT_FOUND,
+    Attempt,
+    CFRequest,
+    CFResult,
+    CounterfactualGenerator,
+)
+from codistill.errors import ConfigError
+
+NEGATIONS = {"not", "never", "no", "n't", "nothing", "none", "nobody", "neither", "nor", "cannot"}
+AUXILIARIES = {"is", "was", "are", "were", "am", "be", "been", "do", "does", "did", "has", "have", "had", "can",
+               "could", "will", "would", "should", "must", "may", "might", "'s", "'re", "'m"}
+CONTRACTIONS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "is", "cannot": "can"}
+EDIT_COST = {"antonym": 0, "negation": 1, "delete": 2}
+
+# suffix -> (part of speech of the base form, possible endings of the base form); tried in order
+_SUFFIXES = [("iest", "a", ["y"]), ("ier", "a", ["y"]), ("ied", "v", ["y"]), ("ily", "a", ["y"]),
+             ("bly", "a", ["ble"]), ("ing", "v", ["", "e"]), ("est", "a", ["", "e"]), ("ed", "v", ["", "e"]),
+             ("er", "a", ["", "e"]), ("es", "v", ["", "e"]), ("ly", "a", [""]), ("s", "v", [""])]
+
+
+class Lexicon(Protocol):
+    def antonyms(self, word: str, pos: str | None = None) -> list[str]:
+        """Antonyms of a lower-case base form; ``pos`` one of ``a`` (adjective), ``r`` (adverb), ``v``
+        (verb) or ``None`` for any (may be empty)."""
+
+
+@dataclass
+class DictLexicon:
+    """Antonyms from a mapping (made symmetric, any part of speech): for tests and user-supplied lists
+    (``--lexicon FILE.json``)."""
+
+    pairs: dict[str, list[str]]
+    _table: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for word, ants in self.pairs.items():
+            for ant in ([ants] if isinstance(ants, str) else ants):
+                self._table.setdefault(word.lower(), []).append(ant.lower())
+                self._table.setdefault(ant.lower(), []).append(word.lower())
+
+    def antonyms(self, word: str, pos: str | None = None) -> list[str]:
+        return list(dict.fromkeys(self._table.get(word, [])))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "DictLexicon":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"--lexicon {path}: cannot read a JSON object of word -> antonyms ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"--lexicon {path}: expected a JSON object of word -> [antonyms]")
+        return cls(data)
+
+
+WORDNET_DIRS = ("/usr/share/wordnet", "/usr/local/share/wordnet", "~/nltk_data/corpora/wordnet",
+                "/usr/share/nltk_data/corpora/wordnet")
+_POS_FILES = {"a": "adj", "r": "adv", "v": "verb"}
+
+
+class WordNetLexicon:
+    """Antonyms of adjectives, adverbs and verbs read from WordNet 3.0's database files (``index.adj``,
+    ``data.adj``, ...), e.g. Debian's ``wordnet-base`` package. For each word its senses are visited in
+    WordNet's frequency order; a sense contributes its direct antonyms (``!`` pointers) and, for a satellite
+    adjective, the antonyms of its head (superb -> good -> bad). Single words only."""
+
+    def __init__(self, folder: str | Path | None = None, max_per_word: int = 3) -> None:
+        self.folder = Path(folder) if folder else find_wordnet()
+        self.max_per_word = max_per_word
+        self._tables = {pos: self._load(pos, name) for pos, name in _POS_FILES.items()}
+
+    def antonyms(self, word: str, pos: str | None = None) -> list[str]:
+        if pos is not None:
+            return self._tables[pos].get(word, [])
+        merged: list[str] = []
+        for table in self._tables.values():
+            merged.extend(a for a in table.get(word, []) if a not in merged)
+        return merged
+
+    def _load(self, pos: str, name: str) -> dict[str, list[str]]:
+        # synset offset -> (type, lemmas, antonym pointers (source word no., target offset, target word no.),
+        #                   head offsets of a satellite)
+        synsets: dict[int, tuple[str, list[str], list[tuple[int, int, int]], list[int]]] = {}
+        with open(self.folder / f"data.{name}", encoding="latin-1") as fh:
+            for line in fh:
+                if line.startswith(" "):
+                    continue
+                fields = line.split(" | ")[0].split()
+                n_words = int(fields[3], 16)
+                lemmas = [re.sub(r"\(.*\)$", "", w).lower() for w in fields[4:4 + 2 * n_words:2]]
+                at = 4 + 2 * n_words
+                antonyms, heads = [], []
+                for j in range(int(fields[at])):
+                    sym, off, _, st = fields[at + 1 + 4 * j: at + 5 + 4 * j]
+                    if sym == "!":
+                        antonyms.append((int(st[:2], 16), int(off), int(st[2:], 16)))
+                    elif sym == "&" and fields[2] == "s":
+                        heads.append(int(off))
+                synsets[int(fields[0])] = (fields[2], lemmas, antonyms, heads)
+
+        def direct(offset: int, lemma: str | None) -> list[str]:
+            _, lemmas, antonyms, _ = synsets[offset]
+            out = []
+            for src, target, tgt in antonyms:
+                if target in synsets and (lemma is None or src == 0 or lemmas[src - 1] == lemma):
+                    t_lemmas = synsets[target][1]
+                    out.append(t_lemmas[tgt - 1] if tgt else t_lemmas[0])
+            return out
+
+        table: dict[str, list[str]] = {}
+        with open(self.folder / f"index.{name}", encoding="latin-1") as fh:
+            for line in fh:
+                if line.startswith(" "):
+                    continue
+                fields = line.split()
+                lemma, n_synsets = fields[0].lower(), int(fields[2])
+                if "_" in lemma:
+                    continue
+                found: list[str] = []
+                for offset in (int(o) for o in fields[-n_synsets:]):
+                    if offset not in synsets:
+                        continue
+                    ants = direct(offset, lemma)
+                    for head in synsets[offset][3]:
+                        if head in synsets:
+                            ants += direct(head, None)
+                    found.extend(a for a in ants if "_" not in a and a != lemma and a not in found)
+                if found:
+                    table[lemma] = found[: self.max_per_word]
+        return table
+
+
+def find_wordnet() -> Path:
+    """The first folder holding WordNet's ``data.adj`` (``$CODISTILL_WORDNET`` first)."""
+    candidates = [os.environ.get("CODISTILL_WORDNET", "")] + list(WORDNET_DIRS)
+    for c in candidates:
+        if c and (Path(c).expanduser() / "data.adj").is_file():
+            return Path(c).expanduser()
+    raise ConfigError(
+        "WordNet files not found (looked in " + ", ".join(WORDNET_DIRS) + "): install Debian's wordnet-base "
+        "(apt-get install wordnet-base), set CODISTILL_WORDNET, or pass --lexicon FILE.json"
+    )
+
+
+def _match_case(template: str, word: str) -> str:
+    if template.isupper() and len(template) > 1:
+        return word.upper()
+    if template[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def _inflect(base: str, suffix: str) -> str:
+    """Put ``suffix`` (as removed from the original word) on another base form, with simple spelling rules."""
+    vowels = "aeiou"
+    if suffix in ("ing",):
+        return (base[:-1] if base.endswith("e") and not base.endswith("ee") else base) + "ing"
+    if suffix in ("ed", "ied"):
+        if base.endswith("e"):
+            return base + "d"
+        if base.endswith("y") and len(base) > 1 and base[-2] not in vowels:
+            return base[:-1] + "ied"
+        return base + "ed"
+    if suffix in ("er", "ier", "est", "iest"):
+        tail = "er" if suffix in ("er", "ier") else "est"
+        if base.endswith("e"):
+            return base + tail[1:]
+        if base.endswith("y") and len(base) > 1 and base[-2] not in vowels:
+            return base[:-1] + "i" + tail
+        return base + tail
+    if suffix in ("s", "es"):
+        if base.endswith(("s", "x", "z", "ch", "sh")):
+            return base + "es"
+        if base.endswith("y") and len(base) > 1 and base[-2] not in vowels:
+            return base[:-1] + "ies"
+        return base + "s"
+    if suffix in ("ly", "ily", "bly"):
+        if base.endswith("ble"):
+            return base[:-1] + "y"
+        if base.endswith("y"):
+            return base[:-1] + "ily"
+        return base + "ly"
+    return base
+
+
+def antonym_forms(word: str, lexicon: Lexicon) -> list[str]:
+    """Antonyms of ``word`` in the same inflection and capitalisation (loved -> hated, Boring -> Interesting):
+    the word itself first, then its base forms by suffix rules (-s/-ed/-ing on verbs, -er/-est/-ly on
+    adjectives)."""
+    low = word.lower()
+    found = lexicon.antonyms(low)
+    if found:
+        return [_match_case(word, a) for a in found]
+    for suffix, pos, endings in _SUFFIXES:
+        if low.endswith(suffix) and len(low) - len(suffix) >= 2:
+            stem = low[: -len(suffix)]
+            for ending in endings:
+                for base in (stem + ending, stem[:-1] if len(stem) > 2 and stem[-1] == stem[-2] else None):
+                    ants = lexicon.antonyms(base, pos) if base else []
+                    if ants:
+                        return [_match_case(word, _inflect(a, suffix)) for a in ants]
+    return []
+
+
+# -- the search ---------------------------------------------------------------------------------------
+
+_CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class _State:
+    slots: tuple[str, ...]            # one slot per original word: the word, its replacement, or "" if deleted
+    edited: frozenset[int]
+    ops: tuple[str, ...]
+    cost: int
+    negations: int
+
+    def text(self) -> str:
+        return " ".join(s for s in self.slots if s)
+
+
+def _split(word: str) -> tuple[str, str, str]:
+    m = _CORE.match(word)
+    return m.group(1), m.group(2), m.group(3)
+
+
+def _is_negation(slot: str) -> bool:
+    core = _split(slot)[1].lower()
+    return core in NEGATIONS or core.endswith("n't") or slot.lower().split()[-1:] == ["not"]
+
+
+class EditSearchGenerator(CounterfactualGenerator):
+    """Teacher-guided beam search over word edits (see the module docstring).
+
+    Args:
+        lexicon: antonym source (``None``: WordNet from :func:`find_wordnet`).
+        max_edits: budget of edits per counterfactual.
+        beam_width: states kept per original between depths.
+        top_positions: words considered for deletion (the most important ones by leave-one-out).
+    """
+
+    name = "edits"
+
+    def __init__(self, lexicon: Lexicon | None = None, max_edits: int = 3, beam_width: int = 4,
+                 top_positions: int = 8) -> None:
+        if max_edits < 1 or beam_width < 1 or top_positions < 0:
+            raise ConfigError("max_edits and beam_width must be >= 1, top_positions >= 0")
+        self.lexicon = lexicon if lexicon is not None else WordNetLexicon()
+        self.max_edits = max_edits
+        self.beam_width = beam_width
+        self.top_positions = top_positions
+
+    # one edit at position i of state s
+    def _children(self, s: _State, i: int, deletable: bool) -> Iterable[_State]:
+        word = s.slots[i]
+        pre, core, post = _split(word)
+        if not core:
+            return
+        low = core.lower()
+
+        def child(new: str, op: str, kind: str, negation: int = 0) -> _State:
+            slots = list(s.slots)
+            slots[i] = new
+            return _State(tuple(slots), s.edited | {i}, s.ops + (op,), s.cost + EDIT_COST[kind], s.negations + negation)
+
+        for ant in antonym_forms(core, self.lexicon):
+            yield child(pre + ant + post, f"{core}->{ant}", "antonym")
+        neighbours = [s.slots[j] for j in (i - 1, i + 1) if 0 <= j < len(s.slots) and s.slots[j]]
+        if s.negations == 0:
+            if low in AUXILIARIES and not any(_is_negation(n) for n in neighbours):
+                yield child(f"{pre}{core} not{post}", f"+not after {core}", "negation", 1)
+            if low in ("not", "never", "n't", "cannot") or low in CONTRACTIONS:
+                repl = CONTRACTIONS.get(low, "")
+                yield child(pre + _match_case(core, repl) + post if repl else "", f"-{core}", "negation", 1)
+            elif low.endswith("n't") and len(low) > 3:
+                yield child(pre + core[:-3] + post, f"{core}->{core[:-3]}", "negation", 1)
+        if deletable and low not in NEGATIONS:
+            yield child("", f"-{core}", "delete")
+
+    def generate(self, requests: Sequence[CFRequest], verifier, label_names: Sequence[str],
+                 progress: bool = True) -> list[CFResult]:
+        from tqdm.auto import tqdm
+
+        requests = list(requests)
+        before = verifier.probs([r.text for r in requests]) if requests else None
+        results = [CFResult(r, self.name, [round(x, 6) for x in before[i].tolist()]) for i, r in enumerate(requests)]
+        originals = [_State(tuple(r.text.split()), frozenset(), (), 0, 0) for r in requests]
+        # importance of each word: how much deleting it lowers the probability of the current label
+        loo_texts, owners = [], []
+        for qi, st in enumerate(originals):
+            for i in range(len(st.slots)):
+                loo_texts.append(" ".join(w for j, w in enumerate(st.slots) if j != i))
+                owners.append((qi, i))
+        loo = verifier.probs(loo_texts) if loo_texts else None
+        importance: list[dict[int, float]] = [{} for _ in requests]
+        for row, (qi, i) in enumerate(owners):
+            label = requests[qi].label
+            importance[qi][i] = float(before[qi][label] - loo[row][label])
+        deletable = [set(sorted(imp, key=imp.get, reverse=True)[: self.top_positions]) for imp in importance]
+
+        beams: dict[int, list[_State]] = {qi: [st] for qi, st in enumerate(originals)}
+        best_seen: dict[int, tuple[float, _State, list[float]]] = {}
+        for depth in tqdm(range(1, self.max_edits + 1), desc="edit search", disable=not progress, leave=False):
+            children: list[tuple[int, _State]] = []
+            for qi, states in beams.items():
+                seen: set[str] = set()
+                for st in states:
+                    for i in range(len(st.slots)):
+                        if i in st.edited:
+                            continue
+                        for ch in self._children(st, i, i in deletable[qi]):
+                            t = ch.text()
+                            if t and t not in seen and t != requests[qi].text:
+                                seen.add(t)
+                                children.append((qi, ch))
+            if not children:
+                break
+            probs = verifier.probs([ch.text() for _, ch in children])
+            by_request: dict[int, list[tuple[_State, list[float]]]] = {}
+            for (qi, ch), p in zip(children, probs.tolist()):
+                by_request.setdefault(qi, []).append((ch, p))
+            next_beams: dict[int, list[_State]] = {}
+            chosen: list[tuple[int, _State]] = []
+            for qi, scored in by_request.items():
+                target = requests[qi].target
+                flips = [(ch, p) for ch, p in scored if max(range(len(p)), key=p.__getitem__) == target]
+                if flips:
+                    chosen.append((qi, min(flips, key=lambda cp: (cp[0].cost, -cp[1][target]))[0]))
+                    continue
+                scored.sort(key=lambda cp: -cp[1][target])
+                top_p, top_state = scored[0][1][target], scored[0][0]
+                if qi not in best_seen or top_p > best_seen[qi][0]:
+                    best_seen[qi] = (top_p, top_state, scored[0][1])
+                next_beams[qi] = [ch for ch, _ in scored[: self.beam_width]]
+            self._record(results, chosen, verifier)
+            beams = next_beams
+            if not beams:
+                break
+        failed = [qi for qi, res in enumerate(results) if not res.attempts]
+        self._record(results, [(qi, best_seen[qi][1]) for qi in failed if qi in best_seen], verifier,
+                     prefix=f"best within {self.max_edits} edits: ")
+        for qi in failed:
+            if not results[qi].attempts:
+                results[qi].attempts.append(Attempt(None, NO_EDIT_FOUND, "no applicable edit"))
+        return results
+
+    @staticmethod
+    def _record(results: list[CFResult], chosen: list[tuple[int, _State]], verifier, prefix: str = "") -> None:
+        """Have the shared verifier judge the chosen candidates (one batched call) and record the verdicts."""
+        if not chosen:
+            return
+        verdicts = verifier.verify([st.text() for _, st in chosen], [results[qi].request.target for qi, _ in chosen],
+                                   [prefix + "; ".join(st.ops) for _, st in chosen])
+        for (qi, _), verdict in zip(chosen, verdicts):
+            results[qi].attempts.append(verdict)

@@ -1,0 +1,89 @@
+"""The shared verifier (the teacher decides whether a candidate flipped) and the text checks every
+candidate passes before the teacher sees it."""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+import torch
+
+from codistill.counterfactuals.base import FLIPPED, NOT_FLIPPED, Attempt
+from codistill.counterfactuals.metrics import word_edit_distance, words
+
+Scorer = Callable[[Sequence[str]], torch.Tensor]
+
+REFUSAL = re.compile(
+    r"^\s*(i['’]?m sorry|i am sorry|sorry,|i can(?:not|['’]t)|i won['’]t|i am unable|i['’]m unable|as an ai"
+    r"|i apologi[sz]e|unfortunately,? i)", re.IGNORECASE)
+META = re.compile(
+    r"\b(original text|target label|edited text|counterfactual|the classifier|as few words|minimal (?:edit|change)"
+    r"|i (?:changed|replaced|modified)|here is|here's)\b", re.IGNORECASE)
+
+
+class Verifier:
+    """Scores texts with the teacher and judges candidates: flipped iff the teacher's top class is the target.
+
+    ``scorer`` maps texts to class probabilities ``(N, C)``; :meth:`from_classifier` wraps a model. Tests
+    pass a rule-based scorer whose behaviour they control.
+    """
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+        self.calls = 0
+        self.texts_scored = 0
+
+    @classmethod
+    def from_classifier(cls, clf, batch_size: int = 64, max_length: int = 256) -> "Verifier":
+        from codistill.evaluate import predict_logits
+
+        device = next(clf.model.parameters()).device
+
+        def scorer(texts: Sequence[str]) -> torch.Tensor:
+            return predict_logits(clf.model, clf.tokenizer, list(texts), batch_size, max_length, device).softmax(-1)
+
+        return cls(scorer)
+
+    def probs(self, texts: Sequence[str]) -> torch.Tensor:
+        """Class probabilities ``(N, C)`` (one batched call; empty input gives an empty tensor)."""
+        if not texts:
+            return torch.empty(0, 0)
+        self.calls += 1
+        self.texts_scored += len(texts)
+        return torch.as_tensor(self.scorer(list(texts)), dtype=torch.float32)
+
+    def verify(self, texts: Sequence[str], targets: Sequence[int], details: Sequence[str] | None = None) -> list[Attempt]:
+        """Verdicts for candidates ``texts`` aimed at ``targets`` (one batched teacher call)."""
+        p = self.probs(texts)
+        details = details or [""] * len(texts)
+        out = []
+        for i, (text, target) in enumerate(zip(texts, targets)):
+            row = p[i].tolist()
+            reason = FLIPPED if int(p[i].argmax()) == target else NOT_FLIPPED
+            out.append(Attempt(text=text, reason=reason, detail=details[i], probs=[round(x, 6) for x in row]))
+        return out
+
+
+def check_candidate(original: str, candidate: str | None, max_changed_share: float = 0.5,
+                    max_length_ratio: float = 2.0) -> str | None:
+    """Why ``candidate`` is not an acceptable minimal edit of ``original`` (``None`` when it is).
+
+    Rejected: empty; identical to the original (ignoring case and spacing); a refusal; text that talks
+    about the task or echoes the prompt instead of rewriting; much longer than the original; or a
+    rewrite that changes more than ``max_changed_share`` of the words (a flip by wholesale rewrite is
+    not a counterfactual).
+    """
+    if candidate is None or not candidate.strip():
+        return "empty"
+    if " ".join(words(candidate)) == " ".join(words(original)):
+        return "unchanged"
+    if REFUSAL.search(candidate):
+        return "refusal"
+    if META.search(candidate) and not META.search(original):
+        return "echo"
+    n_orig = max(1, len(words(original)))
+    if len(candidate) > max_length_ratio * max(len(original), 20):
+        return "too_long"
+    if word_edit_distance(original, candidate) > max(1, round(max_changed_share * n_orig)):
+        return "too_many_edits"
+    return None

@@ -1,0 +1,392 @@
+"""Counterfactual generation: metrics, candidate checks, the edit search on a rule-based teacher, the LLM
+client against a real local HTTP server with scripted answers and failures, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from codistill.counterfactuals import (
+    CFRequest,
+    ChatClient,
+    DictLexicon,
+    EditSearchGenerator,
+    LLMConfig,
+    LLMGenerator,
+    Verifier,
+    check_candidate,
+    choose_targets,
+    generate_counterfactuals,
+    quality_summary,
+    summary_path,
+    word_edit_distance,
+)
+from codistill.counterfactuals.edits import antonym_forms, find_wordnet, WordNetLexicon
+from codistill.counterfactuals.llm import LLMRequestError, build_messages, clean_answer
+from codistill.data import LabeledTexts, TextDataset, sample_from
+from codistill.errors import ConfigError
+
+# -- a rule-based toy teacher whose behaviour the tests control ------------------------------------------
+
+POSITIVE = {"great", "good", "lovely", "loved", "superb"}
+NEGATIVE = {"awful", "bad", "dull", "hated", "boring"}
+
+
+def toy_scorer(texts):
+    """P(positive) = sigmoid(2 * score): +1 per positive word, -1 per negative word, sign flipped after a
+    negation word."""
+    out = []
+    for text in texts:
+        score, negated = 0, False
+        for w in text.lower().split():
+            if w in ("not", "n't", "never"):
+                negated = True
+                continue
+            v = (w in POSITIVE) - (w in NEGATIVE)
+            score += -v if negated else v
+        p = float(torch.sigmoid(torch.tensor(2.0 * score)))
+        out.append([1 - p, p])
+    return torch.tensor(out)
+
+
+LEXICON = DictLexicon({"great": ["awful"], "good": ["bad"], "love": ["hate"], "lovely": ["ugly"]})
+
+
+def toy_dataset(n: int = 40, template: str = "the film was {} number {}") -> TextDataset:
+    pos = [template.format("great", i) for i in range(n // 2)]
+    neg = [template.format("awful", i) for i in range(n // 2)]
+    texts = [t for pair in zip(pos, neg) for t in pair]
+    labels = [1, 0] * (n // 2)
+    split = LabeledTexts(texts, labels)
+    return TextDataset("toy", ["negative", "positive"], {"train": split, "test": split})
+
+
+# -- metrics and checks -----------------------------------------------------------------------------------
+
+
+def test_word_edit_distance() -> None:
+    assert word_edit_distance("the film was great", "the film was awful") == 1
+    assert word_edit_distance("the film was great", "the film was not great") == 1
+    assert word_edit_distance("the film was great", "film great") == 2
+    assert word_edit_distance("It's GREAT!", "it's great !") == 0
+    assert word_edit_distance("", "a b") == 2
+
+
+def test_check_candidate_reasons() -> None:
+    orig = "the film was great and the acting was lovely"
+    assert check_candidate(orig, "the film was awful and the acting was lovely") is None
+    assert check_candidate(orig, "  ") == "empty"
+    assert check_candidate(orig, "The film was great and the acting was lovely.") == "unchanged" or \
+        check_candidate(orig, "the film was great and the acting was lovely") == "unchanged"
+    assert check_candidate(orig, "I'm sorry, but I can't help with that.") == "refusal"
+    assert check_candidate(orig, "Here is the edited text with minimal change") == "echo"
+    assert check_candidate(orig, orig + " " + "and more words " * 20) == "too_long"
+    assert check_candidate(orig, "a dreadful movie with wooden actors throughout it all") == "too_many_edits"
+    assert check_candidate(orig, "the film was awful and the acting was ugly", max_changed_share=0.1) == "too_many_edits"
+
+
+def test_clean_answer() -> None:
+    assert clean_answer('"the film was awful"') == "the film was awful"
+    assert clean_answer("Here is the edited text: the film was awful") == "the film was awful"
+    assert clean_answer("Edited text:\nthe film was awful") == "the film was awful"
+    assert clean_answer("```\nthe film  was awful\n```") == "the film was awful"
+
+
+def test_choose_targets_multiclass() -> None:
+    probs = torch.tensor([[0.7, 0.1, 0.2], [0.1, 0.6, 0.3], [0.5, 0.5, 0.0]])
+    assert choose_targets(probs, [0, 1, 0]) == [2, 2, 1]
+
+
+def test_quality_summary_numbers() -> None:
+    rows = [
+        {"text": "a b c d", "counterfactual": "a x c d", "flipped": True, "target_label": 0, "probs_after": [0.8, 0.2],
+         "edited_words": 1, "attempts": 1, "candidates": [{"reason": "flipped"}]},
+        {"text": "a b", "counterfactual": "a x c d", "flipped": False, "target_label": 0, "probs_after": [0.4, 0.6],
+         "edited_words": 3, "attempts": 2, "candidates": [{"reason": "refusal"}, {"reason": "not_flipped"}]},
+        {"text": "q", "counterfactual": None, "flipped": False, "target_label": 1, "probs_after": None,
+         "edited_words": None, "attempts": 1, "candidates": [{"reason": "request_failed"}]},
+    ]
+    s = quality_summary(rows)
+    assert s["flip_rate"] == pytest.approx(1 / 3) and s["flipped"] == 1
+    assert s["mean_target_prob"] == pytest.approx(0.6)
+    assert s["edited_words_mean"] == 2 and s["edited_words_median"] == 2
+    assert s["relative_edit_mean"] == pytest.approx((1 / 4 + 3 / 2) / 2)
+    assert s["length_ratio_mean"] == pytest.approx((1 + 2) / 2)
+    assert s["duplicate_share"] == 0.5 and s["unchanged_share"] == 0
+    assert s["candidates_by_reason"] == {"flipped": 1, "not_flipped": 1, "refusal": 1, "request_failed": 1}
+
+
+# -- the edit search ----------------------------------------------------------------------------------------
+
+
+def test_antonym_forms_keep_inflection_and_case() -> None:
+    assert antonym_forms("loved", LEXICON) == ["hated"]
+    assert antonym_forms("Great", LEXICON) == ["Awful"]
+    assert antonym_forms("loves", LEXICON) == ["hates"]
+    assert antonym_forms("loving", LEXICON) == ["hating"]
+    assert antonym_forms("table", LEXICON) == []
+
+
+def test_edit_search_flips_with_fewest_edits() -> None:
+    verifier = Verifier(toy_scorer)
+    gen = EditSearchGenerator(LEXICON, max_edits=3)
+    requests = [
+        CFRequest(0, "the film was great", 1, 0),              # one antonym
+        CFRequest(1, "I loved it , great and good", 1, 0),     # score 3: needs two edits
+        CFRequest(2, "the plot was not good", 0, 1),           # negated positive
+        CFRequest(3, "it is a movie", 0, 1),                   # nothing can make it positive
+    ]
+    results = gen.generate(requests, verifier, ["negative", "positive"], progress=False)
+    assert results[0].best.text == "the film was awful" and results[0].flipped
+    assert results[1].flipped and word_edit_distance(requests[1].text, results[1].best.text) == 2
+    assert results[2].flipped and word_edit_distance(requests[2].text, results[2].best.text) == 1
+    assert not results[3].flipped and results[3].attempts[-1].reason in ("not_flipped", "no_edit_found")
+    for r in results[:3]:  # the shared verifier judged the kept candidate
+        assert r.best.probs[r.request.target] > 0.5
+    assert results[0].probs_before[1] > 0.5
+
+
+def test_edit_search_never_stacks_negations() -> None:
+    gen = EditSearchGenerator(DictLexicon({}), max_edits=2)
+    results = gen.generate([CFRequest(0, "it was not good", 0, 1), CFRequest(1, "it was good", 1, 0)],
+                           Verifier(toy_scorer), ["negative", "positive"], progress=False)
+    assert results[0].best.text in ("it was good", "it good")
+    assert "not not" not in results[1].best.text
+    assert results[1].best.text == "it was not good"
+
+
+def test_edit_search_batches_teacher_calls() -> None:
+    verifier = Verifier(toy_scorer)
+    requests = [CFRequest(i, f"the film was great number {i}", 1, 0) for i in range(20)]
+    results = EditSearchGenerator(LEXICON).generate(requests, verifier, ["negative", "positive"], progress=False)
+    assert all(r.flipped for r in results)
+    # originals, leave-one-out, one call per depth, one verification call: not one call per original
+    assert verifier.calls <= 5
+
+
+@pytest.mark.skipif(not any(Path(d).expanduser().joinpath("data.adj").is_file()
+                            for d in ("/usr/share/wordnet",)), reason="WordNet files not installed")
+def test_wordnet_lexicon_reads_antonyms() -> None:
+    lex = WordNetLexicon(find_wordnet())
+    assert "bad" in lex.antonyms("good")
+    assert "bad" in lex.antonyms("superb")   # satellite -> head's antonym
+    assert antonym_forms("hated", lex) == ["loved"] or "loved" in antonym_forms("hated", lex)
+    assert "hate" in lex.antonyms("love", "v")
+
+
+def test_generate_counterfactuals_writes_rows_and_summary(tmp_path: Path) -> None:
+    ds = toy_dataset()
+    out = tmp_path / "cf.jsonl"
+    summary = generate_counterfactuals(ds, Verifier(toy_scorer), EditSearchGenerator(LEXICON), out, k=8, seed=0,
+                                       progress=False)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    cod_half = sample_from(ds, 4, 0)
+    assert [r["text"] for r in rows] == cod_half.texts          # the k/2 originals, nested in the k sample
+    assert set(cod_half.indices) <= set(sample_from(ds, 8, 0).indices)
+    for r in rows:
+        assert r["target_label"] == 1 - r["label"] and r["flipped"] and r["use"]
+        assert r["edited_words"] == 1 and r["probs_after"][r["target_label"]] > 0.5
+        assert r["generator"] == "edits" and r["candidates"]
+    assert summary["flip_rate"] == 1.0 and summary["edited_words_median"] == 1
+    assert json.loads(summary_path(out).read_text())["originals"] == 4
+    with pytest.raises(ConfigError, match="k/2 must be divisible"):
+        generate_counterfactuals(ds, Verifier(toy_scorer), EditSearchGenerator(LEXICON), out, k=6)
+
+
+def test_on_failure_skip_or_keep_best(tmp_path: Path) -> None:
+    ds = toy_dataset(template="{} film number {}")  # no auxiliary: nothing to negate
+    weak = EditSearchGenerator(DictLexicon({}), max_edits=1, top_positions=0)  # no antonyms, no deletions
+    skip = generate_counterfactuals(ds, Verifier(toy_scorer), weak, tmp_path / "s.jsonl", k=8, progress=False)
+    keep = generate_counterfactuals(ds, Verifier(toy_scorer), weak, tmp_path / "k.jsonl", k=8, progress=False,
+                                    on_failure="keep-best")
+    assert skip["flip_rate"] == 0.0 and skip["used"] == 0
+    assert keep["used"] == 0  # keep-best needs a candidate; with no applicable edit there is none
+    strong_del = EditSearchGenerator(DictLexicon({}), max_edits=1, top_positions=1)  # may delete the key word
+    kept = generate_counterfactuals(ds, Verifier(toy_scorer), strong_del, tmp_path / "d.jsonl", k=8, progress=False,
+                                    on_failure="keep-best")
+    # deleting the sentiment word leaves p = (0.5, 0.5), whose argmax is class 0: the positives flip to
+    # negative, the negatives do not reach positive and are kept as the best candidate
+    assert kept["flip_rate"] == 0.5 and kept["used"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert all(r["use"] == r["flipped"] for r in rows)
+
+
+# -- the LLM client against a real HTTP server on 127.0.0.1 --------------------------------------------------
+
+
+class ScriptedLLM:
+    """An OpenAI-compatible server: for each original (found in the prompt) it plays a script of actions,
+    one per request: ("ok", text), ("status", code), ("sleep", seconds, text), ("garbage",)."""
+
+    def __init__(self, scripts: dict[str, list[tuple]], default=("echo",)) -> None:
+        self.scripts = {k: list(v) for k, v in scripts.items()}
+        self.default = default
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with owner.lock:
+                    owner.requests.append(body)
+                    owner.headers.append(dict(self.headers))
+                    original = re.search(r"Text: (.*)\n", body["messages"][1]["content"]).group(1)
+                    script = owner.scripts.get(original, [])
+                    action = script.pop(0) if script else owner.default
+                if action[0] == "status":
+                    self.send_response(action[1])
+                    self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    return
+                if action[0] == "sleep":
+                    time.sleep(action[1])
+                    action = ("ok", action[2])
+                if action[0] == "garbage":
+                    payload = b"this is not json"
+                else:
+                    text = original if action[0] == "echo" else action[1]
+                    payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}],
+                                          "usage": {"prompt_tokens": 10, "completion_tokens": 3}}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _cfg(url: str, tmp_path: Path, **kw) -> LLMConfig:
+    return LLMConfig(**{"base_url": url, "model": "scripted", "backoff": 0.01, "timeout": 2.0, "max_retries": 3,
+                        "cache_dir": str(tmp_path / "cache"), "api_key_env": "CODISTILL_TEST_KEY", **kw})
+
+
+def test_client_retries_429_500_and_timeouts_then_caches(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CODISTILL_TEST_KEY", "sk-secret-123")
+    script = {"the film was great": [("status", 429), ("status", 500), ("sleep", 3.0, "late"), ("ok", "the film was awful")]}
+    with ScriptedLLM(script) as server:
+        client = ChatClient(_cfg(server.url, tmp_path))
+        messages = build_messages("the film was great", "positive", "negative", ["negative", "positive"])
+        text, usage, cached = client.complete(messages)
+        assert text == "the film was awful" and not cached and usage["completion_tokens"] == 3
+        assert len(server.requests) == 4 and client.stats.retries == 3
+        assert server.headers[0]["Authorization"] == "Bearer sk-secret-123"
+        again = ChatClient(_cfg(server.url, tmp_path))
+        assert again.complete(messages) == ("the film was awful", usage, True)
+        assert len(server.requests) == 4  # a cached prompt is never requested again
+    for f in (tmp_path / "cache").rglob("*.json"):
+        assert "sk-secret-123" not in f.read_text()
+
+
+def test_client_reports_failure_after_retries_and_non_retryable(tmp_path: Path) -> None:
+    script = {"a": [("status", 503)] * 10, "b": [("status", 401)], "c": [("garbage",)] * 10}
+    with ScriptedLLM(script) as server:
+        client = ChatClient(_cfg(server.url, tmp_path, max_retries=2))
+        with pytest.raises(LLMRequestError, match="HTTP 503 after 3 tries"):
+            client.complete(build_messages("a", "x", "y", ["x", "y"]))
+        with pytest.raises(LLMRequestError, match="HTTP 401 \\(not retried\\)"):
+            client.complete(build_messages("b", "x", "y", ["x", "y"]))
+        with pytest.raises(LLMRequestError, match="JSONDecodeError after 3 tries"):
+            client.complete(build_messages("c", "x", "y", ["x", "y"]))
+        assert client.stats.failures == 3 and not list((tmp_path / "cache").rglob("*.json"))
+
+
+def test_llm_generator_validates_retries_with_feedback_and_reports_failures(tmp_path: Path) -> None:
+    scripts = {
+        "the film was great": [("ok", "Here is the edited text: the film was awful")],
+        "the plot was good": [("ok", "I'm sorry, I can't help with that."), ("ok", "the plot was bad")],
+        "the acting was lovely": [("ok", "the acting was lovely indeed"), ("ok", "the acting was ugly")],
+        "a great cast": [("ok", "one awful movie")] * 3,
+        "good fun": [("status", 500)] * 20,
+    }
+    with ScriptedLLM(scripts) as server:
+        cfg = _cfg(server.url, tmp_path, max_attempts=3, max_retries=1, concurrency=3)
+        gen = LLMGenerator(cfg)
+        requests = [CFRequest(i, t, 1, 0) for i, t in enumerate(scripts)]
+        results = gen.generate(requests, Verifier(toy_scorer), ["negative", "positive"], progress=False)
+        by_text = {r.request.text: r for r in results}
+        assert by_text["the film was great"].best.text == "the film was awful"   # preamble stripped
+        plot = by_text["the plot was good"]
+        assert [a.reason for a in plot.attempts] == ["refusal", "flipped"]
+        acting = by_text["the acting was lovely"]
+        assert [a.reason for a in acting.attempts] == ["not_flipped", "flipped"]
+        retry_prompt = [r for r in server.requests if "the acting was lovely" in r["messages"][1]["content"]][1]
+        assert "still reads your edit" in retry_prompt["messages"][-1]["content"]
+        assert [a.reason for a in by_text["a great cast"].attempts] == ["too_many_edits"] * 3
+        failed = by_text["good fun"]
+        assert not failed.flipped and [a.reason for a in failed.attempts] == ["request_failed"] * 3
+        n_requests = len(server.requests)
+        rerun = LLMGenerator(_cfg(server.url, tmp_path, max_attempts=3, max_retries=1, concurrency=3))
+        rerun.generate(requests[:4], Verifier(toy_scorer), ["negative", "positive"], progress=False)
+        assert len(server.requests) == n_requests and rerun.client.stats.requests == 0
+
+
+def test_llm_end_to_end_file_has_tokens_and_time(tmp_path: Path) -> None:
+    ds = toy_dataset(8)
+    answers = {t: [("ok", t.replace("great", "awful") if "great" in t else t.replace("awful", "great"))]
+               for t in ds["train"].texts}
+    with ScriptedLLM(answers) as server:
+        out = tmp_path / "cf.jsonl"
+        summary = generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(_cfg(server.url, tmp_path)), out,
+                                           k=4, progress=False)
+    assert summary["flip_rate"] == 1.0 and summary["llm"]["requests"] == 2
+    assert summary["llm"]["completion_tokens"] == 6 and summary["seconds"] > 0
+
+
+def test_llm_config_errors() -> None:
+    with pytest.raises(ConfigError, match="--base-url"):
+        LLMConfig(base_url="localhost:8000")
+    with pytest.raises(ConfigError, match="max_changed_share"):
+        LLMConfig(max_changed_share=0)
+
+
+# -- the tiny real teacher verifies, through the CLI ------------------------------------------------------
+
+
+def test_cli_counterfactuals_with_tiny_teacher(tmp_path: Path, tiny_teacher: Path, csv_folder: Path, capsys) -> None:
+    from codistill.cli import main
+    from codistill.distill import read_extra_examples
+
+    lexicon = tmp_path / "lex.json"
+    lexicon.write_text(json.dumps({w: ["awful", "dull"] for w in ["great", "lovely", "superb", "fine"]}))
+    out = tmp_path / "cf.jsonl"
+    code = main(["counterfactuals", "--data", str(csv_folder), "--teacher", str(tiny_teacher), "--k", "8",
+                 "--generator", "edits", "--lexicon", str(lexicon), "--out", str(out), "--on-failure", "keep-best"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "flip_rate" in captured.out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4
+    verifier = Verifier.from_classifier(__import__("codistill.models", fromlist=["x"]).load_classifier(str(tiny_teacher)))
+    for r in rows:
+        if r["counterfactual"]:
+            p = verifier.probs([r["counterfactual"]])[0]
+            assert r["flipped"] == (int(p.argmax()) == r["target_label"])
+            assert p.tolist() == pytest.approx(r["probs_after"], abs=1e-4)
+    extra, info = read_extra_examples(out, ["0", "1"])
+    assert info["added"] == sum(r["use"] for r in rows)
