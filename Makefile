@@ -7,9 +7,22 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install demo test test-slow clean
+.PHONY: install wordnet demo test test-slow clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed wordnet
+
+# WordNet's files (Debian's wordnet-base) give the offline edit-search generator its antonyms. Installed
+# when missing and we may (root with apt-get); otherwise a note, since everything else works without it.
+wordnet:
+	@if [ ! -f /usr/share/wordnet/data.adj ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q wordnet-base >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q wordnet-base >/dev/null 2>&1) || \
+	    echo "note: could not install wordnet-base; the edit-search generator needs it (or --lexicon FILE.json)"; \
+	  else \
+	    echo "note: WordNet not found; for the edit-search generator run: sudo apt-get install wordnet-base"; \
+	  fi; \
+	fi
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
