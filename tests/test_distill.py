@@ -181,7 +181,7 @@ def test_counterfactual_rows_are_added(tmp_path: Path, trained_teacher: Path, ti
     assert extra.labels == [1, 0, 0] and info == {"added": 3, "skipped_not_flipped": 1}
     m = distill(toy, trained_teacher, tmp_path / "run", k=4, seed=0, counterfactuals=cf,
                 student=StudentConfig(model=str(tiny_student), layers=1), train=FAST, progress=False)
-    assert m["n_train"] == 7 and m["n_counterfactuals"] == 3 and m["cod"] is True
+    assert m["n_train"] == 7 and m["n_counterfactuals"] == 3 and m["cod"] == "extra"
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "x", "label": 5}\n')
     with pytest.raises(DataError, match="bad.jsonl, line 1: label 5 is not in the label set"):
@@ -241,3 +241,58 @@ def test_given_teacher_predictions_and_no_model_weights(tmp_path: Path, trained_
     assert m["teacher_test"] == given[0]
     assert m["test"]["agreement"] == m["test"]["accuracy"]
     assert (tmp_path / "r" / "metrics.json").is_file() and not (tmp_path / "r" / "model.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def cf_files(tmp_path_factory, trained_teacher: Path, toy) -> dict[str, Path]:
+    """Counterfactual files from the trained tiny teacher: seed 0 at k=8 and k=16, seed 1 at k=8."""
+    from codistill.counterfactuals import DictLexicon, EditSearchGenerator, Verifier, generate_counterfactuals
+
+    folder = tmp_path_factory.mktemp("cf")
+    verifier = Verifier.from_classifier(load_classifier(str(trained_teacher)))
+    lexicon = DictLexicon({"great": ["awful"], "lovely": ["dull"], "superb": ["dreadful"], "fine": ["poor"],
+                           "excellent": ["terrible"], "wonderful": ["boring"]})
+    files = {}
+    for name, k, seed in (("k8", 8, 0), ("k16", 16, 0), ("k8s1", 8, 1)):
+        files[name] = folder / f"{name}.jsonl"
+        generate_counterfactuals(toy, verifier, EditSearchGenerator(lexicon), files[name], k=k, seed=seed,
+                                 on_failure="keep-best", progress=False)
+    return files
+
+
+def _train_rows(out: Path) -> tuple[list[int], int]:
+    config = json.loads((out / "run_config.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    return config["sample_indices"], metrics["n_counterfactuals"]
+
+
+def test_cod_replace_uses_half_the_originals_and_their_counterfactuals(tmp_path: Path, trained_teacher: Path,
+                                                                        tiny_student: Path, toy, cf_files) -> None:
+    common = dict(seed=0, student=StudentConfig(model=str(tiny_student), layers=1), train=FAST, progress=False,
+                  save_model=False)
+    m = distill(toy, trained_teacher, tmp_path / "cod", k=8, counterfactuals=cf_files["k8"], cod="replace", **common)
+    rows = [json.loads(line) for line in cf_files["k8"].read_text().splitlines()]
+    assert m["cod"] == "replace" and m["n_originals"] == 4
+    assert m["n_counterfactuals"] == sum(r["use"] for r in rows) and m["n_train"] == 4 + m["n_counterfactuals"]
+    baseline = distill(toy, trained_teacher, tmp_path / "base", k=8, **common)
+    cod_idx, _ = _train_rows(tmp_path / "cod")
+    base_idx, _ = _train_rows(tmp_path / "base")
+    assert cod_idx == base_idx[:4]  # paired: CoD's originals are the first half of the baseline's
+    # the k=16 file covers k=8 (nested samples): the same training rows, so the same result
+    m16 = distill(toy, trained_teacher, tmp_path / "cod16", k=8, counterfactuals=cf_files["k16"], cod="replace",
+                  **common)
+    assert m16["test"] == m["test"]
+    with pytest.raises(DataError, match="no counterfactual for training row"):
+        distill(toy, trained_teacher, tmp_path / "bad", k=8, counterfactuals=cf_files["k8s1"], cod="replace", **common)
+    with pytest.raises(ConfigError, match="needs a counterfactual file"):
+        distill(toy, trained_teacher, tmp_path / "bad2", k=8, cod="replace", **common)
+    assert baseline["cod"] is None
+
+
+def test_augment_at_k_equals_cod_at_2k(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy, cf_files) -> None:
+    common = dict(seed=0, student=StudentConfig(model=str(tiny_student), layers=1), train=FAST, progress=False,
+                  save_model=False, counterfactuals=cf_files["k16"])
+    augment = distill(toy, trained_teacher, tmp_path / "aug", k=8, cod="augment", **common)
+    cod = distill(toy, trained_teacher, tmp_path / "cod", k=16, cod="replace", **common)
+    assert augment["n_originals"] == cod["n_originals"] == 8
+    assert augment["test"] == cod["test"] and augment["cod"] == "augment"

@@ -1,12 +1,31 @@
-"""Aggregation helpers used by benchmarks and reports."""
+"""Grids and reports: aggregation, a tiny sweep end to end, resuming, report numbers, example configs."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
 
-from codistill.experiments import aggregate, format_mean_std, mean_std, read_cells
+import pytest
+
+from codistill.errors import ConfigError
+from codistill.experiments import (
+    SweepConfig,
+    aggregate,
+    build_report,
+    format_mean_std,
+    mean_std,
+    method_label,
+    paired_difference,
+    plan_cells,
+    read_cells,
+    run_sweep,
+)
+
+from conftest import synthetic_rows, write_csv
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_mean_std_sample_std() -> None:
@@ -26,7 +45,128 @@ def test_aggregate_groups_and_format(tmp_path: Path) -> None:
     read = read_cells(tmp_path)
     assert len(read) == 3
     stats = aggregate(read, ["method", "k"], lambda c: c["test"]["accuracy"])
-    assert list(stats) == [("kd", 8), ("kd", 16)]
+    assert stats[("kd", 8)][2] == 2 and stats[("kd", 16)][2] == 1
     assert format_mean_std(stats[("kd", 8)]) == "65.0 ± 7.1"
     assert format_mean_std(stats[("kd", 16)]) == "80.0 ± 0.0"
     assert format_mean_std((float("nan"), float("nan"), 0)) == "-"
+
+
+def test_paired_difference_t_interval() -> None:
+    d = paired_difference({0: 0.7, 1: 0.8, 2: 0.75}, {0: 0.6, 1: 0.7, 2: 0.75, 3: 0.9})
+    assert d["seeds"] == [0, 1, 2] and d["wins"] == 2
+    assert d["mean"] == pytest.approx(0.2 / 3)
+    sd = math.sqrt(((0.1 - d["mean"]) ** 2 * 2 + d["mean"] ** 2) / 2)
+    assert d["ci_high"] - d["mean"] == pytest.approx(4.302653 * sd / math.sqrt(3), rel=1e-5)
+
+
+def test_method_labels() -> None:
+    assert [method_label("kd", c) for c in (None, "none", "replace", "augment", "extra")] == \
+        ["kd", "kd", "kd+cod", "kd+cod-augment", "kd+extra"]
+
+
+def test_config_validation(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown method 'kdd'"):
+        SweepConfig(out="x", datasets=[{"data": "tweets"}], methods=["kdd"])
+    with pytest.raises(ConfigError, match="unknown cod mode"):
+        SweepConfig(out="x", datasets=[{"data": "tweets"}], cod=["half"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("out: x\ndatasets: [{data: tweets}]\nseedz: [1]\n")
+    with pytest.raises(ConfigError, match="unknown option\\(s\\) seedz"):
+        SweepConfig.from_yaml(bad)
+    bad.write_text("out: x\ndatasets: [{data: tweets, techer: y}]\n")
+    with pytest.raises(ConfigError, match="datasets\\[\\]: unknown option\\(s\\) techer"):
+        SweepConfig.from_yaml(bad)
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        SweepConfig(out="x", datasets=[{"data": "tweets"}], train={"epochs": 0})
+
+
+# -- a tiny sweep end to end ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grid_setup(tmp_path_factory, tiny_teacher: Path, tiny_student: Path) -> dict:
+    root = tmp_path_factory.mktemp("grid")
+    folder = root / "toy"
+    write_csv(folder / "train.csv", synthetic_rows(80, seed=1))
+    write_csv(folder / "test.csv", synthetic_rows(24, seed=3))
+    lexicon = root / "lexicon.json"
+    lexicon.write_text(json.dumps({"great": ["awful"], "lovely": ["dull"], "superb": ["dreadful"], "fine": ["poor"],
+                                   "excellent": ["terrible"], "wonderful": ["boring"]}))
+    base = {
+        "datasets": [{"data": str(folder), "teacher_model": str(tiny_teacher), "teacher_epochs": 3,
+                      "options": {"label_names": ["negative", "positive"]}}],
+        "methods": ["kd", "finetune"], "cod": ["none", "replace"], "k": [4, 8], "seeds": [0, 1],
+        "generator": {"name": "edits", "lexicon": str(lexicon)}, "on_failure": "keep-best",
+        "student": {"model": str(tiny_student), "layers": 1},
+        "train": {"epochs": 2, "min_steps": 3, "batch_size": 4, "lr": 1e-3, "max_length": 32, "eval_batch_size": 16},
+    }
+    return {"root": root, "base": base}
+
+
+def _comparable(summary: dict) -> dict:
+    out = {}
+    for name, ds in summary["datasets"].items():
+        out[name] = {k: ds[k] for k in ("teacher_accuracy", "accuracy", "agreement", "paired")}
+    return out
+
+
+def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
+    root, base = grid_setup["root"], grid_setup["base"]
+    full = SweepConfig(out=str(root / "full"), **base)
+    result = run_sweep(full, progress=False)
+    assert result == {**result, "cells": 16, "ran": 16, "finished": 16}
+    assert run_sweep(full, progress=False)["ran"] == 0  # everything finished: nothing runs again
+
+    # interrupted after 5 cells, then resumed: same report as the uninterrupted sweep
+    part = SweepConfig(out=str(root / "part"), **base)
+    first = run_sweep(part, progress=False, stop_after=5)
+    assert first["finished"] == 5
+    unfinished = plan_cells(part, ["toy"])[5].folder(Path(part.out))
+    unfinished.mkdir(parents=True)
+    (unfinished / "train_log.jsonl").write_text("{}\n")  # a killed cell leaves files but no metrics.json
+    second = run_sweep(part, progress=False)
+    assert second["ran"] == 11 and second["finished"] == 16
+    s_full, s_part = build_report(full.out), build_report(part.out)
+    assert _comparable(s_full) == _comparable(s_part)
+
+    # the report's numbers equal a recomputation from the cell files
+    cells = read_cells(Path(full.out) / "cells")
+    for label, method, cod in (("kd", "kd", None), ("kd+cod", "kd", "replace")):
+        accs = [c["test"]["accuracy"] for c in cells if c["method"] == method and c["cod"] == cod and c["k"] == 8]
+        reported = s_full["datasets"]["toy"]["accuracy"][label]["8"]
+        assert reported["n"] == 2 and reported["mean"] == pytest.approx(sum(accs) / 2)
+    paired = s_full["datasets"]["toy"]["paired"]["kd+cod - kd"]["4"]
+    by = {(c["cod"], c["seed"]): c["test"]["accuracy"] for c in cells if c["method"] == "kd" and c["k"] == 4}
+    assert paired["diffs"] == pytest.approx([by[("replace", s)] - by[(None, s)] for s in (0, 1)])
+    cod_cells = [c for c in cells if c["cod"] == "replace"]
+    assert all(c["n_originals"] == c["k"] // 2 for c in cod_cells)
+
+    report = (Path(full.out) / "report.md").read_text()
+    assert "| kd+cod |" in report and "kd+cod − kd" in report and "Teacher test accuracy" in report
+    assert "Counterfactual sets" in report
+    for png in ("toy_accuracy_vs_k.png", "toy_agreement_vs_k.png"):
+        data = (Path(full.out) / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    with open(Path(full.out) / "cells.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 16 and {r["label"] for r in rows} == {"kd", "kd+cod", "finetune", "finetune+cod"}
+    # counterfactuals were generated once per seed, for the largest k
+    assert sorted(p.name for p in (Path(full.out) / "counterfactuals" / "toy").glob("*.jsonl")) == \
+        ["edits_k8_s0.jsonl", "edits_k8_s1.jsonl"]
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_example_configs_parse_and_a_tiny_version_runs(example: str, grid_setup: dict, tmp_path: Path) -> None:
+    cfg = SweepConfig.from_yaml(EXAMPLES / example)
+    assert cfg.datasets and cfg.methods and cfg.k and cfg.seeds
+    base = grid_setup["base"]
+    tiny = SweepConfig(out=str(tmp_path / "tiny"), datasets=base["datasets"], methods=cfg.methods[:1],
+                       cod=cfg.cod[:2], k=[4], seeds=[0], generator=base["generator"], on_failure="keep-best",
+                       student=base["student"], train=base["train"], distill=cfg.distill)
+    result = run_sweep(tiny, progress=False)
+    assert result["finished"] == result["cells"] == len(tiny.cod)
+
+
+def test_report_on_empty_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no finished cells"):
+        build_report(tmp_path)

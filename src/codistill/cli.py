@@ -224,7 +224,9 @@ def distill_cmd(
     method: str = typer.Option("kd", "--method", help="finetune, kd, lwd or ted."),
     k: int = typer.Option(16, "--k", help="Few-shot budget: k labelled originals, k / classes per class."),
     seed: int = typer.Option(0, "--seed"),
-    counterfactuals: Optional[Path] = typer.Option(None, "--counterfactuals", help="JSONL of rows to add (text,label)."),
+    counterfactuals: Optional[Path] = typer.Option(None, "--counterfactuals", help="JSONL of counterfactual (or text,label) rows."),
+    cod: bool = typer.Option(False, "--cod", help="CoD at budget k: k/2 originals + their counterfactuals."),
+    cod_mode: str = typer.Option("replace", "--cod-mode", help="With --cod: 'replace' (k/2 + CFs) or 'augment' (k + CFs)."),
     student: str = typer.Option("minilm", "--student", help="Student Hub name or folder; 'minilm' = packaged MiniLM."),
     student_layers: Optional[int] = typer.Option(3, "--student-layers", help="Keep N evenly spaced layers (0 = all)."),
     student_init: str = typer.Option("pretrained", "--student-init", help="'pretrained' or 'teacher' (copy its layers)."),
@@ -255,10 +257,12 @@ def distill_cmd(
                        mixed_precision=mixed_precision)
     dataset = _load(data, data_options)
     m = distill(dataset, teacher, out, k=k, seed=seed, student=scfg, method=dcfg, train=tcfg,
-                counterfactuals=counterfactuals)
+                counterfactuals=counterfactuals, cod=cod_mode if cod else None)
+    from codistill.experiments import method_label
+
     console.print(
-        f"{method}{' + counterfactuals' if m['n_counterfactuals'] else ''}: k={k}, seed={seed}, "
-        f"{m['n_train']} training rows, {m['steps']} steps in {m['train_seconds']:.1f}s "
+        f"{method_label(method, m['cod'])}: k={k}, seed={seed}, {m['n_originals']} originals + {m['n_counterfactuals']} counterfactuals, "
+        f"{m['steps']} steps in {m['train_seconds']:.1f}s "
         f"({m['examples_per_second']:.1f} examples/s); saved to {out}"
     )
     _print_metrics(f"{dataset.name} test", {"student": m["test"], "teacher": m["teacher_test"]})
@@ -325,13 +329,51 @@ def counterfactuals_cmd(
     console.print(f"wrote {out} and {summary_path(out)}")
 
 
+@app.command("sweep")
+def sweep_cmd(
+    config: Path = typer.Argument(..., help="Sweep config (YAML): datasets, methods, cod, k, seeds, ..."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Cells in parallel processes (default: the config's)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the report when the sweep is done."),
+) -> None:
+    """Run a grid of distillation runs; resumable (finished cells are skipped)."""
+    from codistill.experiments import SweepConfig, build_report, run_sweep
+
+    cfg = SweepConfig.from_yaml(config)
+    result = run_sweep(cfg, workers=workers)
+    console.print(f"{result['ran']} cells run, {result['finished']}/{result['cells']} finished "
+                  f"in {result['seconds']:.0f}s; results in {cfg.out}")
+    if report and result["finished"]:
+        build_report(cfg.out)
+        console.print(f"report: {Path(cfg.out) / 'report.md'}")
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="A sweep folder.")) -> None:
+    """Write report.md (tables, paired CoD - baseline differences), cells.csv and PNG plots."""
+    from codistill.experiments import build_report
+
+    build_report(run_dir)
+    console.print((run_dir / "report.md").read_text())
+    console.print(f"report: {run_dir / 'report.md'}; plots: "
+                  + ", ".join(str(p) for p in sorted(run_dir.glob("*.png"))) + f"; cells: {run_dir / 'cells.csv'}")
+
+
 @app.command("demo")
-def demo() -> None:
-    """The one-command demo: teacher, counterfactuals, KD vs KD+CoD on the embedded tweets (not built yet)."""
-    raise NotImplementedError(
-        "the demo pipeline (teacher -> counterfactuals -> KD vs KD+CoD) is not built yet; "
-        "try `codistill data show tweets`"
-    )
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the demo writes everything.")) -> None:
+    """The one-command demo on the embedded tweets: teacher, counterfactuals, KD vs KD+CoD, report."""
+    import time
+
+    from codistill.experiments import build_report, demo_config, run_sweep
+
+    start = time.perf_counter()
+    cfg = demo_config(out)
+    console.print("codistill demo: tweets (embedded), MiniLM teacher, 3-layer MiniLM student, "
+                  "KD vs KD+CoD at k = 8, 16, 32 over 3 seeds")
+    run_sweep(cfg)
+    build_report(cfg.out)
+    console.print((out / "report.md").read_text())
+    console.print(f"done in {time.perf_counter() - start:.0f}s. report: {out / 'report.md'}; plots: "
+                  + ", ".join(str(p) for p in sorted(out.glob("*.png"))))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -395,6 +395,42 @@ def read_extra_examples(path: str | Path, label_names: Sequence[str]) -> tuple[L
     return LabeledTexts(texts, labels), {"added": len(texts), "skipped_not_flipped": skipped}
 
 
+COD_MODES = ("replace", "augment")
+
+
+def cod_counterfactuals(path: str | Path, sample, label_names: Sequence[str]) -> tuple[LabeledTexts, dict[str, int]]:
+    """The counterfactual rows of ``path`` that belong to the originals of ``sample`` (matched by their row
+    in the pool and checked by text), in the sample's order. A file generated for a larger k of the same
+    seed covers every smaller k, since samples are nested; a file for another seed or dataset is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    by_index: dict[int, tuple[int, dict]] = {}
+    for line_no, row in iter_json_lines(path, path.read_text(encoding="utf-8")):
+        if "pool_index" not in row or "text" not in row:
+            raise DataError(f"{path}, line {line_no}: not a counterfactual row (needs pool_index and text; "
+                            "write it with `codistill counterfactuals`)")
+        by_index[int(row["pool_index"])] = (line_no, row)
+    texts, labels = [], []
+    skipped = 0
+    for idx, original in zip(sample.indices, sample.texts):
+        if idx not in by_index:
+            raise DataError(f"{path}: no counterfactual for training row {idx} of the k={sample.k}, seed={sample.seed} "
+                            "sample (generated for a smaller k or another seed?)")
+        line_no, row = by_index[idx]
+        if row["text"] != original:
+            raise DataError(f"{path}, line {line_no}: its original differs from training row {idx} (another dataset?)")
+        if not row.get("use", row.get("flipped", False)) or not row.get("counterfactual"):
+            skipped += 1
+            continue
+        label = row["target_label"]
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(label_names):
+            raise DataError(f"{path}, line {line_no}: target_label {label!r} is not in the label set")
+        texts.append(row["counterfactual"])
+        labels.append(label)
+    return LabeledTexts(texts, labels), {"added": len(texts), "skipped_not_flipped": skipped}
+
+
 # -- top level -----------------------------------------------------------------------------------------
 
 
@@ -524,11 +560,16 @@ def _write_run(out: Path, model: Classifier | None, metrics: dict, config: dict,
 def distill(dataset: TextDataset, teacher_dir: str | Path | None, out_dir: str | Path, *, k: int, seed: int = 0,
             student: StudentConfig | None = None, method: DistillConfig | None = None,
             train: TrainConfig | None = None, counterfactuals: str | Path | None = None,
-            teacher_test: tuple[dict, list[int]] | None = None, save_model: bool = True,
-            progress: bool = True) -> dict[str, Any]:
+            cod: str | None = None, teacher_test: tuple[dict, list[int]] | None = None,
+            save_model: bool = True, progress: bool = True) -> dict[str, Any]:
     """Distill the teacher in ``teacher_dir`` into a student trained on the k-shot sample of ``dataset``
-    (plus the rows of ``counterfactuals``), evaluate on the test split and write the run to ``out_dir``:
-    ``model/`` (``save_pretrained``), ``metrics.json``, ``config.json`` (resolved) and ``train_log.jsonl``.
+    (plus counterfactuals), evaluate on the test split and write the run to ``out_dir``: the student
+    (``save_pretrained``), ``metrics.json``, ``run_config.json`` (resolved) and ``train_log.jsonl``.
+
+    Counterfactuals: with ``cod=None`` every usable row of ``counterfactuals`` is added to the k originals.
+    With ``cod="replace"`` (CoD at budget k) the student sees the k/2 nested originals plus their verified
+    counterfactuals; with ``cod="augment"`` all k originals plus counterfactuals of all k (a larger set,
+    reported as such). Both take the rows of a ``codistill counterfactuals`` file that belong to the sample.
 
     Every input is checked before training starts. ``finetune`` needs no teacher (agreement is then
     reported only when a teacher is given). ``teacher_test`` = (metrics, predictions) of the teacher on the
@@ -547,11 +588,21 @@ def distill(dataset: TextDataset, teacher_dir: str | Path | None, out_dir: str |
         teacher.model.requires_grad_(False)
     elif dcfg.uses_teacher or scfg.init == "teacher":
         raise ConfigError(f"method '{dcfg.method}' needs a teacher (--teacher DIR)")
-    sample = sample_from(dataset, k, seed)
+    if cod is not None:
+        if cod not in COD_MODES:
+            raise ConfigError(f"cod mode must be one of {', '.join(COD_MODES)}, got '{cod}'")
+        if counterfactuals is None:
+            raise ConfigError("CoD needs a counterfactual file (--counterfactuals, from `codistill counterfactuals`)")
+        if cod == "replace" and (k % 2 or (k // 2) % dataset.num_classes):
+            raise ConfigError(f"k={k}: CoD keeps k/2 originals, so k/2 must be divisible by {dataset.num_classes}")
+    sample = sample_from(dataset, k // 2 if cod == "replace" else k, seed)
     train_rows = sample.as_split()
     cf_info = {"added": 0}
     if counterfactuals is not None:
-        extra, cf_info = read_extra_examples(counterfactuals, dataset.label_names)
+        if cod is None:
+            extra, cf_info = read_extra_examples(counterfactuals, dataset.label_names)
+        else:
+            extra, cf_info = cod_counterfactuals(counterfactuals, sample, dataset.label_names)
         train_rows = LabeledTexts(train_rows.texts + extra.texts, train_rows.labels + extra.labels)
     seed_everything(seed)
     stu, student_info = make_student(scfg.model, scfg.layers, scfg.init, dataset.label_names, teacher)
@@ -567,7 +618,7 @@ def distill(dataset: TextDataset, teacher_dir: str | Path | None, out_dir: str |
     log = summary.pop("log")
     metrics = {
         "dataset": dataset.name, "method": dcfg.method, "k": k, "seed": seed,
-        "cod": bool(cf_info["added"]), "n_train": len(train_rows), "n_originals": len(sample.texts),
+        "cod": cod or ("extra" if cf_info["added"] else None), "n_train": len(train_rows), "n_originals": len(sample.texts),
         "n_counterfactuals": cf_info["added"], "counterfactuals_skipped": cf_info.get("skipped_not_flipped", 0),
         "test": test_metrics, "teacher_test": teacher_metrics,
         "student_parameters": student_info["parameters"],
@@ -578,7 +629,7 @@ def distill(dataset: TextDataset, teacher_dir: str | Path | None, out_dir: str |
         "dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names,
                     "notes": dataset.notes},
         "teacher": str(teacher_dir) if teacher_dir is not None else None, "k": k, "seed": seed,
-        "counterfactuals": str(counterfactuals) if counterfactuals else None,
+        "counterfactuals": str(counterfactuals) if counterfactuals else None, "cod": cod,
         "student": {**asdict(scfg), **student_info}, "method": asdict(dcfg), "train": asdict(tcfg),
         "sample_indices": sample.indices, "environment": _environment(),
     }
