@@ -390,3 +390,13 @@ def test_cli_counterfactuals_with_tiny_teacher(tmp_path: Path, tiny_teacher: Pat
             assert p.tolist() == pytest.approx(r["probs_after"], abs=1e-4)
     extra, info = read_extra_examples(out, ["0", "1"])
     assert info["added"] == sum(r["use"] for r in rows)
+
+
+def test_edit_search_deletes_at_most_one_word_and_no_function_words() -> None:
+    gen = EditSearchGenerator(DictLexicon({"under": ["dominant"]}), max_edits=3, top_positions=5)
+    results = gen.generate([CFRequest(0, "great lovely film under the sun", 1, 0)], Verifier(toy_scorer),
+                           ["negative", "positive"], progress=False)
+    # two deletions would flip it (score 0 -> class 0); one is all a candidate may have
+    assert not results[0].flipped
+    best = results[0].best.text.split()
+    assert len(best) >= 5 and "under" in best and "the" in best and "dominant" not in best

@@ -4,7 +4,9 @@ Edits, in the order a reader most readily accepts them:
   1. antonym substitution (WordNet, keeping the word's inflection and capitalisation: loved -> hated),
   2. negation: insert ``not`` after an auxiliary (``is`` -> ``is not``) or remove one (``not``, ``never``,
      ``n't``, ``isn't`` -> ``is``); never next to another negation and at most one per candidate,
-  3. deleting one of the words whose removal most lowers the teacher's probability of the current label.
+  3. deleting one of the words whose removal most lowers the teacher's probability of the current label
+     (at most one deletion per candidate).
+Function words (articles, prepositions, pronouns) are neither substituted nor deleted.
 
 The search expands every beam state by one more edit at a word not yet edited, scores all children of all
 originals in one batched teacher call per depth, and stops for an original at the first depth where a
@@ -34,6 +36,13 @@ from codistill.errors import ConfigError
 NEGATIONS = {"not", "never", "no", "n't", "nothing", "none", "nobody", "neither", "nor", "cannot"}
 AUXILIARIES = {"is", "was", "are", "were", "am", "be", "been", "do", "does", "did", "has", "have", "had", "can",
                "could", "will", "would", "should", "must", "may", "might", "'s", "'re", "'m"}
+# Function words: never replaced by an "antonym" (WordNet has under -> dominant) nor deleted.
+STOPWORDS = {"a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "with", "from", "into", "onto", "over",
+             "under", "about", "above", "below", "up", "down", "out", "off", "through", "and", "or", "but", "if",
+             "as", "than", "then", "so", "that", "this", "these", "those", "it", "its", "i", "me", "my", "we", "us",
+             "our", "you", "your", "he", "him", "his", "she", "her", "they", "them", "their", "who", "whom",
+             "which", "what", "when", "where", "why", "how", "other", "some", "any", "all", "each", "own", "same",
+             "such", "there", "here", "just", "also", "too", "very", "'s", "'re", "'m", "'ve", "'ll", "'d"}
 CONTRACTIONS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "is", "cannot": "can"}
 EDIT_COST = {"antonym": 0, "negation": 1, "delete": 2}
 
@@ -239,6 +248,7 @@ class _State:
     ops: tuple[str, ...]
     cost: int
     negations: int
+    deletions: int = 0
 
     def text(self) -> str:
         return " ".join(s for s in self.slots if s)
@@ -286,10 +296,12 @@ class EditSearchGenerator(CounterfactualGenerator):
         def child(new: str, op: str, kind: str, negation: int = 0) -> _State:
             slots = list(s.slots)
             slots[i] = new
-            return _State(tuple(slots), s.edited | {i}, s.ops + (op,), s.cost + EDIT_COST[kind], s.negations + negation)
+            return _State(tuple(slots), s.edited | {i}, s.ops + (op,), s.cost + EDIT_COST[kind], s.negations + negation,
+                          s.deletions + (kind == "delete"))
 
-        for ant in antonym_forms(core, self.lexicon):
-            yield child(pre + ant + post, f"{core}->{ant}", "antonym")
+        if low not in STOPWORDS:
+            for ant in antonym_forms(core, self.lexicon):
+                yield child(pre + ant + post, f"{core}->{ant}", "antonym")
         neighbours = [s.slots[j] for j in (i - 1, i + 1) if 0 <= j < len(s.slots) and s.slots[j]]
         if s.negations == 0:
             if low in AUXILIARIES and not any(_is_negation(n) for n in neighbours):
@@ -299,7 +311,7 @@ class EditSearchGenerator(CounterfactualGenerator):
                 yield child(pre + _match_case(core, repl) + post if repl else "", f"-{core}", "negation", 1)
             elif low.endswith("n't") and len(low) > 3:
                 yield child(pre + core[:-3] + post, f"{core}->{core[:-3]}", "negation", 1)
-        if deletable and low not in NEGATIONS:
+        if deletable and s.deletions == 0 and low not in NEGATIONS and low not in STOPWORDS:
             yield child("", f"-{core}", "delete")
 
     def generate(self, requests: Sequence[CFRequest], verifier, label_names: Sequence[str],
