@@ -365,6 +365,15 @@ def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequen
 # -- counterfactual rows --------------------------------------------------------------------------------
 
 
+def _label_index(label: Any, label_names: Sequence[str], where: str) -> int:
+    """A class index from an index or a class name; anything else is an error naming ``where``."""
+    if isinstance(label, str) and label in label_names:
+        return list(label_names).index(label)
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(label_names):
+        raise DataError(f"{where}: label {label!r} is not in the label set ({', '.join(label_names)})")
+    return label
+
+
 def read_extra_examples(path: str | Path, label_names: Sequence[str]) -> tuple[LabeledTexts, dict[str, int]]:
     """Training rows to add to the k-shot sample, from a JSONL file.
 
@@ -386,12 +395,8 @@ def read_extra_examples(path: str | Path, label_names: Sequence[str]) -> tuple[L
         label = row.get("target_label", row.get("label"))
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{path}, line {line_no}: missing or empty 'text'/'counterfactual'")
-        if isinstance(label, str) and label in label_names:
-            label = label_names.index(label)
-        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(label_names):
-            raise DataError(f"{path}, line {line_no}: label {label!r} is not in the label set ({', '.join(label_names)})")
         texts.append(text.strip())
-        labels.append(label)
+        labels.append(_label_index(label, label_names, f"{path}, line {line_no}"))
     return LabeledTexts(texts, labels), {"added": len(texts), "skipped_not_flipped": skipped}
 
 
@@ -423,11 +428,8 @@ def cod_counterfactuals(path: str | Path, sample, label_names: Sequence[str]) ->
         if not row.get("use", row.get("flipped", False)) or not row.get("counterfactual"):
             skipped += 1
             continue
-        label = row["target_label"]
-        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(label_names):
-            raise DataError(f"{path}, line {line_no}: target_label {label!r} is not in the label set")
         texts.append(row["counterfactual"])
-        labels.append(label)
+        labels.append(_label_index(row["target_label"], label_names, f"{path}, line {line_no}"))
     return LabeledTexts(texts, labels), {"added": len(texts), "skipped_not_flipped": skipped}
 
 
