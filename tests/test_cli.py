@@ -91,6 +91,15 @@ def test_teacher_and_distill_commands(capsys, csv_folder: Path, tiny_teacher: Pa
     assert metrics["method"] == "lwd" and metrics["steps"] == 3 and metrics["k"] == 8
     assert metrics["layer_map"] == [{"layer_T": 2, "layer_S": 1, "weight": 0.5}]
     assert f"{metrics['test']['accuracy']:.4f}" in out
+    if Path("/usr/share/wordnet/data.adj").is_file():  # --cod without a file: the edit search makes one
+        cod_out = tmp_path / "cod"
+        code, out, err = run(capsys, "distill", "--data", str(csv_folder), "--teacher", str(teacher_out), "--student",
+                             str(tiny_student), "--student-layers", "1", "--method", "kd", "--k", "8", "--cod",
+                             "--out", str(cod_out), "--epochs", "1", "--min-steps", "2")
+        assert code == 0, err
+        assert "counterfactuals (edit search)" in out and (cod_out / "counterfactuals.jsonl").is_file()
+        m = json.loads((cod_out / "metrics.json").read_text())
+        assert m["cod"] == "replace" and m["n_originals"] == 4 and "kd+cod" in out
 
 
 @pytest.mark.parametrize(

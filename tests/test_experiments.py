@@ -93,12 +93,14 @@ def grid_setup(tmp_path_factory, tiny_teacher: Path, tiny_student: Path) -> dict
     lexicon.write_text(json.dumps({"great": ["awful"], "lovely": ["dull"], "superb": ["dreadful"], "fine": ["poor"],
                                    "excellent": ["terrible"], "wonderful": ["boring"]}))
     base = {
-        "datasets": [{"data": str(folder), "teacher_model": str(tiny_teacher), "teacher_epochs": 3,
+        "datasets": [{"data": str(folder), "teacher_model": str(tiny_teacher), "teacher_epochs": 8,
+                      "teacher_lr": 2e-3,
                       "options": {"label_names": ["negative", "positive"]}}],
         "methods": ["kd", "finetune"], "cod": ["none", "replace"], "k": [4, 8], "seeds": [0, 1],
         "generator": {"name": "edits", "lexicon": str(lexicon)}, "on_failure": "keep-best",
-        "student": {"model": str(tiny_student), "layers": 1},
-        "train": {"epochs": 2, "min_steps": 3, "batch_size": 4, "lr": 1e-3, "max_length": 32, "eval_batch_size": 16},
+        # a student copied from the teacher (2 of its 4 layers, fresh head) learns the toy task from a few rows
+        "student": {"model": str(tiny_student), "layers": 2, "init": "teacher"},
+        "train": {"epochs": 3, "min_steps": 8, "batch_size": 4, "lr": 2e-3, "max_length": 32, "eval_batch_size": 16},
     }
     return {"root": root, "base": base}
 
@@ -141,6 +143,7 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     cod_cells = [c for c in cells if c["cod"] == "replace"]
     assert all(c["n_originals"] == c["k"] // 2 for c in cod_cells)
 
+    assert s_full["datasets"]["toy"]["teacher_accuracy"] > 0.8  # a teacher that learned the toy task
     report = (Path(full.out) / "report.md").read_text()
     assert "| kd+cod |" in report and "kd+cod − kd" in report and "Teacher test accuracy" in report
     assert "Counterfactual sets" in report
@@ -170,3 +173,13 @@ def test_example_configs_parse_and_a_tiny_version_runs(example: str, grid_setup:
 def test_report_on_empty_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no finished cells"):
         build_report(tmp_path)
+
+
+def test_parallel_workers_finish_every_cell(grid_setup: dict, tmp_path: Path) -> None:
+    base = grid_setup["base"]
+    cfg = SweepConfig(out=str(tmp_path / "par"), **{**base, "methods": ["kd"], "cod": ["none", "replace"], "k": [4],
+                                                     "seeds": [0, 1]})
+    result = run_sweep(cfg, workers=2, progress=False)
+    assert result["ran"] == 4 and result["finished"] == 4
+    cells = read_cells(Path(cfg.out) / "cells")
+    assert sorted((c["cod"] or "none", c["seed"]) for c in cells) == [("none", 0), ("none", 1), ("replace", 0), ("replace", 1)]

@@ -225,7 +225,8 @@ def distill_cmd(
     k: int = typer.Option(16, "--k", help="Few-shot budget: k labelled originals, k / classes per class."),
     seed: int = typer.Option(0, "--seed"),
     counterfactuals: Optional[Path] = typer.Option(None, "--counterfactuals", help="JSONL of counterfactual (or text,label) rows."),
-    cod: bool = typer.Option(False, "--cod", help="CoD at budget k: k/2 originals + their counterfactuals."),
+    cod: bool = typer.Option(False, "--cod", help="CoD at budget k: k/2 originals + their counterfactuals "
+                             "(from --counterfactuals, else generated with the edit search)."),
     cod_mode: str = typer.Option("replace", "--cod-mode", help="With --cod: 'replace' (k/2 + CFs) or 'augment' (k + CFs)."),
     student: str = typer.Option("minilm", "--student", help="Student Hub name or folder; 'minilm' = packaged MiniLM."),
     student_layers: Optional[int] = typer.Option(3, "--student-layers", help="Keep N evenly spaced layers (0 = all)."),
@@ -256,6 +257,17 @@ def distill_cmd(
                        grad_accum=grad_accum, lr=lr, max_length=max_length, seed=seed, select_on=select_on,
                        mixed_precision=mixed_precision)
     dataset = _load(data, data_options)
+    if cod and counterfactuals is None and teacher is not None:
+        from codistill.counterfactuals import EditSearchGenerator, Verifier, generate_counterfactuals
+        from codistill.models import load_classifier
+
+        counterfactuals = out / "counterfactuals.jsonl"
+        cf_k = k if cod_mode == "replace" else 2 * k  # augment: counterfactuals of all k originals
+        s = generate_counterfactuals(dataset, Verifier.from_classifier(load_classifier(teacher, what="teacher")),
+                                     EditSearchGenerator(), counterfactuals, k=cf_k, seed=seed)
+        edited = "-" if s["edited_words_mean"] is None else f"{s['edited_words_mean']:.2f}"
+        console.print(f"counterfactuals (edit search): {s['flipped']}/{s['originals']} flipped the teacher, "
+                      f"{edited} words edited on average; {counterfactuals}")
     m = distill(dataset, teacher, out, k=k, seed=seed, student=scfg, method=dcfg, train=tcfg,
                 counterfactuals=counterfactuals, cod=cod_mode if cod else None)
     from codistill.experiments import method_label

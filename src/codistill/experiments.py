@@ -88,7 +88,8 @@ class DatasetEntry:
         data: as for ``--data`` (``tweets``, a folder, a file, a registered name).
         teacher: a teacher folder/Hub name; ``None`` trains one with ``teacher_model`` into the sweep folder.
         teacher_model: backbone to fine-tune when training the teacher.
-        teacher_epochs, teacher_max_train: its epochs and a cap on its training rows (stratified).
+        teacher_epochs, teacher_lr, teacher_max_train: its epochs, learning rate and a cap on its training
+            rows (stratified).
         name: short name in reports (default: the dataset's own name).
         options: extra :class:`~codistill.config.DataConfig` fields (text_column, label_names, ...).
     """
@@ -97,6 +98,7 @@ class DatasetEntry:
     teacher: str | None = None
     teacher_model: str = "minilm"
     teacher_epochs: int = 2
+    teacher_lr: float = 5e-5
     teacher_max_train: int | None = None
     name: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -238,7 +240,7 @@ def prepare_teacher(entry: DatasetEntry, dataset, name: str, root: Path, progres
     if entry.teacher is None:
         teacher_dir = root / "teachers" / name
         if not (teacher_dir / "metrics.json").is_file():
-            tcfg = TrainConfig(epochs=entry.teacher_epochs, min_steps=0, batch_size=32, lr=5e-5)
+            tcfg = TrainConfig(epochs=entry.teacher_epochs, min_steps=0, batch_size=32, lr=entry.teacher_lr)
             train_teacher(dataset, entry.teacher_model, teacher_dir, train=tcfg, max_train=entry.teacher_max_train,
                           progress=progress)
         teacher = str(teacher_dir)
@@ -281,9 +283,10 @@ def prepare_counterfactuals(cfg: SweepConfig, dataset, name: str, teacher: str, 
     return files
 
 
-def run_cell(cfg_dict: dict[str, Any], cell: Cell, teacher: str, teacher_test: dict, cf_file: str | None,
-             threads: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate one cell (a separate process may call this: arguments are plain data)."""
+def run_cell(cfg_dict: dict[str, Any], cell: Cell, entry_index: int, teacher: str, teacher_test: dict,
+             cf_file: str | None, threads: int | None = None, progress: bool = True, dataset=None) -> dict[str, Any]:
+    """Train and evaluate one cell. A worker process calls it with plain data and loads the dataset
+    (entry ``entry_index`` of the config) itself; in-process callers pass the loaded ``dataset``."""
     import torch
 
     from codistill.distill import distill
@@ -291,8 +294,7 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, teacher: str, teacher_test: d
     if threads:
         torch.set_num_threads(threads)
     cfg = _build(SweepConfig, cfg_dict, "sweep")
-    entry = next(e for e in cfg.datasets if (e.name or _load_entry(e).name) == cell.dataset)
-    dataset = _load_entry(entry)
+    dataset = dataset if dataset is not None else _load_entry(cfg.datasets[entry_index])
     root = Path(cfg.out)
     metrics = distill(
         dataset, teacher, cell.folder(root), k=cell.k, seed=cell.seed,
@@ -313,15 +315,17 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
     root.mkdir(parents=True, exist_ok=True)
     cfg_dict = _to_dict(cfg)
     atomic_write_text(root / "sweep.json", json.dumps(cfg_dict, indent=2) + "\n")
-    context: dict[str, tuple[str, dict, dict[int, Path]]] = {}
+    context: dict[str, tuple[int, Any, str, dict, dict[int, Path]]] = {}
     names = []
-    for entry in cfg.datasets:
+    for i, entry in enumerate(cfg.datasets):
         dataset = _load_entry(entry)
         name = _dataset_name(entry, dataset)
+        if name in context:
+            raise ConfigError(f"sweep: two datasets are named '{name}'; give them distinct 'name's")
         names.append(name)
         teacher, teacher_test = prepare_teacher(entry, dataset, name, root, progress)
         cf_files = prepare_counterfactuals(cfg, dataset, name, teacher, root, progress)
-        context[name] = (teacher, teacher_test, cf_files)
+        context[name] = (i, dataset, teacher, teacher_test, cf_files)
     cells = plan_cells(cfg, names)
     todo = [c for c in cells if not (c.folder(root) / "metrics.json").is_file()]
     if stop_after is not None:
@@ -331,13 +335,13 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
     bar = tqdm(total=len(todo), desc="cells", disable=not progress)
 
     def args(c: Cell):
-        teacher, teacher_test, cf_files = context[c.dataset]
+        index, _, teacher, teacher_test, cf_files = context[c.dataset]
         cf = str(cf_files[c.seed]) if c.cod != "none" else None
-        return cfg_dict, c, teacher, teacher_test, cf
+        return cfg_dict, c, index, teacher, teacher_test, cf
 
     if workers == 1:
         for c in todo:
-            run_cell(*args(c), progress=progress)
+            run_cell(*args(c), progress=progress, dataset=context[c.dataset][1])
             bar.update(1)
     else:
         import multiprocessing as mp
