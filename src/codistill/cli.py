@@ -365,7 +365,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A sweep folder.")) -> N
     from codistill.experiments import build_report
 
     build_report(run_dir)
-    console.print((run_dir / "report.md").read_text())
+    typer.echo((run_dir / "report.md").read_text())
     console.print(f"report: {run_dir / 'report.md'}; plots: "
                   + ", ".join(str(p) for p in sorted(run_dir.glob("*.png"))) + f"; cells: {run_dir / 'cells.csv'}")
 
@@ -383,7 +383,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the de
                   "KD vs KD+CoD at k = 8, 16, 32 over 3 seeds")
     run_sweep(cfg)
     build_report(cfg.out)
-    console.print((out / "report.md").read_text())
+    typer.echo((out / "report.md").read_text())
     console.print(f"done in {time.perf_counter() - start:.0f}s. report: {out / 'report.md'}; plots: "
                   + ", ".join(str(p) for p in sorted(out.glob("*.png"))))
 

@@ -639,6 +639,16 @@ def distill(dataset: TextDataset, teacher_dir: str | Path | None, out_dir: str |
     return metrics
 
 
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    """SHA-256 of a list of texts: tells whether saved predictions belong to this split."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
 def train_teacher(dataset: TextDataset, model: str, out_dir: str | Path, *, train: TrainConfig | None = None,
                   max_train: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Fine-tune a teacher on the training split (CE), report validation and test accuracy, and save it
@@ -664,10 +674,16 @@ def train_teacher(dataset: TextDataset, model: str, out_dir: str | Path, *, trai
     metrics = {"dataset": dataset.name, "model": model, "n_train": len(rows),
                "capped": max_train is not None and len(rows) < len(dataset.split("train")),
                "parameters": clf.num_parameters()}
+    test_predictions = None
     for split in ("validation", "test"):
         if split in dataset.splits:
-            metrics[split], _ = evaluate_split(clf, dataset.split(split), dataset.num_classes, tcfg)
+            metrics[split], pred = evaluate_split(clf, dataset.split(split), dataset.num_classes, tcfg)
+            if split == "test":
+                test_predictions = {"dataset": dataset.name, "test_sha256": texts_fingerprint(dataset.split("test").texts),
+                                    "n": len(pred), "metrics": metrics["test"], "predictions": pred}
     log = summary.pop("log")
+    if test_predictions is not None:  # a grid reuses them instead of evaluating the teacher again
+        atomic_write_json(Path(out_dir) / "test_predictions.json", test_predictions)
     metrics.update(summary)
     config = {"dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names},
               "model": model, "train": asdict(tcfg), "max_train": max_train, "environment": _environment()}

@@ -234,7 +234,7 @@ def _make_generator(cfg: SweepConfig, root: Path):
 def prepare_teacher(entry: DatasetEntry, dataset, name: str, root: Path, progress: bool = True) -> tuple[str, dict]:
     """The teacher folder (trained into ``root/teachers/NAME`` when none is given; reused when there)
     and its test metrics and predictions, computed once and cached beside it."""
-    from codistill.distill import evaluate_split, train_teacher
+    from codistill.distill import evaluate_split, texts_fingerprint, train_teacher
     from codistill.models import load_classifier
 
     if entry.teacher is None:
@@ -247,14 +247,18 @@ def prepare_teacher(entry: DatasetEntry, dataset, name: str, root: Path, progres
     else:
         teacher = entry.teacher
     cache = root / "teachers" / f"{name}.test_predictions.json"
+    fingerprint = texts_fingerprint(dataset.split("test").texts)
     if cache.is_file():
         saved = json.loads(cache.read_text())
-        if saved.get("teacher") == teacher and saved.get("n") == len(dataset.split("test")):
+        if saved.get("teacher") == teacher and saved.get("test_sha256") == fingerprint:
             return teacher, saved
     clf = load_classifier(teacher, what="teacher")
-    metrics, pred = evaluate_split(clf, dataset.split("test"), dataset.num_classes, TrainConfig())
-    saved = {"teacher": teacher, "n": len(pred), "metrics": metrics, "predictions": pred,
-             "parameters": clf.num_parameters()}
+    own = Path(teacher) / "test_predictions.json"  # written by train_teacher for this very split
+    saved = json.loads(own.read_text()) if own.is_file() else {}
+    if saved.get("test_sha256") != fingerprint:
+        metrics, pred = evaluate_split(clf, dataset.split("test"), dataset.num_classes, TrainConfig())
+        saved = {"metrics": metrics, "predictions": pred, "n": len(pred)}
+    saved = {**saved, "teacher": teacher, "test_sha256": fingerprint, "parameters": clf.num_parameters()}
     atomic_write_json(cache, saved)
     return teacher, saved
 
