@@ -108,7 +108,7 @@ def grid_setup(tmp_path_factory, tiny_teacher: Path, tiny_student: Path) -> dict
 def _comparable(summary: dict) -> dict:
     out = {}
     for name, ds in summary["datasets"].items():
-        out[name] = {k: ds[k] for k in ("teacher_accuracy", "accuracy", "agreement", "paired")}
+        out[name] = {k: ds[k] for k in ("teacher_accuracy", "accuracy", "macro_f1", "agreement", "paired")}
     return out
 
 
@@ -145,7 +145,7 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
 
     assert s_full["datasets"]["toy"]["teacher_accuracy"] > 0.8  # a teacher that learned the toy task
     report = (Path(full.out) / "report.md").read_text()
-    assert "| kd+cod |" in report and "kd+cod − kd" in report and "Teacher test accuracy" in report
+    assert "| kd+cod |" in report and "kd+cod − kd" in report and "Macro-F1 on test" in report and "Teacher test accuracy" in report
     assert "Counterfactual sets" in report
     for png in ("toy_accuracy_vs_k.png", "toy_agreement_vs_k.png"):
         data = (Path(full.out) / png).read_bytes()

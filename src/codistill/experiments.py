@@ -438,24 +438,22 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         teacher = json.loads(teacher_file.read_text()) if teacher_file.is_file() else None
         given = [c["teacher_test"]["accuracy"] for c in cells if c["dataset"] == dataset and c.get("teacher_test")]
         teacher_acc = teacher["metrics"]["accuracy"] if teacher else (given[0] if given else None)
-        acc = aggregate(data, ["label", "k"], lambda r: r["accuracy"])
-        agree = aggregate([r for r in data if r["agreement"] is not None], ["label", "k"], lambda r: r["agreement"])
-        ds_summary: dict[str, Any] = {"teacher_accuracy": teacher_acc, "accuracy": {}, "agreement": {}, "paired": {}}
+        ds_summary: dict[str, Any] = {"teacher_accuracy": teacher_acc, "paired": {}}
         md += [f"## {dataset}", ""]
         if teacher_acc is not None:
             md += [f"Teacher test accuracy: {teacher_acc * 100:.1f}%." + (
                 f" Teacher parameters: {teacher['parameters']:,}." if teacher else ""), ""]
-        md += ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
-        for label in labels:
-            md.append(f"| {label} | " + " | ".join(format_mean_std(acc.get((label, k), (0, 0, 0))) for k in ks) + " |")
-            ds_summary["accuracy"][label] = {str(k): dict(zip(("mean", "std", "n"), acc[(label, k)]))
-                                             for k in ks if (label, k) in acc}
-        md += ["", "Teacher–student agreement on test (%):", "",
-               "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
-        for label in labels:
-            md.append(f"| {label} | " + " | ".join(format_mean_std(agree.get((label, k), (0, 0, 0))) for k in ks) + " |")
-            ds_summary["agreement"][label] = {str(k): dict(zip(("mean", "std", "n"), agree[(label, k)]))
-                                              for k in ks if (label, k) in agree}
+        header = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        for metric, title in (("accuracy", None), ("macro_f1", "Macro-F1 on test (%):"),
+                              ("agreement", "Teacher–student agreement on test (%):")):
+            stats = aggregate([r for r in data if r[metric] is not None], ["label", "k"], lambda r: r[metric])
+            md += (["", title, ""] if title else []) + header
+            ds_summary[metric] = {}
+            for label in labels:
+                md.append(f"| {label} | " + " | ".join(format_mean_std(stats.get((label, k), (0, 0, 0))) for k in ks)
+                          + " |")
+                ds_summary[metric][label] = {str(k): dict(zip(("mean", "std", "n"), stats[(label, k)]))
+                                             for k in ks if (label, k) in stats}
         pairs = [(lab, lab.split("+")[0]) for lab in labels if "+cod" in lab and lab.split("+")[0] in labels]
         if pairs:
             md += ["", "Paired difference CoD − baseline in accuracy points, per seed: mean [95% CI] (seeds won):", "",
