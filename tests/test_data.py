@@ -21,7 +21,7 @@ from codistill.data import (
 )
 from codistill.errors import ConfigError, DataError
 
-from conftest import SHARED_DATA, synthetic_rows, write_csv, write_jsonl
+from conftest import SHARED_DATA, synthetic_rows, write_csv
 
 
 # -- loaders -----------------------------------------------------------------------------------------

