@@ -354,3 +354,13 @@ def test_shared_benchmark_folders_load(name: str) -> None:
     if name == "sst2":
         assert {s: len(d) for s, d in ds.splits.items()} == {"train": 6911, "validation": 872, "test": 1821}
         assert ds["test"].class_counts(2) == [912, 909]
+
+
+def test_stratified_subset_keeps_proportions() -> None:
+    from codistill.data import stratified_subset
+
+    pool = LabeledTexts([f"t{i}" for i in range(100)], [0] * 70 + [1] * 30)
+    sub = stratified_subset(pool, 20, seed=0)
+    assert sub.class_counts(2) == [14, 6]
+    assert stratified_subset(pool, 20, seed=0).texts == sub.texts != stratified_subset(pool, 20, seed=1).texts
+    assert set(sub.texts) <= set(pool.texts)

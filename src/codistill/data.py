@@ -416,6 +416,15 @@ def _stratified_permutations(labels: Sequence[int], seed: int | str) -> dict[int
     return dict(sorted(by_class.items()))
 
 
+def stratified_subset(data: LabeledTexts, size: int, seed: int | str) -> LabeledTexts:
+    """About ``size`` rows keeping the class proportions (at least one per class), seeded, in pool order."""
+    perms = _stratified_permutations(data.labels, seed)
+    keep: list[int] = []
+    for idx in perms.values():
+        keep.extend(idx[: max(1, round(size * len(idx) / len(data)))])
+    return data.subset(sorted(keep))
+
+
 def complete_splits(dataset: TextDataset, cfg: DataConfig) -> TextDataset:
     """Carve each missing validation/test split out of train: stratified, seeded, ``holdout_fraction`` each.
 

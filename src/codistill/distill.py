@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from codistill.config import DistillConfig, LayerMatch, StudentConfig, TrainConfig
-from codistill.data import LabeledTexts, TextDataset, iter_json_lines, sample_from
+from codistill.data import LabeledTexts, TextDataset, iter_json_lines, sample_from, stratified_subset
 from codistill.errors import ConfigError, DataError
 from codistill.evaluate import classification_metrics, predict_logits
 from codistill.fileio import atomic_write_json, atomic_write_text
@@ -141,10 +141,6 @@ def teacher_layers_of(pairs: Sequence[LayerMatch]) -> list[int]:
     return sorted({m.layer_T for m in pairs})
 
 
-def teacher_layers_of_filters(filters: TaskFilters) -> list[int]:
-    return sorted(set(filters.layers))
-
-
 # -- the module that is trained -----------------------------------------------------------------------
 
 
@@ -209,7 +205,7 @@ class FilterStage(nn.Module):
         with torch.no_grad():
             hs = [h.float() for h in self.student(**batch, output_hidden_states=True).hidden_states]
         mask = batch["attention_mask"]
-        teacher_by_layer = dict(zip(teacher_layers_of_filters(self.teacher_filters), teacher_hidden))
+        teacher_by_layer = dict(zip(sorted(set(self.teacher_filters.layers)), teacher_hidden))
         parts = {
             "student_filters": self.student_filters.task_loss(hs, mask, labels),
             "teacher_filters": self.teacher_filters.task_loss(teacher_by_layer, mask, labels),
@@ -659,13 +655,7 @@ def train_teacher(dataset: TextDataset, model: str, out_dir: str | Path, *, trai
     tcfg = train or TrainConfig(epochs=2, min_steps=0, batch_size=32, lr=5e-5)
     rows = dataset.split("train")
     if max_train is not None and max_train < len(rows):
-        from codistill.data import _stratified_permutations
-
-        perms = _stratified_permutations(rows.labels, f"teacher-cap-{tcfg.seed}")
-        keep: list[int] = []
-        for y, idx in perms.items():
-            keep.extend(idx[: max(1, round(max_train * len(idx) / len(rows)))])
-        rows = rows.subset(sorted(keep))
+        rows = stratified_subset(rows, max_train, f"teacher-cap-{tcfg.seed}")
     seed_everything(tcfg.seed)
     clf = load_classifier(model, dataset.label_names, what="teacher model")
     summary = train_classifier(clf, rows, DistillConfig(method="finetune"), tcfg,
