@@ -171,6 +171,20 @@ def test_edit_search_batches_teacher_calls() -> None:
     assert verifier.calls <= 5
 
 
+def test_edit_search_substitutes_the_teachers_target_adjectives() -> None:
+    # every word is its own "antonym": no antonym edit helps, so the search must substitute or delete
+    lexicon = DictLexicon({"superb": ["superb"], "dull": ["dull"], "lovely": ["lovely"]})
+    verifier = Verifier(toy_scorer)
+    gen = EditSearchGenerator(lexicon, max_edits=1, top_positions=3, substitutes=1)
+    assert gen.target_adjectives(verifier, 2)[0] == ["dull"]          # the toy teacher's most negative word
+    assert gen.target_adjectives(verifier, 2)[1][0] in ("superb", "lovely")
+    request = CFRequest(0, "a superb film", 1, 0)
+    best = gen.generate([request], verifier, ["negative", "positive"], progress=False)[0].best
+    assert best.text == "a dull film" and "superb->dull" in best.detail   # preferred to deleting "superb"
+    off = EditSearchGenerator(lexicon, max_edits=1, top_positions=3, substitutes=0)
+    assert off.generate([request], verifier, ["negative", "positive"], progress=False)[0].best.text == "a film"
+
+
 @pytest.mark.skipif(not any(Path(d).expanduser().joinpath("data.adj").is_file()
                             for d in ("/usr/share/wordnet",)), reason="WordNet files not installed")
 def test_wordnet_lexicon_reads_antonyms() -> None:
@@ -179,6 +193,11 @@ def test_wordnet_lexicon_reads_antonyms() -> None:
     assert "bad" in lex.antonyms("superb")   # satellite -> head's antonym
     assert antonym_forms("hated", lex) == ["loved"] or "loved" in antonym_forms("hated", lex)
     assert "hate" in lex.antonyms("love", "v")
+    # substitution positions: adjectives, not past participles or words used mostly as nouns or verbs
+    assert lex.is_adjective("dull") and lex.is_adjective("thrilling")
+    assert not lex.is_adjective("paid") and not lex.is_adjective("raised") and not lex.is_adjective("game")
+    common = lex.common_adjectives()
+    assert 2000 < len(common) < 10000 and "good" in common and "paid" not in common
 
 
 def test_generate_counterfactuals_writes_rows_and_summary(tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ def distill_cmd(
     beta: float = typer.Option(1.0, "--beta", help="Weight of the LWD/TED term."),
     layer_map: Optional[str] = typer.Option(None, "--layer-map", help="STUDENT:TEACHER[:WEIGHT],... (default uniform)."),
     epochs: int = typer.Option(30, "--epochs"),
-    min_steps: int = typer.Option(50, "--min-steps", help="Floor on optimizer steps."),
+    min_steps: int = typer.Option(150, "--min-steps", help="Floor on optimizer steps."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
     batch_size: int = typer.Option(8, "--batch-size"),
     grad_accum: int = typer.Option(1, "--grad-accum"),
@@ -292,6 +292,8 @@ def counterfactuals_cmd(
     on_failure: str = typer.Option("skip", "--on-failure", help="'skip' or 'keep-best' for originals with no flip."),
     max_edits: int = typer.Option(3, "--max-edits", help="edits: budget of word edits."),
     beam_width: int = typer.Option(4, "--beam-width", help="edits: beam width."),
+    substitutes: int = typer.Option(8, "--substitutes",
+                                    help="edits: teacher-chosen adjectives per label tried as swaps (0: none)."),
     lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="edits: JSON word -> antonyms (default WordNet)."),
     base_url: str = typer.Option("https://api.openai.com/v1", "--base-url", help="llm: OpenAI-compatible base URL."),
     model: str = typer.Option("gpt-4o", "--model", help="llm: model name."),
@@ -311,7 +313,7 @@ def counterfactuals_cmd(
 
     if generator == "edits":
         lex = DictLexicon.from_json(lexicon) if lexicon else None
-        gen = EditSearchGenerator(lex, max_edits=max_edits, beam_width=beam_width)
+        gen = EditSearchGenerator(lex, max_edits=max_edits, beam_width=beam_width, substitutes=substitutes)
     elif generator == "llm":
         cfg = LLMConfig(base_url=base_url, model=model, api_key_env=api_key_env, temperature=temperature,
                         concurrency=concurrency, max_attempts=max_attempts, max_changed_share=max_changed_share,

@@ -136,7 +136,7 @@ class TrainConfig:
     """
 
     epochs: int = 30
-    min_steps: int = 50
+    min_steps: int = 150
     max_steps: int | None = None
     batch_size: int = 8
     grad_accum: int = 1

@@ -2,11 +2,15 @@
 
 Edits, in the order a reader most readily accepts them:
   1. antonym substitution (WordNet, keeping the word's inflection and capitalisation: loved -> hated),
-  2. negation: insert ``not`` after an auxiliary (``is`` -> ``is not``) or remove one (``not``, ``never``,
+  2. swapping an adjective for one of the adjectives the teacher itself most associates with the target
+     label (``a well-made thriller`` -> ``a tedious thriller``): the lexicon's common adjectives are scored
+     once, each word alone, and the ``substitutes`` best per label are tried at the important adjectives,
+  3. negation: insert ``not`` after an auxiliary (``is`` -> ``is not``) or remove one (``not``, ``never``,
      ``n't``, ``isn't`` -> ``is``); never next to another negation and at most one per candidate,
-  3. deleting one of the words whose removal most lowers the teacher's probability of the current label
+  4. deleting one of the words whose removal most lowers the teacher's probability of the current label
      (at most one deletion per candidate).
-Function words (articles, prepositions, pronouns) are neither substituted nor deleted.
+Function words (articles, prepositions, pronouns) are neither substituted nor deleted; substitutions and
+deletions only touch the ``top_positions`` words whose removal most lowers the current label.
 
 The search expands every beam state by one more edit at a word not yet edited, scores all children of all
 originals in one batched teacher call per depth, and stops for an original at the first depth where a
@@ -43,8 +47,11 @@ STOPWORDS = {"a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "with"
              "our", "you", "your", "he", "him", "his", "she", "her", "they", "them", "their", "who", "whom",
              "which", "what", "when", "where", "why", "how", "other", "some", "any", "all", "each", "own", "same",
              "such", "there", "here", "just", "also", "too", "very", "'s", "'re", "'m", "'ve", "'ll", "'d"}
+# Degree and quantity words that WordNet lists as adjectives but that a substitute adjective cannot replace.
+QUANTIFIERS = {"more", "most", "less", "least", "much", "many", "few", "fewer", "enough", "only", "just", "like",
+               "unlike", "same", "own", "other", "such", "certain", "several", "whole", "entire", "single"}
 CONTRACTIONS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "is", "cannot": "can"}
-EDIT_COST = {"antonym": 0, "negation": 1, "delete": 2}
+EDIT_COST = {"antonym": 0, "substitute": 1, "negation": 1, "delete": 2}
 
 # suffix -> (part of speech of the base form, possible endings of the base form); tried in order
 _SUFFIXES = [("iest", "a", ["y"]), ("ier", "a", ["y"]), ("ied", "v", ["y"]), ("ily", "a", ["y"]),
@@ -56,6 +63,12 @@ class Lexicon(Protocol):
     def antonyms(self, word: str, pos: str | None = None) -> list[str]:
         """Antonyms of a lower-case base form; ``pos`` one of ``a`` (adjective), ``r`` (adverb), ``v``
         (verb) or ``None`` for any (may be empty)."""
+
+    def is_adjective(self, word: str) -> bool:
+        """Whether a lower-case word can be an adjective (a place where a substitute adjective fits)."""
+
+    def common_adjectives(self) -> list[str]:
+        """Frequent single-word adjectives: the pool that substitutes are drawn from."""
 
 
 @dataclass
@@ -74,6 +87,12 @@ class DictLexicon:
 
     def antonyms(self, word: str, pos: str | None = None) -> list[str]:
         return list(dict.fromkeys(self._table.get(word, [])))
+
+    def is_adjective(self, word: str) -> bool:
+        return word in self._table
+
+    def common_adjectives(self) -> list[str]:
+        return sorted(self._table)
 
     @classmethod
     def from_json(cls, path: str | Path) -> "DictLexicon":
@@ -96,12 +115,44 @@ class WordNetLexicon:
     """Antonyms of adjectives, adverbs and verbs read from WordNet 3.0's database files (``index.adj``,
     ``data.adj``, ...), e.g. Debian's ``wordnet-base`` package. For each word its senses are visited in
     WordNet's frequency order; a sense contributes its direct antonyms (``!`` pointers) and, for a satellite
-    adjective, the antonyms of its head (superb -> good -> bad). Single words only."""
+    adjective, the antonyms of its head (superb -> good -> bad). Single words only. Common adjectives are
+    those with at least one sense tagged in WordNet's sense-tagged corpus (about 4,800). A past participle
+    (``paid``, ``raised``: in ``verb.exc`` or a verb + ``-ed``) does not count as an adjective position."""
 
     def __init__(self, folder: str | Path | None = None, max_per_word: int = 3) -> None:
         self.folder = Path(folder) if folder else find_wordnet()
         self.max_per_word = max_per_word
+        self._adjectives: set[str] = set()
+        self._common: list[str] = []
+        self._verbs: set[str] = set()
+        self._tagged: dict[tuple[str, str], int] = {}  # (pos, word) -> senses tagged in the corpus
         self._tables = {pos: self._load(pos, name) for pos, name in _POS_FILES.items()}
+        nouns = self.folder / "index.noun"
+        for line in nouns.read_text(encoding="latin-1").splitlines() if nouns.is_file() else []:
+            fields = line.split()
+            if not line.startswith(" ") and fields[0] in self._adjectives:
+                self._tagged[("n", fields[0])] = int(fields[-int(fields[2]) - 1])
+        exc = self.folder / "verb.exc"
+        lines = exc.read_text(encoding="latin-1").splitlines() if exc.is_file() else []
+        self._irregular = {line.split()[0] for line in lines if line.strip()}
+
+    def is_adjective(self, word: str) -> bool:
+        return (word in self._adjectives and not self._is_past_participle(word)
+                and self._tagged.get(("a", word), 0) >= max(self._tagged.get(("n", word), 0),
+                                                           self._tagged.get(("v", word), 0)))
+
+    def common_adjectives(self) -> list[str]:
+        return [w for w in self._common if not self._is_past_participle(w)]
+
+    def _is_past_participle(self, word: str) -> bool:
+        if word in self._irregular:
+            return True
+        if not word.endswith("ed") or len(word) < 5:
+            return False
+        stem = word[:-2]
+        return (stem in self._verbs or stem + "e" in self._verbs or word[:-1] in self._verbs
+                or (len(stem) > 2 and stem[-1] == stem[-2] and stem[:-1] in self._verbs)
+                or (stem.endswith("i") and stem[:-1] + "y" in self._verbs))
 
     def antonyms(self, word: str, pos: str | None = None) -> list[str]:
         if pos is not None:
@@ -150,6 +201,13 @@ class WordNetLexicon:
                 lemma, n_synsets = fields[0].lower(), int(fields[2])
                 if "_" in lemma:
                     continue
+                self._tagged[(pos, lemma)] = int(fields[-n_synsets - 1])
+                if pos == "v":
+                    self._verbs.add(lemma)
+                if pos == "a":
+                    self._adjectives.add(lemma)
+                    if lemma.isalpha() and int(fields[-n_synsets - 1]) > 0:
+                        self._common.append(lemma)
                 found: list[str] = []
                 for offset in (int(o) for o in fields[-n_synsets:]):
                     if offset not in synsets:
@@ -271,22 +329,35 @@ class EditSearchGenerator(CounterfactualGenerator):
         lexicon: antonym source (``None``: WordNet from :func:`find_wordnet`).
         max_edits: budget of edits per counterfactual.
         beam_width: states kept per original between depths.
-        top_positions: words considered for deletion (the most important ones by leave-one-out).
+        top_positions: words considered for deletion and substitution (the most important ones by
+            leave-one-out).
+        substitutes: adjectives per target label tried as replacements (``0`` disables substitution).
     """
 
     name = "edits"
 
     def __init__(self, lexicon: Lexicon | None = None, max_edits: int = 3, beam_width: int = 4,
-                 top_positions: int = 8) -> None:
-        if max_edits < 1 or beam_width < 1 or top_positions < 0:
-            raise ConfigError("max_edits and beam_width must be >= 1, top_positions >= 0")
+                 top_positions: int = 8, substitutes: int = 8) -> None:
+        if max_edits < 1 or beam_width < 1 or top_positions < 0 or substitutes < 0:
+            raise ConfigError("max_edits and beam_width must be >= 1, top_positions and substitutes >= 0")
         self.lexicon = lexicon if lexicon is not None else WordNetLexicon()
         self.max_edits = max_edits
         self.beam_width = beam_width
         self.top_positions = top_positions
+        self.substitutes = substitutes
+
+    def target_adjectives(self, verifier, num_labels: int) -> list[list[str]]:
+        """Per label, the ``substitutes`` common adjectives the teacher, reading each word alone, gives the
+        highest probability of that label (one batched teacher call)."""
+        pool = self.lexicon.common_adjectives() if self.substitutes else []
+        if not pool:
+            return [[] for _ in range(num_labels)]
+        probs = verifier.probs(pool)
+        return [[pool[j] for j in probs[:, c].argsort(descending=True)[: self.substitutes].tolist()]
+                for c in range(num_labels)]
 
     # one edit at position i of state s
-    def _children(self, s: _State, i: int, deletable: bool) -> Iterable[_State]:
+    def _children(self, s: _State, i: int, important: bool, substitutes: Sequence[str] = ()) -> Iterable[_State]:
         word = s.slots[i]
         pre, core, post = _split(word)
         if not core:
@@ -300,8 +371,14 @@ class EditSearchGenerator(CounterfactualGenerator):
                           s.deletions + (kind == "delete"))
 
         if low not in STOPWORDS:
-            for ant in antonym_forms(core, self.lexicon):
+            antonyms = antonym_forms(core, self.lexicon)
+            for ant in antonyms:
                 yield child(pre + ant + post, f"{core}->{ant}", "antonym")
+            if important and low not in NEGATIONS and low not in QUANTIFIERS and self.lexicon.is_adjective(low):
+                for sub in substitutes:
+                    sub = _match_case(core, sub)
+                    if sub.lower() != low and sub not in antonyms:
+                        yield child(pre + sub + post, f"{core}->{sub}", "substitute")
         neighbours = [s.slots[j] for j in (i - 1, i + 1) if 0 <= j < len(s.slots) and s.slots[j]]
         if s.negations == 0:
             if low in AUXILIARIES and not any(_is_negation(n) for n in neighbours):
@@ -311,7 +388,7 @@ class EditSearchGenerator(CounterfactualGenerator):
                 yield child(pre + _match_case(core, repl) + post if repl else "", f"-{core}", "negation", 1)
             elif low.endswith("n't") and len(low) > 3:
                 yield child(pre + core[:-3] + post, f"{core}->{core[:-3]}", "negation", 1)
-        if deletable and s.deletions == 0 and low not in NEGATIONS and low not in STOPWORDS:
+        if important and s.deletions == 0 and low not in NEGATIONS and low not in STOPWORDS:
             yield child("", f"-{core}", "delete")
 
     def generate(self, requests: Sequence[CFRequest], verifier, label_names: Sequence[str],
@@ -333,7 +410,8 @@ class EditSearchGenerator(CounterfactualGenerator):
         for row, (qi, i) in enumerate(owners):
             label = requests[qi].label
             importance[qi][i] = float(before[qi][label] - loo[row][label])
-        deletable = [set(sorted(imp, key=imp.get, reverse=True)[: self.top_positions]) for imp in importance]
+        important = [set(sorted(imp, key=imp.get, reverse=True)[: self.top_positions]) for imp in importance]
+        target_words = self.target_adjectives(verifier, len(label_names)) if requests else []
 
         beams: dict[int, list[_State]] = {qi: [st] for qi, st in enumerate(originals)}
         best_seen: dict[int, tuple[float, _State, list[float]]] = {}
@@ -345,7 +423,7 @@ class EditSearchGenerator(CounterfactualGenerator):
                     for i in range(len(st.slots)):
                         if i in st.edited:
                             continue
-                        for ch in self._children(st, i, i in deletable[qi]):
+                        for ch in self._children(st, i, i in important[qi], target_words[requests[qi].target]):
                             t = ch.text()
                             if t and t not in seen and t != requests[qi].text:
                                 seen.add(t)
