@@ -155,6 +155,29 @@ def test_distill_end_to_end_each_method(method: str, tmp_path: Path, trained_tea
     assert config["student"]["layers_kept"] == [0] and config["method"]["method"] == method
     clf = pipeline("text-classification", model=str(out), tokenizer=str(out))
     assert clf("the film was great")[0]["label"] in ("negative", "positive")
+    # the word embeddings are frozen by default (TED's stage 1 must not unfreeze them); the layers train
+    before, after = _weights(tiny_student), _weights(out)
+    emb = next(n for n in after if n.endswith("word_embeddings.weight"))
+    assert torch.equal(before[emb], after[emb])
+    layer = next(n for n in after if ".layer.0." in n and n.endswith("query.weight"))
+    assert not torch.equal(before[layer], after[layer])
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {n.removeprefix("bert."): t for n, t in load_file(str(folder / "model.safetensors")).items()}
+
+
+def test_train_embeddings_option_updates_them(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy) -> None:
+    out = tmp_path / "emb"
+    m = distill(toy, trained_teacher, out, k=8, seed=0, method=DistillConfig(method="kd"), train=FAST, progress=False,
+                student=StudentConfig(model=str(tiny_student), layers=1, freeze_embeddings=False))
+    before, after = _weights(tiny_student), _weights(out)
+    emb = next(n for n in after if n.endswith("word_embeddings.weight"))
+    assert not torch.equal(before[emb], after[emb])
+    config = json.loads((out / "run_config.json").read_text())["student"]
+    assert config["trainable_parameters"] == config["parameters"] and m["n_train"] == 8
 
 
 def test_decoder_teacher_and_student(tmp_path: Path, tiny_qwen: Path, toy) -> None:

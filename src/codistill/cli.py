@@ -231,6 +231,8 @@ def distill_cmd(
     student: str = typer.Option("minilm", "--student", help="Student Hub name or folder; 'minilm' = packaged MiniLM."),
     student_layers: Optional[int] = typer.Option(3, "--student-layers", help="Keep N evenly spaced layers (0 = all)."),
     student_init: str = typer.Option("pretrained", "--student-init", help="'pretrained' or 'teacher' (copy its layers)."),
+    train_embeddings: bool = typer.Option(False, "--train-embeddings",
+                                          help="Also train the student's word-embedding matrix (frozen by default)."),
     alpha: float = typer.Option(1.0, "--alpha", help="Weight of the KD term."),
     temperature: float = typer.Option(2.0, "--temperature", help="KD softmax temperature."),
     beta: float = typer.Option(1.0, "--beta", help="Weight of the LWD/TED term."),
@@ -252,7 +254,8 @@ def distill_cmd(
 
     dcfg = DistillConfig(method=method, alpha=alpha, temperature=temperature, beta=beta,
                          layer_map=parse_layer_map(layer_map))
-    scfg = StudentConfig(model=student, layers=student_layers or None, init=student_init)
+    scfg = StudentConfig(model=student, layers=student_layers or None, init=student_init,
+                         freeze_embeddings=not train_embeddings)
     tcfg = TrainConfig(epochs=epochs, min_steps=min_steps, max_steps=max_steps, batch_size=batch_size,
                        grad_accum=grad_accum, lr=lr, max_length=max_length, seed=seed, select_on=select_on,
                        mixed_precision=mixed_precision)

@@ -495,11 +495,13 @@ def train_classifier(student: Classifier, train: LabeledTexts, dcfg: DistillConf
         student_filters = TaskFilters([m.layer_S for m in pairs], student.hidden_size, dim, num_classes).to(device)
         teacher_filters = TaskFilters([m.layer_T for m in pairs], teacher.hidden_size, dim, num_classes).to(device)
         stage1 = FilterStage(student.model, student_filters, teacher_filters)
+        trainable = [p for p in student.model.parameters() if p.requires_grad]
         student.model.requires_grad_(False)
         r1 = fit(stage1, student, encoded, train.labels, tcfg, cache=cache, teacher_layers=t_layers,
                  epochs=dcfg.ted_filter_epochs, lr_override=tcfg.head_lr or tcfg.lr, progress=progress,
                  desc="TED stage 1: filters", accelerator=accelerator)
-        student.model.requires_grad_(True)
+        for p in trainable:
+            p.requires_grad_(True)
         summary["ted_stage1"] = {"steps": r1.steps, "seconds": r1.seconds,
                                  "final_filter_loss": r1.log[-1]["loss"] if r1.log else None}
     module = DistillModule(student.model, dcfg, pairs, projections, student_filters, teacher_filters)
@@ -603,7 +605,8 @@ def distill(dataset: TextDataset, teacher_dir: str | Path | None, out_dir: str |
             extra, cf_info = cod_counterfactuals(counterfactuals, sample, dataset.label_names)
         train_rows = LabeledTexts(train_rows.texts + extra.texts, train_rows.labels + extra.labels)
     seed_everything(seed)
-    stu, student_info = make_student(scfg.model, scfg.layers, scfg.init, dataset.label_names, teacher)
+    stu, student_info = make_student(scfg.model, scfg.layers, scfg.init, dataset.label_names, teacher,
+                                     scfg.freeze_embeddings)
     pairs = _pairs_for(dcfg, stu, teacher)
     _check_inputs(teacher, stu, dataset, dcfg, pairs)
     t0 = time.perf_counter()

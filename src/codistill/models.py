@@ -181,9 +181,10 @@ def reinit_head(model: nn.Module) -> None:
 
 
 def make_student(student: str, layers: int | None, init: str, label_names: Sequence[str],
-                 teacher: Classifier | None = None) -> tuple[Classifier, dict]:
+                 teacher: Classifier | None = None, freeze_embeddings: bool = False) -> tuple[Classifier, dict]:
     """Build the student: a pretrained model (``init='pretrained'``) or a copy of the teacher
-    (``init='teacher'``), cut to ``layers`` evenly spaced blocks, with a fresh classification head.
+    (``init='teacher'``), cut to ``layers`` evenly spaced blocks, with a fresh classification head; with
+    ``freeze_embeddings`` its word-embedding matrix does not train.
 
     Returns the classifier and a description for the run's config (kept layer indices, init, parameters).
     The caller seeds torch before calling, so the fresh head is reproducible.
@@ -200,8 +201,11 @@ def make_student(student: str, layers: int | None, init: str, label_names: Seque
     kept = list(range(total))
     if layers is not None and layers != total:
         kept = shrink_layers(clf.model, layers)
+    if freeze_embeddings:
+        clf.model.get_input_embeddings().weight.requires_grad_(False)
     info = {"source": clf.source, "init": init, "layers_kept": kept, "layers_of": total,
-            "parameters": clf.num_parameters()}
+            "parameters": clf.num_parameters(),
+            "trainable_parameters": sum(p.numel() for p in clf.model.parameters() if p.requires_grad)}
     return clf, info
 
 
