@@ -183,3 +183,19 @@ def test_parallel_workers_finish_every_cell(grid_setup: dict, tmp_path: Path) ->
     assert result["ran"] == 4 and result["finished"] == 4
     cells = read_cells(Path(cfg.out) / "cells")
     assert sorted((c["cod"] or "none", c["seed"]) for c in cells) == [("none", 0), ("none", 1), ("replace", 0), ("replace", 1)]
+
+
+def test_max_eval_caps_validation_and_test_for_teacher_and_cells(grid_setup: dict, tmp_path: Path) -> None:
+    base = grid_setup["base"]
+    datasets = [{**base["datasets"][0], "max_eval": 12}]
+    cfg = SweepConfig(out=str(tmp_path / "cap"), **{**base, "datasets": datasets, "methods": ["kd"], "cod": ["none"],
+                                                     "k": [4], "seeds": [0, 1]})
+    run_sweep(cfg, workers=2, progress=False)   # worker processes load (and cap) the dataset themselves
+    cells = read_cells(Path(cfg.out) / "cells")
+    assert [c["test"]["n"] for c in cells] == [12, 12]
+    teacher = json.loads((Path(cfg.out) / "teachers" / "toy" / "metrics.json").read_text())
+    assert teacher["test"]["n"] == 12
+    for run_config in (Path(cfg.out) / "cells").glob("**/run_config.json"):
+        notes = json.loads(run_config.read_text())["dataset"]["notes"]
+        assert any("subset of 12 of its 24 rows (max_eval)" in n for n in notes)
+

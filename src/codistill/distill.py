@@ -536,11 +536,11 @@ def _environment() -> dict[str, Any]:
 
 
 def evaluate_split(clf: Classifier, data: LabeledTexts, num_classes: int, tcfg: TrainConfig,
-                   reference_pred: Sequence[int] | None = None) -> tuple[dict[str, float], list[int]]:
+                   reference_pred: Sequence[int] | None = None, progress: bool = True) -> tuple[dict[str, float], list[int]]:
     """Metrics of ``clf`` on ``data`` (and agreement with ``reference_pred``), plus its predictions."""
     device = next(clf.model.parameters()).device
     pred = predict_logits(clf.model, clf.tokenizer, data.texts, tcfg.eval_batch_size, tcfg.max_length, device,
-                          progress=True, desc="evaluate").argmax(-1).tolist()
+                          progress=progress, desc="evaluate").argmax(-1).tolist()
     return classification_metrics(data.labels, pred, num_classes, reference_pred), pred
 
 
@@ -614,8 +614,8 @@ def distill(dataset: TextDataset, teacher_dir: str | Path | None, out_dir: str |
                                num_classes=dataset.num_classes, progress=progress)
     teacher_metrics, teacher_pred = teacher_test if teacher_test is not None else (None, None)
     if teacher is not None and teacher_test is None:
-        teacher_metrics, teacher_pred = evaluate_split(teacher, test, dataset.num_classes, tcfg)
-    test_metrics, _ = evaluate_split(stu, test, dataset.num_classes, tcfg, teacher_pred)
+        teacher_metrics, teacher_pred = evaluate_split(teacher, test, dataset.num_classes, tcfg, progress=progress)
+    test_metrics, _ = evaluate_split(stu, test, dataset.num_classes, tcfg, teacher_pred, progress=progress)
     log = summary.pop("log")
     metrics = {
         "dataset": dataset.name, "method": dcfg.method, "k": k, "seed": seed,

@@ -96,12 +96,22 @@ def load_classifier(name_or_path: str, label_names: Sequence[str] | None = None,
                       label2id={n: i for i, n in enumerate(label_names)})
     if dtype is not None:
         kwargs["dtype"] = dtype
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # loading takes a second; our own bars show the long steps
+    if label_names is not None:  # the fresh head is intended: no load report about its missing weights
+        hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForSequenceClassification.from_pretrained(source, ignore_mismatched_sizes=True, **kwargs)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{what} '{name_or_path}' could not be loaded: {first[:300]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ConfigError(f"{what} '{name_or_path}': tokenizer has neither a pad nor an EOS token")

@@ -345,16 +345,21 @@ class EditSearchGenerator(CounterfactualGenerator):
         self.beam_width = beam_width
         self.top_positions = top_positions
         self.substitutes = substitutes
+        self._targets: tuple[int, int, list[list[str]]] | None = None
 
     def target_adjectives(self, verifier, num_labels: int) -> list[list[str]]:
         """Per label, the ``substitutes`` common adjectives the teacher, reading each word alone, gives the
-        highest probability of that label (one batched teacher call)."""
+        highest probability of that label (one batched teacher call, remembered for this verifier)."""
+        if self._targets is not None and self._targets[:2] == (id(verifier), num_labels):
+            return self._targets[2]
         pool = self.lexicon.common_adjectives() if self.substitutes else []
         if not pool:
             return [[] for _ in range(num_labels)]
         probs = verifier.probs(pool)
-        return [[pool[j] for j in probs[:, c].argsort(descending=True)[: self.substitutes].tolist()]
-                for c in range(num_labels)]
+        found = [[pool[j] for j in probs[:, c].argsort(descending=True)[: self.substitutes].tolist()]
+                 for c in range(num_labels)]
+        self._targets = (id(verifier), num_labels, found)
+        return found
 
     # one edit at position i of state s
     def _children(self, s: _State, i: int, important: bool, substitutes: Sequence[str] = ()) -> Iterable[_State]:
