@@ -198,4 +198,8 @@ def test_max_eval_caps_validation_and_test_for_teacher_and_cells(grid_setup: dic
     for run_config in (Path(cfg.out) / "cells").glob("**/run_config.json"):
         notes = json.loads(run_config.read_text())["dataset"]["notes"]
         assert any("subset of 12 of its 24 rows (max_eval)" in n for n in notes)
+    summary = build_report(cfg.out)
+    assert summary["datasets"]["toy"]["test_rows"] == [12]
+    assert "Test rows: 12. Note: 'test' evaluated on a stratified subset of 12 of its 24 rows (max_eval)." in \
+        (Path(cfg.out) / "report.md").read_text()
 

@@ -423,6 +423,13 @@ def _plot(rows: list[dict[str, Any]], dataset: str, metric: str, path: Path, tea
     plt.close(fig)
 
 
+def _dataset_notes(folder: Path) -> list[str]:
+    """What loading did to a dataset's test split (carved, capped), from the first cell's resolved config."""
+    for path in sorted(folder.glob("**/run_config.json")):
+        return [n for n in json.loads(path.read_text())["dataset"].get("notes", []) if n.startswith("'test'")]
+    return []
+
+
 def build_report(run_dir: str | Path) -> dict[str, Any]:
     """Write ``report.md``, ``cells.csv``, ``summary.json`` and per-dataset PNG plots for a sweep folder.
 
@@ -454,6 +461,10 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         if teacher_acc is not None:
             md += [f"Teacher test accuracy: {teacher_acc * 100:.1f}%." + (
                 f" Teacher parameters: {teacher['parameters']:,}." if teacher else ""), ""]
+        n_test = sorted({c["test"]["n"] for c in cells if c["dataset"] == dataset})
+        notes = _dataset_notes(root / "cells" / dataset)
+        ds_summary.update({"test_rows": n_test, "notes": notes})
+        md += [f"Test rows: {', '.join(f'{n:,}' for n in n_test)}." + "".join(f" Note: {n}." for n in notes), ""]
         header = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for metric, title in (("accuracy", None), ("macro_f1", "Macro-F1 on test (%):"),
                               ("agreement", "Teacher–student agreement on test (%):")):
