@@ -185,6 +185,24 @@ def test_edit_search_substitutes_the_teachers_target_adjectives() -> None:
     assert off.generate([request], verifier, ["negative", "positive"], progress=False)[0].best.text == "a film"
 
 
+def test_edit_search_leaves_mentions_hashtags_and_numbers_alone() -> None:
+    def substring_scorer(texts):  # counts "great"/"awful" anywhere in a token, e.g. inside "@great"
+        out = []
+        for text in texts:
+            score = sum(("great" in w) - ("awful" in w) for w in text.lower().split())
+            p = float(torch.sigmoid(torch.tensor(2.0 * score)))
+            out.append([1 - p, p])
+        return torch.tensor(out)
+
+    lexicon = DictLexicon({"great": ["awful"], "1990": ["2000"]})
+    gen = EditSearchGenerator(lexicon, max_edits=2, top_positions=0)
+    results = gen.generate([CFRequest(0, "@great #great", 1, 0), CFRequest(1, "great #great", 1, 0)],
+                           Verifier(substring_scorer), ["negative", "positive"], progress=False)
+    assert not results[0].flipped                     # "@awful #awful" would flip, but is not an edit we make
+    assert results[1].best.text == "awful #great"     # only the plain word is swapped
+    assert not results[1].flipped
+
+
 @pytest.mark.skipif(not any(Path(d).expanduser().joinpath("data.adj").is_file()
                             for d in ("/usr/share/wordnet",)), reason="WordNet files not installed")
 def test_wordnet_lexicon_reads_antonyms() -> None:
@@ -197,7 +215,8 @@ def test_wordnet_lexicon_reads_antonyms() -> None:
     assert lex.is_adjective("dull") and lex.is_adjective("thrilling")
     assert not lex.is_adjective("paid") and not lex.is_adjective("raised") and not lex.is_adjective("game")
     common = lex.common_adjectives()
-    assert 2000 < len(common) < 10000 and "good" in common and "paid" not in common
+    assert 800 < len(common) < 3000 and "good" in common and "paid" not in common
+    assert "scholastic" not in common  # topical, not polar: no antonym
 
 
 def test_generate_counterfactuals_writes_rows_and_summary(tmp_path: Path) -> None:
@@ -230,9 +249,9 @@ def test_on_failure_skip_or_keep_best(tmp_path: Path) -> None:
     strong_del = EditSearchGenerator(DictLexicon({}), max_edits=1, top_positions=1)  # may delete the key word
     kept = generate_counterfactuals(ds, Verifier(toy_scorer), strong_del, tmp_path / "d.jsonl", k=8, progress=False,
                                     on_failure="keep-best")
-    # deleting the sentiment word leaves p = (0.5, 0.5), whose argmax is class 0: the positives flip to
-    # negative, the negatives do not reach positive and are kept as the best candidate
-    assert kept["flip_rate"] == 0.5 and kept["used"] == 4
+    # deleting the sentiment word leaves p = (0.5, 0.5): a tie is not a flip, so nothing flips, and every
+    # original keeps its best (closest) candidate
+    assert kept["flip_rate"] == 0.0 and kept["used"] == 4
     rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert all(r["use"] == r["flipped"] for r in rows)
 
@@ -339,7 +358,7 @@ def test_llm_generator_validates_retries_with_feedback_and_reports_failures(tmp_
     scripts = {
         "the film was great": [("ok", "Here is the edited text: the film was awful")],
         "the plot was good": [("ok", "I'm sorry, I can't help with that."), ("ok", "the plot was bad")],
-        "the acting was lovely": [("ok", "the acting was lovely indeed"), ("ok", "the acting was ugly")],
+        "the acting was lovely": [("ok", "the acting was lovely indeed"), ("ok", "the acting was dull")],
         "a great cast": [("ok", "one awful movie")] * 3,
         "good fun": [("status", 500)] * 20,
     }

@@ -35,6 +35,7 @@ from codistill.counterfactuals.base import (
     CFResult,
     CounterfactualGenerator,
 )
+from codistill.counterfactuals.verify import is_flip
 from codistill.errors import ConfigError
 
 NEGATIONS = {"not", "never", "no", "n't", "nothing", "none", "nobody", "neither", "nor", "cannot"}
@@ -49,7 +50,8 @@ STOPWORDS = {"a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "with"
              "such", "there", "here", "just", "also", "too", "very", "'s", "'re", "'m", "'ve", "'ll", "'d"}
 # Degree and quantity words that WordNet lists as adjectives but that a substitute adjective cannot replace.
 QUANTIFIERS = {"more", "most", "less", "least", "much", "many", "few", "fewer", "enough", "only", "just", "like",
-               "unlike", "same", "own", "other", "such", "certain", "several", "whole", "entire", "single"}
+               "unlike", "same", "own", "other", "such", "certain", "several", "whole", "entire", "single",
+               "first", "last", "next"}
 CONTRACTIONS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "is", "cannot": "can"}
 EDIT_COST = {"antonym": 0, "substitute": 1, "negation": 1, "delete": 2}
 
@@ -116,7 +118,8 @@ class WordNetLexicon:
     ``data.adj``, ...), e.g. Debian's ``wordnet-base`` package. For each word its senses are visited in
     WordNet's frequency order; a sense contributes its direct antonyms (``!`` pointers) and, for a satellite
     adjective, the antonyms of its head (superb -> good -> bad). Single words only. Common adjectives are
-    those with at least one sense tagged in WordNet's sense-tagged corpus (about 4,800). A past participle
+    the polar ones (a direct antonym: good/bad, interesting/uninteresting) with at least one sense tagged
+    in WordNet's sense-tagged corpus. A past participle
     (``paid``, ``raised``: in ``verb.exc`` or a verb + ``-ed``) does not count as an adjective position."""
 
     def __init__(self, folder: str | Path | None = None, max_per_word: int = 3) -> None:
@@ -125,6 +128,7 @@ class WordNetLexicon:
         self._adjectives: set[str] = set()
         self._common: list[str] = []
         self._verbs: set[str] = set()
+        self._polar: set[str] = set()  # adjectives with a direct antonym (good/bad, interesting/boring...)
         self._tagged: dict[tuple[str, str], int] = {}  # (pos, word) -> senses tagged in the corpus
         self._tables = {pos: self._load(pos, name) for pos, name in _POS_FILES.items()}
         nouns = self.folder / "index.noun"
@@ -142,7 +146,9 @@ class WordNetLexicon:
                                                            self._tagged.get(("v", word), 0)))
 
     def common_adjectives(self) -> list[str]:
-        return [w for w in self._common if not self._is_past_participle(w)]
+        # polar ones only (a direct antonym), so that topical adjectives a teacher happens to like
+        # ("scholastic", "pedagogical") are never proposed
+        return [w for w in self._common if w in self._polar and not self._is_past_participle(w)]
 
     def _is_past_participle(self, word: str) -> bool:
         if word in self._irregular:
@@ -213,6 +219,8 @@ class WordNetLexicon:
                     if offset not in synsets:
                         continue
                     ants = direct(offset, lemma)
+                    if pos == "a" and any("_" not in a and a != lemma for a in ants):
+                        self._polar.add(lemma)
                     for head in synsets[offset][3]:
                         if head in synsets:
                             ants += direct(head, None)
@@ -375,7 +383,8 @@ class EditSearchGenerator(CounterfactualGenerator):
             return _State(tuple(slots), s.edited | {i}, s.ops + (op,), s.cost + EDIT_COST[kind], s.negations + negation,
                           s.deletions + (kind == "delete"))
 
-        if low not in STOPWORDS:
+        plain = core.replace("-", "").replace("'", "").isalpha() and not pre.endswith(("@", "#"))
+        if low not in STOPWORDS and plain:  # no swaps inside @mentions, #hashtags, numbers or links
             antonyms = antonym_forms(core, self.lexicon)
             for ant in antonyms:
                 yield child(pre + ant + post, f"{core}->{ant}", "antonym")
@@ -443,7 +452,7 @@ class EditSearchGenerator(CounterfactualGenerator):
             chosen: list[tuple[int, _State]] = []
             for qi, scored in by_request.items():
                 target = requests[qi].target
-                flips = [(ch, p) for ch, p in scored if max(range(len(p)), key=p.__getitem__) == target]
+                flips = [(ch, p) for ch, p in scored if is_flip(p, target)]
                 if flips:
                     chosen.append((qi, min(flips, key=lambda cp: (cp[0].cost, -cp[1][target]))[0]))
                     continue

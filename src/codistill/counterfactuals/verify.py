@@ -59,9 +59,14 @@ class Verifier:
         out = []
         for i, (text, target) in enumerate(zip(texts, targets)):
             row = p[i].tolist()
-            reason = FLIPPED if int(p[i].argmax()) == target else NOT_FLIPPED
+            reason = FLIPPED if is_flip(row, target) else NOT_FLIPPED
             out.append(Attempt(text=text, reason=reason, detail=details[i], probs=[round(x, 6) for x in row]))
         return out
+
+
+def is_flip(probs: Sequence[float], target: int) -> bool:
+    """The teacher predicts ``target`` outright: its probability beats every other class (a tie does not)."""
+    return all(probs[target] > q for c, q in enumerate(probs) if c != target)
 
 
 def check_candidate(original: str, candidate: str | None, max_changed_share: float = 0.5,
