@@ -146,6 +146,9 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     assert s_full["datasets"]["toy"]["teacher_accuracy"] > 0.8  # a teacher that learned the toy task
     report = (Path(full.out) / "report.md").read_text()
     assert "| kd+cod |" in report and "kd+cod − kd" in report and "Macro-F1 on test" in report and "Teacher test accuracy" in report
+    assert "Matthews correlation on test" in report
+    mccs = [c["test"]["mcc"] for c in cells if c["method"] == "kd" and c["cod"] is None and c["k"] == 8]
+    assert s_full["datasets"]["toy"]["mcc"]["kd"]["8"]["mean"] == pytest.approx(sum(mccs) / 2)
     assert "Counterfactual sets" in report
     for png in ("toy_accuracy_vs_k.png", "toy_agreement_vs_k.png"):
         data = (Path(full.out) / png).read_bytes()

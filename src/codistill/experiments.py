@@ -467,6 +467,7 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         md += [f"Test rows: {', '.join(f'{n:,}' for n in n_test)}." + "".join(f" Note: {n}." for n in notes), ""]
         header = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for metric, title in (("accuracy", None), ("macro_f1", "Macro-F1 on test (%):"),
+                              ("mcc", "Matthews correlation on test (× 100; CoLA's usual metric):"),
                               ("agreement", "Teacher–student agreement on test (%):")):
             stats = aggregate([r for r in data if r[metric] is not None], ["label", "k"], lambda r: r[metric])
             md += (["", title, ""] if title else []) + header
