@@ -239,7 +239,7 @@ class StudentConfig:
             teacher's full-data training into the student and is reported as such).
         freeze_embeddings: keep the word-embedding matrix fixed (position embeddings, layers and head
             train). A k-shot set only moves the rows of the few tokens it contains, while the dense
-            gradient and AdamW update of the whole matrix (60% of MiniLM-3's parameters) cost about a
+            gradient and AdamW update of the whole matrix (two thirds of MiniLM-3's parameters) cost about a
             third of each CPU training step. The same for every method.
     """
 

@@ -3,8 +3,9 @@
 Edits, in the order a reader most readily accepts them:
   1. antonym substitution (WordNet, keeping the word's inflection and capitalisation: loved -> hated),
   2. swapping an adjective for one of the adjectives the teacher itself most associates with the target
-     label (``a well-made thriller`` -> ``a tedious thriller``): the lexicon's common adjectives are scored
-     once, each word alone, and the ``substitutes`` best per label are tried at the important adjectives,
+     label (``a tense thriller`` -> ``a dull thriller``): the lexicon's common polar adjectives are scored
+     once, each word alone, and the ``substitutes`` best per label are tried at the important adjectives
+     (never inside @mentions, #hashtags, numbers or links),
   3. negation: insert ``not`` after an auxiliary (``is`` -> ``is not``) or remove one (``not``, ``never``,
      ``n't``, ``isn't`` -> ``is``); never next to another negation and at most one per candidate,
   4. deleting one of the words whose removal most lowers the teacher's probability of the current label
