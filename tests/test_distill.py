@@ -230,6 +230,7 @@ def test_teacher_saved_for_pipeline_with_metrics(trained_teacher: Path, toy) -> 
     assert metrics["test"]["accuracy"] > 0.6 and metrics["validation"]["n"] == 12 and metrics["n_train"] == 80
     saved = json.loads((trained_teacher / "test_predictions.json").read_text())
     assert saved["n"] == 24 and saved["metrics"] == metrics["test"]
+    assert saved["parameters"] == metrics["parameters"]  # a grid reuses the file without loading the teacher
     agree = sum(p == y for p, y in zip(saved["predictions"], toy["test"].labels)) / 24
     assert agree == pytest.approx(metrics["test"]["accuracy"])  # the saved predictions are the scored ones
     out = pipeline("text-classification", model=str(trained_teacher))("the film was superb and the plot lovely")

@@ -147,6 +147,8 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     report = (Path(full.out) / "report.md").read_text()
     assert "| kd+cod |" in report and "kd+cod − kd" in report and "Macro-F1 on test" in report and "Teacher test accuracy" in report
     assert "Matthews correlation on test" in report
+    teacher_params = json.loads((Path(full.out) / "teachers" / "toy" / "metrics.json").read_text())["parameters"]
+    assert f"Teacher parameters: {teacher_params:,}." in report
     mccs = [c["test"]["mcc"] for c in cells if c["method"] == "kd" and c["cod"] is None and c["k"] == 8]
     assert s_full["datasets"]["toy"]["mcc"]["kd"]["8"]["mean"] == pytest.approx(sum(mccs) / 2)
     assert "Counterfactual sets" in report

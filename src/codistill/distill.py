@@ -670,10 +670,12 @@ def train_teacher(dataset: TextDataset, model: str, out_dir: str | Path, *, trai
     test_predictions = None
     for split in ("validation", "test"):
         if split in dataset.splits:
-            metrics[split], pred = evaluate_split(clf, dataset.split(split), dataset.num_classes, tcfg)
+            metrics[split], pred = evaluate_split(clf, dataset.split(split), dataset.num_classes, tcfg,
+                                                  progress=progress)
             if split == "test":
                 test_predictions = {"dataset": dataset.name, "test_sha256": texts_fingerprint(dataset.split("test").texts),
-                                    "n": len(pred), "metrics": metrics["test"], "predictions": pred}
+                                    "n": len(pred), "metrics": metrics["test"], "predictions": pred,
+                                    "parameters": metrics["parameters"]}
     log = summary.pop("log")
     if test_predictions is not None:  # a grid reuses them instead of evaluating the teacher again
         atomic_write_json(Path(out_dir) / "test_predictions.json", test_predictions)

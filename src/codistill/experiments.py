@@ -262,13 +262,13 @@ def prepare_teacher(entry: DatasetEntry, dataset, name: str, root: Path, progres
         saved = json.loads(cache.read_text())
         if saved.get("teacher") == teacher and saved.get("test_sha256") == fingerprint:
             return teacher, saved
-    clf = load_classifier(teacher, what="teacher")
     own = Path(teacher) / "test_predictions.json"  # written by train_teacher for this very split
     saved = json.loads(own.read_text()) if own.is_file() else {}
-    if saved.get("test_sha256") != fingerprint:
-        metrics, pred = evaluate_split(clf, dataset.split("test"), dataset.num_classes, TrainConfig())
-        saved = {"metrics": metrics, "predictions": pred, "n": len(pred)}
-    saved = {**saved, "teacher": teacher, "test_sha256": fingerprint, "parameters": clf.num_parameters()}
+    if saved.get("test_sha256") != fingerprint or "parameters" not in saved:  # the teacher is loaded only here
+        clf = load_classifier(teacher, what="teacher")
+        metrics, pred = evaluate_split(clf, dataset.split("test"), dataset.num_classes, TrainConfig(), progress=progress)
+        saved = {"metrics": metrics, "predictions": pred, "n": len(pred), "parameters": clf.num_parameters()}
+    saved = {**saved, "teacher": teacher, "test_sha256": fingerprint}
     atomic_write_json(cache, saved)
     return teacher, saved
 
