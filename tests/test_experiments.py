@@ -208,3 +208,49 @@ def test_max_eval_caps_validation_and_test_for_teacher_and_cells(grid_setup: dic
     assert "Test rows: 12. Note: 'test' evaluated on a stratified subset of 12 of its 24 rows (max_eval)." in \
         (Path(cfg.out) / "report.md").read_text()
 
+
+
+def _children(pid: int) -> set[int]:
+    """PIDs whose parent is ``pid`` (from /proc), the multiprocessing resource tracker left out."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(text.rsplit(")", 1)[1].split()[1]) == pid and b"resource_tracker" not in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigterm_stops_the_worker_processes(grid_setup: dict, tmp_path: Path) -> None:
+    """`kill` on a running sweep must not leave its workers training on as orphans."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = grid_setup["base"]
+    cfg = {**base, "out": str(tmp_path / "term"), "methods": ["kd"], "cod": ["none"], "k": [4], "seeds": list(range(8)),
+           "train": {**base["train"], "min_steps": 4000}}   # cells that last far longer than the test waits
+    path = tmp_path / "term.yaml"
+    path.write_text(json.dumps(cfg))   # JSON is YAML
+    log = (tmp_path / "term.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "codistill", "sweep", str(path), "--workers", "2"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    workers: set[int] = set()
+    while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        workers = _children(proc.pid)
+    assert len(workers) == 2, (tmp_path / "term.log").read_text()[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and
+             not Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"]
+    assert alive == [], f"workers still running after the sweep was killed: {alive}"
+    assert not list((tmp_path / "term" / "cells").glob("**/metrics.json"))
+    assert os.path.isfile(tmp_path / "term" / "sweep.json")

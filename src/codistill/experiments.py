@@ -8,6 +8,7 @@ generator, seed) for the largest k needed: samples are nested, so that file serv
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -320,6 +321,41 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, entry_index: int, teacher: st
     return metrics
 
 
+def _run_cell_args(a: tuple) -> dict[str, Any]:
+    return run_cell(*a)
+
+
+def _run_in_pool(jobs: list[tuple], workers: int, done: Callable[[], None]) -> None:
+    """``run_cell(*job)`` for every job in ``workers`` spawned processes. The first failure (or an interrupt)
+    terminates the pool at once: the other workers stop instead of finishing their cells unwatched."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(workers) as pool:   # __exit__ terminates the workers
+        for _ in pool.imap_unordered(_run_cell_args, jobs):
+            done()
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm():
+    """Turn SIGTERM (``kill``, a batch scheduler) into SystemExit while a pool runs, so the pool's cleanup
+    stops its workers; the default action would leave them running as orphans."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = True,
               stop_after: int | None = None) -> dict[str, Any]:
     """Run every unfinished cell of the grid; returns counts. ``stop_after`` ends after that many new
@@ -359,15 +395,9 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
             run_cell(*args(c), progress=progress, dataset=context[c.dataset][1])
             bar.update(1)
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_cell, *args(c), threads, False) for c in todo]
-            for fut in as_completed(futures):
-                fut.result()
-                bar.update(1)
+        with _terminate_on_sigterm():
+            _run_in_pool([(*args(c), threads, False) for c in todo], workers, lambda: bar.update(1))
     bar.close()
     done = sum((c.folder(root) / "metrics.json").is_file() for c in cells)
     return {"cells": len(cells), "ran": len(todo), "finished": done, "seconds": time.perf_counter() - start}
