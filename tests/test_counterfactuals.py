@@ -438,3 +438,30 @@ def test_edit_search_deletes_at_most_one_word_and_no_function_words() -> None:
     assert not results[0].flipped
     best = results[0].best.text.split()
     assert len(best) >= 5 and "under" in best and "the" in best and "dominant" not in best
+
+
+def test_edit_search_fixes_the_article_before_an_edited_word() -> None:
+    lex = DictLexicon({"great": ["awful"], "awful": ["great"], "lovely": ["unimaginative"]})
+    requests = [
+        CFRequest(0, "A great film , an hour long", 1, 0),      # "A great" -> "An awful"; "an hour" untouched
+        CFRequest(1, "an awful , lovely film", 0, 1),           # "an awful" -> "a great"
+        CFRequest(2, "a lovely film", 1, 0),                    # "a lovely" -> "an unimaginative" (un- + vowel)
+    ]
+    scorer = lambda texts: toy_scorer([t.replace("unimaginative", "dull") for t in texts])  # noqa: E731
+    results = EditSearchGenerator(lex, max_edits=2).generate(requests, Verifier(scorer), ["negative", "positive"],
+                                                             progress=False)
+    assert [r.best.text for r in results] == ["An awful film , an hour long", "a great , lovely film",
+                                              "an unimaginative film"]
+    assert all(r.flipped for r in results)
+
+
+def test_article_rule_by_sound_and_untouched_articles_stay() -> None:
+    from codistill.counterfactuals.edits import _State, _article_for
+
+    assert [_article_for("a", w) for w in ("awful", "useful", "hour", "one-note", "unique", "uneven", "dull")] == \
+        ["an", "a", "an", "a", "a", "an", "a"]
+    assert _article_for("(A", "Honest") == "(An" and _article_for("an", "42") == "an"
+    # a deletion after the article counts; an article whose next word was not touched keeps its spelling
+    st = _State(("an", "awful", "movie", "and", "a", "hour"), frozenset({1}), ("-awful",), 1, 0, 1)
+    assert _State(tuple(s if i != 1 else "" for i, s in enumerate(st.slots)), st.edited, st.ops, 1, 0, 1).text() == \
+        "a movie and a hour"

@@ -318,7 +318,34 @@ class _State:
     deletions: int = 0
 
     def text(self) -> str:
-        return " ".join(s for s in self.slots if s)
+        slots = list(self.slots)
+        for i, slot in enumerate(slots):
+            if _split(slot)[1].lower() in ("a", "an"):
+                nxt = next((j for j in range(i + 1, len(slots)) if slots[j]), None)
+                # only where an edit changed the word after the article ("a great" -> "an awful")
+                if nxt is not None and any(j in self.edited for j in range(i + 1, nxt + 1)):
+                    slots[i] = _article_for(slot, slots[nxt])
+        return " ".join(s for s in slots if s)
+
+
+_VOWEL_SOUND_EXCEPTIONS = ("hour", "honest", "honor", "honour", "heir")
+_CONSONANT_SOUND_EXCEPTIONS = ("one", "once", "unique", "unit", "univers", "uniform", "unison", "use", "usu", "uti",
+                               "utop", "eu", "ewe")
+
+
+def _article_for(article_slot: str, next_word: str) -> str:
+    """``a``/``an`` (case and punctuation kept) by the sound of ``next_word``'s first letters (a spelling
+    heuristic: "an awful", "a useful", "an hour")."""
+    pre, core, post = _split(article_slot)
+    word = _split(next_word)[1].lower()
+    if not word or not word[0].isalpha():
+        return article_slot
+    vowel = word[0] in "aeiou"
+    if word.startswith(_VOWEL_SOUND_EXCEPTIONS):
+        vowel = True
+    elif word.startswith(_CONSONANT_SOUND_EXCEPTIONS):
+        vowel = False
+    return pre + _match_case(core, "an" if vowel else "a") + post
 
 
 def _split(word: str) -> tuple[str, str, str]:
