@@ -333,6 +333,8 @@ def _run_in_pool(jobs: list[tuple], workers: int, done: Callable[[], None]) -> N
     with mp.get_context("spawn").Pool(workers) as pool:   # __exit__ terminates the workers
         for _ in pool.imap_unordered(_run_cell_args, jobs):
             done()
+        pool.close()   # all done: let the workers exit on their own (a terminated worker leaks its locks)
+        pool.join()
 
 
 @contextlib.contextmanager
