@@ -224,33 +224,58 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_sigterm_stops_the_worker_processes(grid_setup: dict, tmp_path: Path) -> None:
-    """`kill` on a running sweep must not leave its workers training on as orphans."""
-    import os
-    import signal
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _start_long_sweep(base: dict, tmp_path: Path):
+    """`codistill sweep --workers 2` in a subprocess on cells that last far longer than a test waits;
+    returns the process, its two worker PIDs and its log file."""
     import subprocess
     import sys
     import time
 
-    base = grid_setup["base"]
-    cfg = {**base, "out": str(tmp_path / "term"), "methods": ["kd"], "cod": ["none"], "k": [4], "seeds": list(range(8)),
-           "train": {**base["train"], "min_steps": 4000}}   # cells that last far longer than the test waits
-    path = tmp_path / "term.yaml"
+    cfg = {**base, "out": str(tmp_path / "long"), "methods": ["kd"], "cod": ["none"], "k": [4], "seeds": list(range(8)),
+           "train": {**base["train"], "min_steps": 4000}}
+    path = tmp_path / "long.yaml"
     path.write_text(json.dumps(cfg))   # JSON is YAML
-    log = (tmp_path / "term.log").open("w")
+    log = tmp_path / "long.log"
     proc = subprocess.Popen([sys.executable, "-m", "codistill", "sweep", str(path), "--workers", "2"],
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     workers: set[int] = set()
     while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
         workers = _children(proc.pid)
-    assert len(workers) == 2, (tmp_path / "term.log").read_text()[-2000:]
+    assert len(workers) == 2, log.read_text()[-2000:]
+    return proc, workers, log
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigterm_stops_the_worker_processes(grid_setup: dict, tmp_path: Path) -> None:
+    """`kill` on a running sweep must not leave its workers training on as orphans."""
+    import signal
+
+    proc, workers, _ = _start_long_sweep(grid_setup["base"], tmp_path)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and
-             not Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"]
-    assert alive == [], f"workers still running after the sweep was killed: {alive}"
-    assert not list((tmp_path / "term" / "cells").glob("**/metrics.json"))
-    assert os.path.isfile(tmp_path / "term" / "sweep.json")
+    assert [pid for pid in workers if _alive(pid)] == [], "workers still running after the sweep was killed"
+    assert not list((tmp_path / "long" / "cells").glob("**/metrics.json"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_killed_worker_ends_the_sweep_with_an_error(grid_setup: dict, tmp_path: Path) -> None:
+    """A worker killed from outside (the OOM killer) must end the sweep with a one-line error, not hang it."""
+    import os
+    import signal
+
+    proc, workers, log = _start_long_sweep(grid_setup["base"], tmp_path)
+    victim, other = sorted(workers)
+    os.kill(victim, signal.SIGKILL)
+    assert proc.wait(timeout=60) == 2
+    assert not _alive(other)
+    assert "error: sweep: a worker process died" in log.read_text()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from codistill.config import DistillConfig, METHODS, StudentConfig, TrainConfig
-from codistill.errors import ConfigError
+from codistill.errors import CodistillError, ConfigError
 from codistill.fileio import atomic_write_json, atomic_write_text
 
 COD_CHOICES = ("none", "replace", "augment")
@@ -321,20 +321,32 @@ def run_cell(cfg_dict: dict[str, Any], cell: Cell, entry_index: int, teacher: st
     return metrics
 
 
-def _run_cell_args(a: tuple) -> dict[str, Any]:
-    return run_cell(*a)
-
-
 def _run_in_pool(jobs: list[tuple], workers: int, done: Callable[[], None]) -> None:
-    """``run_cell(*job)`` for every job in ``workers`` spawned processes. The first failure (or an interrupt)
-    terminates the pool at once: the other workers stop instead of finishing their cells unwatched."""
+    """``run_cell(*job)`` for every job in ``workers`` spawned processes. The first failure, an interrupt or
+    a worker that dies (the OOM killer) stops the pool at once: the other workers are terminated instead of
+    finishing their cells unwatched, and a dead worker raises instead of leaving the sweep waiting forever."""
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-    with mp.get_context("spawn").Pool(workers) as pool:   # __exit__ terminates the workers
-        for _ in pool.imap_unordered(_run_cell_args, jobs):
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    try:
+        futures = [pool.submit(run_cell, *job) for job in jobs]
+        for fut in as_completed(futures):
+            fut.result()
             done()
-        pool.close()   # all done: let the workers exit on their own (a terminated worker leaks its locks)
-        pool.join()
+    except BaseException as exc:
+        procs = list((getattr(pool, "_processes", None) or {}).values())   # no public handle before 3.14
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(timeout=30)
+        pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(exc, BrokenProcessPool):
+            raise CodistillError("sweep: a worker process died (killed, or out of memory?); the finished cells are "
+                                 "kept: run the same command again to resume") from exc
+        raise
+    pool.shutdown()
 
 
 @contextlib.contextmanager
