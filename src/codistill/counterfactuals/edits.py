@@ -319,12 +319,15 @@ class _State:
 
     def text(self) -> str:
         slots = list(self.slots)
-        for i, slot in enumerate(slots):
-            if _split(slot)[1].lower() in ("a", "an"):
-                nxt = next((j for j in range(i + 1, len(slots)) if slots[j]), None)
-                # only where an edit changed the word after the article ("a great" -> "an awful")
-                if nxt is not None and any(j in self.edited for j in range(i + 1, nxt + 1)):
-                    slots[i] = _article_for(slot, slots[nxt])
+        # an article right before an edited (or deleted) slot agrees with the word now after it
+        # ("a great" -> "an awful"); only the few edited positions are looked at, since the search calls
+        # this for every candidate
+        for j in self.edited:
+            i = next((b for b in range(j - 1, -1, -1) if slots[b]), None)
+            if i is not None and _split(slots[i])[1].lower() in ("a", "an"):
+                nxt = next((n for n in range(i + 1, len(slots)) if slots[n]), None)
+                if nxt is not None:
+                    slots[i] = _article_for(slots[i], slots[nxt])
         return " ".join(s for s in slots if s)
 
 
