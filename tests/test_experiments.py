@@ -209,27 +209,32 @@ def test_max_eval_caps_validation_and_test_for_teacher_and_cells(grid_setup: dic
         (Path(cfg.out) / "report.md").read_text()
 
 
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, ppid, ...), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
 
 def _children(pid: int) -> set[int]:
-    """PIDs whose parent is ``pid`` (from /proc), the multiprocessing resource tracker left out."""
+    """PIDs whose parent is ``pid``, the multiprocessing resource tracker left out."""
     found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for folder in Path("/proc").glob("[0-9]*"):
+        fields = _stat_fields(folder.name)
+        if fields is None or int(fields[1]) != pid:
+            continue
         try:
-            text = stat.read_text()
-            cmdline = (stat.parent / "cmdline").read_bytes()
+            if b"resource_tracker" not in (folder / "cmdline").read_bytes():
+                found.add(int(folder.name))
         except OSError:
             continue
-        if int(text.rsplit(")", 1)[1].split()[1]) == pid and b"resource_tracker" not in cmdline:
-            found.add(int(stat.parent.name))
     return found
 
 
 def _alive(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _start_long_sweep(base: dict, tmp_path: Path):
@@ -251,8 +256,23 @@ def _start_long_sweep(base: dict, tmp_path: Path):
     while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
         workers = _children(proc.pid)
-    assert len(workers) == 2, log.read_text()[-2000:]
+    if len(workers) < 2:
+        _kill_all(proc, workers)
+        pytest.fail(log.read_text()[-2000:] or "no workers started")
     return proc, workers, log
+
+
+def _kill_all(proc, workers: set[int]) -> None:
+    """Leave nothing running when a test ends, whatever it asserted (a no-op when all went well)."""
+    import os
+    import signal
+
+    for pid in workers:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -261,10 +281,13 @@ def test_sigterm_stops_the_worker_processes(grid_setup: dict, tmp_path: Path) ->
     import signal
 
     proc, workers, _ = _start_long_sweep(grid_setup["base"], tmp_path)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    assert [pid for pid in workers if _alive(pid)] == [], "workers still running after the sweep was killed"
-    assert not list((tmp_path / "long" / "cells").glob("**/metrics.json"))
+    try:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        assert [pid for pid in workers if _alive(pid)] == [], "workers still running after the sweep was killed"
+        assert not list((tmp_path / "long" / "cells").glob("**/metrics.json"))
+    finally:
+        _kill_all(proc, workers)
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -274,8 +297,11 @@ def test_a_killed_worker_ends_the_sweep_with_an_error(grid_setup: dict, tmp_path
     import signal
 
     proc, workers, log = _start_long_sweep(grid_setup["base"], tmp_path)
-    victim, other = sorted(workers)
-    os.kill(victim, signal.SIGKILL)
-    assert proc.wait(timeout=60) == 2
-    assert not _alive(other)
-    assert "error: sweep: a worker process died" in log.read_text()
+    try:
+        victim, other = sorted(workers)
+        os.kill(victim, signal.SIGKILL)
+        assert proc.wait(timeout=60) == 2
+        assert not _alive(other)
+        assert "error: sweep: a worker process died" in log.read_text()
+    finally:
+        _kill_all(proc, workers)
