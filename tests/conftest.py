@@ -150,3 +150,24 @@ def tiny_student(tmp_path_factory) -> Path:
 def tiny_qwen(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random Qwen2 classifier with a word-level tokenizer and no pad token."""
     return save_tiny_qwen(tmp_path_factory.mktemp("qwen"), layers=2, width=32, seed=2)
+
+
+def run_distill(dataset, teacher, out, *, k: int, seed: int = 0, student=None, method=None, train=None,
+                counterfactuals=None, cod=None, **kwargs):
+    """``codistill.runs.distill`` with the run's options given as keywords (the tests' shorthand)."""
+    from codistill.config import DistillConfig, RunConfig, StudentConfig, TrainConfig
+    from codistill.runs import distill
+
+    run = RunConfig(teacher=str(teacher) if teacher is not None else None, k=k, seed=seed,
+                    counterfactuals=str(counterfactuals) if counterfactuals is not None else None, cod=cod,
+                    student=student or StudentConfig(), method=method or DistillConfig(), train=train or TrainConfig())
+    return distill(dataset, run, out, **kwargs)
+
+
+def lwd_terms(student, teacher, include_embeddings: bool = False):
+    """The LWD preset's term modules for a student and teacher (CE, KD, hidden-state MSE)."""
+    from codistill.config import DistillConfig, method_terms
+    from codistill.losses import build_terms
+
+    specs = method_terms(DistillConfig(method="lwd", include_embeddings=include_embeddings))
+    return build_terms(specs, student.num_layers, teacher.num_layers, student.hidden_size, teacher.hidden_size, 2)

@@ -29,7 +29,7 @@ from codistill.counterfactuals import (
     word_edit_distance,
 )
 from codistill.counterfactuals.edits import antonym_forms, find_wordnet, WordNetLexicon
-from codistill.counterfactuals.llm import LLMRequestError, build_messages, clean_answer
+from codistill.counterfactuals.llm import LLMFatalError, LLMRequestError, build_messages, clean_answer
 from codistill.data import LabeledTexts, TextDataset, sample_from
 from codistill.errors import ConfigError
 
@@ -279,13 +279,14 @@ class ScriptedLLM:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with owner.lock:
                     owner.requests.append(body)
-                    owner.headers.append(dict(self.headers))
+                    owner.headers.append({k.lower(): v for k, v in self.headers.items()})
                     original = re.search(r"Text: (.*)\n", body["messages"][1]["content"]).group(1)
                     script = owner.scripts.get(original, [])
                     action = script.pop(0) if script else owner.default
                 if action[0] == "status":
                     self.send_response(action[1])
-                    self.send_header("Retry-After", "0")
+                    self.send_header("retry-after-ms", "5")  # the openai client then waits 5 ms
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 if action[0] == "sleep":
@@ -320,7 +321,7 @@ class ScriptedLLM:
 
 
 def _cfg(url: str, tmp_path: Path, **kw) -> LLMConfig:
-    return LLMConfig(**{"base_url": url, "model": "scripted", "backoff": 0.01, "timeout": 2.0, "max_retries": 3,
+    return LLMConfig(**{"base_url": url, "model": "scripted", "timeout": 2.0, "max_retries": 3,
                         "cache_dir": str(tmp_path / "cache"), "api_key_env": "CODISTILL_TEST_KEY", **kw})
 
 
@@ -333,7 +334,7 @@ def test_client_retries_429_500_and_timeouts_then_caches(tmp_path: Path, monkeyp
         text, usage, cached = client.complete(messages)
         assert text == "the film was awful" and not cached and usage["completion_tokens"] == 3
         assert len(server.requests) == 4 and client.stats.retries == 3
-        assert server.headers[0]["Authorization"] == "Bearer sk-secret-123"
+        assert server.headers[0]["authorization"] == "Bearer sk-secret-123"
         again = ChatClient(_cfg(server.url, tmp_path))
         assert again.complete(messages) == ("the film was awful", usage, True)
         assert len(server.requests) == 4  # a cached prompt is never requested again
@@ -342,16 +343,21 @@ def test_client_retries_429_500_and_timeouts_then_caches(tmp_path: Path, monkeyp
 
 
 def test_client_reports_failure_after_retries_and_non_retryable(tmp_path: Path) -> None:
-    script = {"a": [("status", 503)] * 10, "b": [("status", 401)], "c": [("garbage",)] * 10}
+    script = {"a": [("status", 503)] * 10, "b": [("status", 401)] * 3, "c": [("garbage",)] * 10,
+              "d": [("status", 404)] * 3}
     with ScriptedLLM(script) as server:
         client = ChatClient(_cfg(server.url, tmp_path, max_retries=2))
         with pytest.raises(LLMRequestError, match="HTTP 503 after 3 tries"):
             client.complete(build_messages("a", "x", "y", ["x", "y"]))
-        with pytest.raises(LLMRequestError, match="HTTP 401 \\(not retried\\)"):
+        assert len(server.requests) == 3
+        with pytest.raises(LLMFatalError, match=f"{server.url} answered HTTP 401 \\(unauthorized.*not retried"):
             client.complete(build_messages("b", "x", "y", ["x", "y"]))
-        with pytest.raises(LLMRequestError, match="JSONDecodeError after 3 tries"):
+        assert len(server.requests) == 4  # a 401 is asked once
+        with pytest.raises(LLMRequestError, match="malformed response"):
             client.complete(build_messages("c", "x", "y", ["x", "y"]))
-        assert client.stats.failures == 3 and not list((tmp_path / "cache").rglob("*.json"))
+        with pytest.raises(LLMFatalError, match="HTTP 404 \\(not found"):
+            client.complete(build_messages("d", "x", "y", ["x", "y"]))
+        assert client.stats.failures == 4 and not list((tmp_path / "cache").rglob("*.json"))
 
 
 def test_llm_generator_validates_retries_with_feedback_and_reports_failures(tmp_path: Path) -> None:
@@ -408,7 +414,7 @@ def test_llm_config_errors() -> None:
 
 def test_cli_counterfactuals_with_tiny_teacher(tmp_path: Path, tiny_teacher: Path, csv_folder: Path, capsys) -> None:
     from codistill.cli import main
-    from codistill.distill import read_extra_examples
+    from codistill.counterfactuals.rows import extra_examples as read_extra_examples
 
     lexicon = tmp_path / "lex.json"
     lexicon.write_text(json.dumps({w: ["awful", "dull"] for w in ["great", "lovely", "superb", "fine"]}))

@@ -11,24 +11,13 @@ import torch
 
 from codistill.config import DistillConfig, LayerMatch, StudentConfig, TrainConfig
 from codistill.data import LabeledTexts, load_dataset
-from codistill.distill import (
-    DistillModule,
-    build_teacher_cache,
-    collate,
-    distill,
-    encode,
-    fit,
-    plan_steps,
-    read_extra_examples,
-    teacher_forward,
-    teacher_layers_of,
-    train_teacher,
-)
+from codistill.counterfactuals.rows import extra_examples as read_extra_examples
 from codistill.errors import ConfigError, DataError
-from codistill.losses import Projections
-from codistill.models import load_classifier, make_student, uniform_layer_map
+from codistill.models import load_classifier, make_student
+from codistill.runs import train_teacher
+from codistill.trainer import DistillModule, build_teacher_cache, collate, encode, fit, plan_steps, teacher_forward
 
-from conftest import synthetic_rows, write_csv
+from conftest import lwd_terms, run_distill, synthetic_rows, write_csv
 
 FAST = TrainConfig(epochs=2, min_steps=4, batch_size=4, lr=1e-3, max_length=32, eval_batch_size=16)
 
@@ -72,18 +61,17 @@ def test_plan_steps_rule() -> None:
 
 def test_lwd_step_changes_student_and_projections_never_teacher(tiny_teacher: Path, tiny_student: Path, toy) -> None:
     teacher, student = _student_and_teacher(tiny_teacher, tiny_student)
-    dcfg = DistillConfig(method="lwd")
-    pairs = uniform_layer_map(student.num_layers, teacher.num_layers)
+    terms = lwd_terms(student, teacher)
+    proj = terms[2].projections
     data = LabeledTexts(toy["train"].texts[:8], toy["train"].labels[:8])
     enc = encode(student.tokenizer, data.texts, 32)
-    cache = build_teacher_cache(teacher, enc, teacher_layers_of(pairs))
-    proj = Projections(len(pairs), student.hidden_size, teacher.hidden_size)
-    module = DistillModule(student.model, dcfg, pairs, proj)
+    module = DistillModule(student.model, terms)
+    cache = build_teacher_cache(teacher, enc, module.teacher_layers)
     t_before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
     s_before = {k: v.clone() for k, v in student.model.state_dict().items()}
     p_before = [p.clone() for p in proj.parameters()]
     fit(module, student, enc, data.labels, replace(FAST, min_steps=1, epochs=1, max_steps=1), cache=cache,
-        teacher_layers=teacher_layers_of(pairs), progress=False)
+        teacher_layers=module.teacher_layers, progress=False)
     assert all(torch.equal(v, teacher.model.state_dict()[k]) for k, v in t_before.items())
     changed = [k for k, v in s_before.items() if not torch.equal(v, student.model.state_dict()[k])]
     assert "classifier.weight" in changed and any("encoder.layer" in k for k in changed)
@@ -98,15 +86,13 @@ def test_cached_and_live_teacher_give_identical_losses(which: str, tiny_teacher:
         teacher, student = _student_and_teacher(tiny_teacher, tiny_student)
     else:
         teacher, student = _student_and_teacher(tiny_qwen, tiny_qwen)
-    pairs = uniform_layer_map(student.num_layers, teacher.num_layers, include_embeddings=True)
-    layers = teacher_layers_of(pairs)
+    module = DistillModule(student.model, lwd_terms(student, teacher, include_embeddings=True)).eval()
+    layers = module.teacher_layers
     texts = toy["train"].texts[:6]
     texts[0] = texts[0] + " and the plot was fine and the movie was very lovely"  # unequal lengths -> padding
     labels = torch.tensor(toy["train"].labels[:6])
     enc = encode(student.tokenizer, texts, 32)
     cache = build_teacher_cache(teacher, enc, layers, batch_size=4)
-    module = DistillModule(student.model, DistillConfig(method="lwd"), pairs,
-                           Projections(len(pairs), student.hidden_size, teacher.hidden_size)).eval()
     idx = [5, 0, 3, 1]
     batch = collate(student.tokenizer, enc, idx)
     live_logits, live_hidden = teacher_forward(teacher.model.eval(), batch, layers)
@@ -114,20 +100,20 @@ def test_cached_and_live_teacher_give_identical_losses(which: str, tiny_teacher:
     cached_hidden = [cache.batch_hidden(l, idx, batch["attention_mask"], left) for l in layers]
     live = module(batch, labels[idx], live_logits, live_hidden)
     cached = module(batch, labels[idx], cache.logits[idx], cached_hidden)
-    for key in ("ce", "kd", "lwd", "loss"):
+    for key in ("ce", "kd", "hidden_mse", "loss"):
         assert cached[key].item() == pytest.approx(live[key].item(), rel=1e-4, abs=1e-6), key
 
 
 def test_distill_same_command_twice_same_metrics(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy) -> None:
     kwargs = dict(k=8, seed=3, student=StudentConfig(model=str(tiny_student), layers=None),
                   method=DistillConfig(method="kd"), train=FAST, progress=False)
-    a = distill(toy, trained_teacher, tmp_path / "a", **kwargs)
-    b = distill(toy, trained_teacher, tmp_path / "b", **kwargs)
+    a = run_distill(toy, trained_teacher, tmp_path / "a", **kwargs)
+    b = run_distill(toy, trained_teacher, tmp_path / "b", **kwargs)
     assert a["test"] == b["test"]
     log_a = (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()
     log_b = (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(r)["loss"] for r in log_a] == [json.loads(r)["loss"] for r in log_b]
-    distill(toy, trained_teacher, tmp_path / "c", **{**kwargs, "seed": 4})
+    run_distill(toy, trained_teacher, tmp_path / "c", **{**kwargs, "seed": 4})
     assert json.loads((tmp_path / "c" / "run_config.json").read_text())["sample_indices"] != \
         json.loads((tmp_path / "a" / "run_config.json").read_text())["sample_indices"]
 
@@ -137,7 +123,7 @@ def test_distill_end_to_end_each_method(method: str, tmp_path: Path, trained_tea
     from transformers import pipeline
 
     out = tmp_path / method
-    m = distill(toy, trained_teacher, out, k=8, seed=0, student=StudentConfig(model=str(tiny_student), layers=1),
+    m = run_distill(toy, trained_teacher, out, k=8, seed=0, student=StudentConfig(model=str(tiny_student), layers=1),
                 method=DistillConfig(method=method, ted_filter_epochs=2), train=FAST, progress=False)
     for name in ("metrics.json", "run_config.json", "train_log.jsonl", "config.json", "model.safetensors"):
         assert (out / name).is_file(), name
@@ -145,12 +131,13 @@ def test_distill_end_to_end_each_method(method: str, tmp_path: Path, trained_tea
     assert 0.0 <= m["test"]["accuracy"] <= 1.0 and m["test"]["n"] == 24
     assert "agreement" in m["test"] and m["teacher_test"]["accuracy"] > 0.5
     log = [json.loads(r) for r in (out / "train_log.jsonl").read_text().splitlines()]
-    expected_parts = {"finetune": {"ce"}, "kd": {"ce", "kd"}, "lwd": {"ce", "kd", "lwd"}, "ted": {"ce", "kd", "ted"}}
+    expected_parts = {"finetune": {"ce"}, "kd": {"ce", "kd"}, "lwd": {"ce", "kd", "hidden_mse"},
+                      "ted": {"ce", "kd", "filtered_mse"}}
     assert expected_parts[method] <= set(log[0]) and len(log) == 4
     if method == "lwd":
         assert m["extra_trainable_parameters"] == 16 * 32 + 32  # one projection 16 -> 32 for the one pair
     if method == "ted":
-        assert m["ted_stage1"]["steps"] > 0
+        assert m["first_stages"][0]["steps"] > 0 and m["first_stages"][0]["term"] == "filtered_mse"
     config = json.loads((out / "run_config.json").read_text())
     assert config["student"]["layers_kept"] == [0] and config["method"]["method"] == method
     clf = pipeline("text-classification", model=str(out), tokenizer=str(out))
@@ -171,7 +158,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_train_embeddings_option_updates_them(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy) -> None:
     out = tmp_path / "emb"
-    m = distill(toy, trained_teacher, out, k=8, seed=0, method=DistillConfig(method="kd"), train=FAST, progress=False,
+    m = run_distill(toy, trained_teacher, out, k=8, seed=0, method=DistillConfig(method="kd"), train=FAST, progress=False,
                 student=StudentConfig(model=str(tiny_student), layers=1, freeze_embeddings=False))
     before, after = _weights(tiny_student), _weights(out)
     emb = next(n for n in after if n.endswith("word_embeddings.weight"))
@@ -184,10 +171,10 @@ def test_decoder_teacher_and_student(tmp_path: Path, tiny_qwen: Path, toy) -> No
     teacher_dir = tmp_path / "qwen_teacher"
     tm = train_teacher(toy, str(tiny_qwen), teacher_dir, train=replace(FAST, epochs=2), progress=False)
     assert tm["test"]["n"] == 24
-    m = distill(toy, teacher_dir, tmp_path / "qwen_student", k=8, seed=0,
+    m = run_distill(toy, teacher_dir, tmp_path / "qwen_student", k=8, seed=0,
                 student=StudentConfig(model=str(teacher_dir), layers=1, init="teacher"),
                 method=DistillConfig(method="lwd"), train=FAST, progress=False)
-    assert m["test"]["n"] == 24 and m["layer_map"] == [{"layer_T": 2, "layer_S": 1, "weight": 1.0}]
+    assert m["test"]["n"] == 24 and m["terms"][2]["layer_map"] == [{"layer_T": 2, "layer_S": 1, "weight": 1.0}]
 
 
 def test_counterfactual_rows_are_added(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy) -> None:
@@ -202,7 +189,7 @@ def test_counterfactual_rows_are_added(tmp_path: Path, trained_teacher: Path, ti
     extra, info = read_extra_examples(cf, ["negative", "positive"])
     assert extra.texts == ["the film was great", "the plot was dull", "a plain extra row"]
     assert extra.labels == [1, 0, 0] and info == {"added": 3, "skipped_not_flipped": 1}
-    m = distill(toy, trained_teacher, tmp_path / "run", k=4, seed=0, counterfactuals=cf,
+    m = run_distill(toy, trained_teacher, tmp_path / "run", k=4, seed=0, counterfactuals=cf,
                 student=StudentConfig(model=str(tiny_student), layers=1), train=FAST, progress=False)
     assert m["n_train"] == 7 and m["n_counterfactuals"] == 3 and m["cod"] == "extra"
     bad = tmp_path / "bad.jsonl"
@@ -212,7 +199,7 @@ def test_counterfactual_rows_are_added(tmp_path: Path, trained_teacher: Path, ti
 
 
 def test_select_on_validation_never_test(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy) -> None:
-    m = distill(toy, trained_teacher, tmp_path / "sel", k=8, seed=0, method=DistillConfig(method="kd"),
+    m = run_distill(toy, trained_teacher, tmp_path / "sel", k=8, seed=0, method=DistillConfig(method="kd"),
                 student=StudentConfig(model=str(tiny_student), layers=1),
                 train=replace(FAST, select_on="validation"), progress=False)
     assert m["selected"]["on"] == "validation" and 1 <= m["selected"]["step"] <= m["steps"]
@@ -240,22 +227,22 @@ def test_teacher_saved_for_pipeline_with_metrics(trained_teacher: Path, toy) -> 
 def test_errors_before_training(tmp_path: Path, trained_teacher: Path, tiny_student: Path, tiny_qwen: Path, toy) -> None:
     student = StudentConfig(model=str(tiny_student), layers=1)
     with pytest.raises(ConfigError, match="no such folder"):
-        distill(toy, tmp_path / "missing_teacher", tmp_path / "o1", k=8, student=student, train=FAST, progress=False)
+        run_distill(toy, tmp_path / "missing_teacher", tmp_path / "o1", k=8, student=student, train=FAST, progress=False)
     with pytest.raises(ConfigError, match="needs a teacher"):
-        distill(toy, None, tmp_path / "o2", k=8, student=student, train=FAST, progress=False)
+        run_distill(toy, None, tmp_path / "o2", k=8, student=student, train=FAST, progress=False)
     with pytest.raises(ConfigError, match="same tokenizer"):
-        distill(toy, trained_teacher, tmp_path / "o3", k=8, method=DistillConfig(method="lwd"),
+        run_distill(toy, trained_teacher, tmp_path / "o3", k=8, method=DistillConfig(method="lwd"),
                 student=StudentConfig(model=str(tiny_qwen), layers=1), train=FAST, progress=False)
     with pytest.raises(ConfigError, match="student layer 5 does not exist"):
-        distill(toy, trained_teacher, tmp_path / "o4", k=8, student=student, train=FAST, progress=False,
+        run_distill(toy, trained_teacher, tmp_path / "o4", k=8, student=student, train=FAST, progress=False,
                 method=DistillConfig(method="lwd", layer_map=[LayerMatch(layer_T=2, layer_S=5)]))
     three = load_dataset(write_csv(tmp_path / "three.csv", synthetic_rows(60, classes=("a", "b", "c"))))
     with pytest.raises(ConfigError, match="the teacher has 2 labels but dataset 'three' has 3"):
-        distill(three, trained_teacher, tmp_path / "o5", k=6, student=student, train=FAST, progress=False)
+        run_distill(three, trained_teacher, tmp_path / "o5", k=6, student=student, train=FAST, progress=False)
     for out in ("o1", "o2", "o3", "o4", "o5"):
         assert not (tmp_path / out / "metrics.json").exists()
     # finetune needs no teacher
-    m = distill(toy, None, tmp_path / "ft", k=8, method=DistillConfig(method="finetune"), student=student,
+    m = run_distill(toy, None, tmp_path / "ft", k=8, method=DistillConfig(method="finetune"), student=student,
                 train=FAST, progress=False)
     assert m["teacher_test"] is None and "agreement" not in m["test"]
 
@@ -264,7 +251,7 @@ def test_given_teacher_predictions_and_no_model_weights(tmp_path: Path, trained_
                                                         toy) -> None:
     # a "teacher" that predicts the true labels: agreement must then equal accuracy
     given = ({"accuracy": 1.0, "macro_f1": 1.0, "mcc": 1.0, "n": 24}, list(toy["test"].labels))
-    m = distill(toy, trained_teacher, tmp_path / "r", k=4, seed=0, teacher_test=given, save_model=False,
+    m = run_distill(toy, trained_teacher, tmp_path / "r", k=4, seed=0, teacher_test=given, save_model=False,
                 student=StudentConfig(model=str(tiny_student), layers=1), train=FAST, progress=False)
     assert m["teacher_test"] == given[0]
     assert m["test"]["agreement"] == m["test"]["accuracy"]
@@ -298,29 +285,29 @@ def test_cod_replace_uses_half_the_originals_and_their_counterfactuals(tmp_path:
                                                                         tiny_student: Path, toy, cf_files) -> None:
     common = dict(seed=0, student=StudentConfig(model=str(tiny_student), layers=1), train=FAST, progress=False,
                   save_model=False)
-    m = distill(toy, trained_teacher, tmp_path / "cod", k=8, counterfactuals=cf_files["k8"], cod="replace", **common)
+    m = run_distill(toy, trained_teacher, tmp_path / "cod", k=8, counterfactuals=cf_files["k8"], cod="replace", **common)
     rows = [json.loads(line) for line in cf_files["k8"].read_text().splitlines()]
     assert m["cod"] == "replace" and m["n_originals"] == 4
     assert m["n_counterfactuals"] == sum(r["use"] for r in rows) and m["n_train"] == 4 + m["n_counterfactuals"]
-    baseline = distill(toy, trained_teacher, tmp_path / "base", k=8, **common)
+    baseline = run_distill(toy, trained_teacher, tmp_path / "base", k=8, **common)
     cod_idx, _ = _train_rows(tmp_path / "cod")
     base_idx, _ = _train_rows(tmp_path / "base")
     assert cod_idx == base_idx[:4]  # paired: CoD's originals are the first half of the baseline's
     # the k=16 file covers k=8 (nested samples): the same training rows, so the same result
-    m16 = distill(toy, trained_teacher, tmp_path / "cod16", k=8, counterfactuals=cf_files["k16"], cod="replace",
+    m16 = run_distill(toy, trained_teacher, tmp_path / "cod16", k=8, counterfactuals=cf_files["k16"], cod="replace",
                   **common)
     assert m16["test"] == m["test"]
     with pytest.raises(DataError, match="no counterfactual for training row"):
-        distill(toy, trained_teacher, tmp_path / "bad", k=8, counterfactuals=cf_files["k8s1"], cod="replace", **common)
+        run_distill(toy, trained_teacher, tmp_path / "bad", k=8, counterfactuals=cf_files["k8s1"], cod="replace", **common)
     with pytest.raises(ConfigError, match="needs a counterfactual file"):
-        distill(toy, trained_teacher, tmp_path / "bad2", k=8, cod="replace", **common)
+        run_distill(toy, trained_teacher, tmp_path / "bad2", k=8, cod="replace", **common)
     assert baseline["cod"] is None
 
 
 def test_augment_at_k_equals_cod_at_2k(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy, cf_files) -> None:
     common = dict(seed=0, student=StudentConfig(model=str(tiny_student), layers=1), train=FAST, progress=False,
                   save_model=False, counterfactuals=cf_files["k16"])
-    augment = distill(toy, trained_teacher, tmp_path / "aug", k=8, cod="augment", **common)
-    cod = distill(toy, trained_teacher, tmp_path / "cod", k=16, cod="replace", **common)
+    augment = run_distill(toy, trained_teacher, tmp_path / "aug", k=8, cod="augment", **common)
+    cod = run_distill(toy, trained_teacher, tmp_path / "cod", k=16, cod="replace", **common)
     assert augment["n_originals"] == cod["n_originals"] == 8
     assert augment["test"] == cod["test"] and augment["cod"] == "augment"

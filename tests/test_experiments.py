@@ -123,8 +123,10 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     part = SweepConfig(out=str(root / "part"), **base)
     first = run_sweep(part, progress=False, stop_after=5)
     assert first["finished"] == 5
-    unfinished = plan_cells(part, ["toy"])[5].folder(Path(part.out))
-    unfinished.mkdir(parents=True)
+    planned = list(json.loads((Path(part.out) / "sweep.json").read_text())["history"][-1]["cells"])
+    unfinished = Path(part.out) / planned[5]
+    assert not (unfinished / "metrics.json").exists()
+    unfinished.mkdir(parents=True, exist_ok=True)
     (unfinished / "train_log.jsonl").write_text("{}\n")  # a killed cell leaves files but no metrics.json
     second = run_sweep(part, progress=False)
     assert second["ran"] == 11 and second["finished"] == 16
@@ -147,7 +149,8 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     report = (Path(full.out) / "report.md").read_text()
     assert "| kd+cod |" in report and "kd+cod − kd" in report and "Macro-F1 on test" in report and "Teacher test accuracy" in report
     assert "Matthews correlation on test" in report
-    teacher_params = json.loads((Path(full.out) / "teachers" / "toy" / "metrics.json").read_text())["parameters"]
+    teacher_dir, = (Path(full.out) / "teachers").glob("toy-*/")
+    teacher_params = json.loads((teacher_dir / "metrics.json").read_text())["parameters"]
     assert f"Teacher parameters: {teacher_params:,}." in report
     mccs = [c["test"]["mcc"] for c in cells if c["method"] == "kd" and c["cod"] is None and c["k"] == 8]
     assert s_full["datasets"]["toy"]["mcc"]["kd"]["8"]["mean"] == pytest.approx(sum(mccs) / 2)
@@ -159,8 +162,8 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 16 and {r["label"] for r in rows} == {"kd", "kd+cod", "finetune", "finetune+cod"}
     # counterfactuals were generated once per seed, for the largest k
-    assert sorted(p.name for p in (Path(full.out) / "counterfactuals" / "toy").glob("*.jsonl")) == \
-        ["edits_k8_s0.jsonl", "edits_k8_s1.jsonl"]
+    assert sorted(p.name.split("-")[0] for p in (Path(full.out) / "counterfactuals" / "toy").glob("*.jsonl")) == \
+        ["edits_k8_s0", "edits_k8_s1"]
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
@@ -173,6 +176,37 @@ def test_example_configs_parse_and_a_tiny_version_runs(example: str, grid_setup:
                        student=base["student"], train=base["train"], distill=cfg.distill)
     result = run_sweep(tiny, progress=False)
     assert result["finished"] == result["cells"] == len(tiny.cod)
+
+
+def test_a_changed_config_reruns_exactly_what_it_changes(grid_setup: dict, tmp_path: Path) -> None:
+    base = {**grid_setup["base"], "methods": ["kd"], "cod": ["none", "replace"], "k": [4], "seeds": [0]}
+    out = tmp_path / "s"
+
+    def sweep(**changes):
+        return run_sweep(SweepConfig(out=str(out), **{**base, **changes}), progress=False)
+
+    def count(pattern: str) -> int:
+        return len(list(out.glob(pattern)))
+
+    assert sweep()["ran"] == 2
+    baseline_folder = next(p for p in out.glob("cells/toy/kd/*/") if p.is_dir())
+    assert sweep(train={**base["train"], "lr": 1e-3})["ran"] == 2          # lr: only the cells rerun
+    assert count("teachers/*/metrics.json") == 1 and count("counterfactuals/toy/*.jsonl") == 1
+    assert sweep()["ran"] == 0                                              # back again: all found by key
+    assert sweep(generator={**base["generator"], "max_edits": 1})["ran"] == 1  # max_edits: CoD cell, new file
+    assert count("counterfactuals/toy/*.jsonl") == 2 and count("cells/toy/kd+cod/*/metrics.json") == 3
+    assert count("cells/toy/kd/*/metrics.json") == 2                        # the baseline cell was reused
+    assert sweep(k=[4, 8])["ran"] == 2   # a larger k: only its new cells (the k=4 ones are found by key)
+    teacher = {**base["datasets"][0], "teacher_epochs": 7}
+    assert sweep(datasets=[teacher])["ran"] == 2                            # the teacher: everything downstream
+    assert count("teachers/*/metrics.json") == 2
+    history = json.loads((out / "sweep.json").read_text())["history"]
+    assert len(history) == 6 and history[-1]["config"]["datasets"][0]["teacher_epochs"] == 7
+    summary = build_report(out)       # from the last config's cells only, and it says which config
+    assert summary["cells_finished"] == 2 and summary["config_hash"] == history[-1]["hash"]
+    assert f"Config: `{history[-1]['hash'][:12]}`" in (out / "report.md").read_text()
+    metrics = json.loads((baseline_folder / "metrics.json").read_text())
+    assert baseline_folder.name.endswith(metrics["cell_key"][:12])
 
 
 def test_report_on_empty_folder_is_an_error(tmp_path: Path) -> None:
@@ -198,7 +232,8 @@ def test_max_eval_caps_validation_and_test_for_teacher_and_cells(grid_setup: dic
     run_sweep(cfg, workers=2, progress=False)   # worker processes load (and cap) the dataset themselves
     cells = read_cells(Path(cfg.out) / "cells")
     assert [c["test"]["n"] for c in cells] == [12, 12]
-    teacher = json.loads((Path(cfg.out) / "teachers" / "toy" / "metrics.json").read_text())
+    teacher_dir, = (Path(cfg.out) / "teachers").glob("toy-*/")
+    teacher = json.loads((teacher_dir / "metrics.json").read_text())
     assert teacher["test"]["n"] == 12
     for run_config in (Path(cfg.out) / "cells").glob("**/run_config.json"):
         notes = json.loads(run_config.read_text())["dataset"]["notes"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import re
 import sys
+import typing
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +15,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from codistill.config import DataConfig
+from codistill.config import (
+    DataConfig,
+    DistillConfig,
+    LayerMatch,
+    StudentConfig,
+    TrainConfig,
+    build_config,
+    parse_layer_map,
+)
+from codistill.counterfactuals.edits import EditSearchConfig
+from codistill.counterfactuals.llm import LLMConfig
 from codistill.errors import CodistillError
 
 app = typer.Typer(
@@ -28,35 +41,145 @@ app.add_typer(data_app, name="data")
 console = Console()
 
 
-# Options shared by every command that reads a dataset: declared once, added to each command's signature
-# by @data_options, and handed to the command as one dict `data_options`.
-DATA_OPTIONS: dict = {}
-_DATA_OPTION_PARAMS = [
-    ("text_column", Optional[str], typer.Option(None, "--text-column", help="Text column(s), comma-separated (default: auto).")),
-    ("label_column", Optional[str], typer.Option(None, "--label-column", help="Label column (default: auto).")),
-    ("labels", Optional[str], typer.Option(None, "--labels", help="Class names in index order, comma-separated.")),
-    ("label_map", Optional[str], typer.Option(None, "--label-map", help="Raw label to class name, e.g. '0:negative,4:positive'.")),
-    ("drop_labels", Optional[str], typer.Option(None, "--drop-labels", help="Raw label values to drop, comma-separated.")),
-    ("encoding", str, typer.Option("utf-8", "--encoding", help="Encoding of local files.")),
-    ("split_seed", int, typer.Option(0, "--split-seed", help="Seed for carving missing validation/test splits.")),
-]
+# -- options generated from the config dataclasses -----------------------------------------------------------
+# Each option group is a dataclass; every field becomes a flag (default None = "not given"), with the help
+# text of its docstring. Values given are collected per group and handed to the command as overrides, so
+# every default lives in the dataclass only.
 
 
-def data_options(command):
-    """Replace a command's ``data_options`` parameter by the shared dataset options (for typer), and
-    collect their values back into one dict when the command runs."""
-    signature = inspect.signature(command)
-    params = [p for p in signature.parameters.values() if p.name != "data_options"]
-    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-               for name, annotation, default in _DATA_OPTION_PARAMS]
+def field_docs(cls) -> dict[str, str]:
+    """Field name -> the first sentence of its entry in the class docstring's ``Attributes:`` section."""
+    doc = inspect.getdoc(cls) or ""
+    docs: dict[str, str] = {}
+    current = None
+    for line in doc.split("Attributes:", 1)[-1].splitlines():
+        m = re.match(r"^\s{4}(\w+(?:, \w+)*):\s*(.*)", line)
+        if m:
+            current = m.group(1).split(", ")
+            for name in current:
+                docs[name] = m.group(2)
+        elif current and line.strip():
+            for name in current:
+                docs[name] += " " + line.strip()
+    return {k: v.replace("``", "'") for k, v in docs.items()}
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        options = {name: kwargs.pop(name) for name, _, _ in _DATA_OPTION_PARAMS}
-        return command(*args, data_options=options, **kwargs)
 
-    wrapper.__signature__ = signature.replace(parameters=params)
-    return wrapper
+@dataclasses.dataclass
+class OptionGroup:
+    """The fields of ``cls`` as flags; ``flags`` renames (``--student``) or drops (``None``) fields."""
+
+    name: str
+    cls: type
+    flags: dict = dataclasses.field(default_factory=dict)
+
+    def params(self) -> list[tuple[str, str, object, object]]:
+        hints = typing.get_type_hints(self.cls)
+        docs = field_docs(self.cls)
+        out = []
+        for f in dataclasses.fields(self.cls):
+            flag = self.flags.get(f.name, "--" + f.name.replace("_", "-"))
+            if flag is None:
+                continue
+            tp = hints[f.name]
+            base = {bool: Optional[bool], int: Optional[int], float: Optional[float]}.get(_scalar(tp), Optional[str])
+            names = [flag] if base is not Optional[bool] or "/" in flag else [f"{flag}/--no-{flag[2:]}"]
+            default = f.default if f.default is not dataclasses.MISSING else None
+            shown = f" [default: {default}]" if isinstance(default, (bool, int, float, str)) else ""
+            out.append((f"{self.name}__{f.name}", f.name, base,
+                        typer.Option(None, *names, help=docs.get(f.name, "") + shown, show_default=False)))
+        return out
+
+    def parse(self, field_name: str, value, flag: str):
+        """A flag's text as the field's type: layer maps, ``RAW:NAME`` maps and comma-separated lists."""
+        tp = typing.get_type_hints(self.cls)[field_name]
+        if _scalar(tp) is not None or not isinstance(value, str):
+            return value
+        if _mentions(tp, LayerMatch):
+            return parse_layer_map(value)
+        if _mentions(tp, dict):
+            return _label_map(value, flag)
+        if typing.get_origin(tp) is list or (_mentions(tp, list) and not _mentions(tp, str)):
+            inner = (typing.get_args(tp) or (str,))[0] if typing.get_origin(tp) is list else str
+            items = _csv_list(value) or []
+            if inner is int:
+                try:
+                    return [int(v) for v in items]
+                except ValueError:
+                    raise CodistillError(f"{flag}: expected comma-separated integers, got '{value}'") from None
+            return items
+        return value
+
+
+def _scalar(tp):
+    """The scalar type of ``tp`` (``int | None`` -> int), or None for lists, mappings and strings."""
+    args = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
+    if typing.get_origin(tp) in (list, dict) or len(args) != 1:
+        return None
+    return args[0] if args[0] in (bool, int, float) else None
+
+
+def _mentions(tp, kind) -> bool:
+    if tp is kind or typing.get_origin(tp) is kind:
+        return True
+    return any(_mentions(a, kind) for a in typing.get_args(tp))
+
+
+def with_options(*groups: OptionGroup):
+    """Add the flags of ``groups`` to a command and hand their given values to it as ``options``:
+    ``{group: {field: value}}`` (fields not given are absent)."""
+
+    def decorate(command):
+        signature = inspect.signature(command)
+        params = [p for p in signature.parameters.values() if p.name != "options"]
+        generated = [(g, param) for g in groups for param in g.params()]
+        params += [inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+                   for _, (pname, _, ann, default) in generated]
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            options: dict = {g.name: {} for g in groups}
+            for group, (pname, fname, _, default) in generated:
+                value = kwargs.pop(pname)
+                if value is not None:
+                    options[group.name][fname] = group.parse(fname, value, default.param_decls[0].split("/")[0])
+            return command(*args, options=options, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)
+        return wrapper
+
+    return decorate
+
+
+DATA_GROUP = OptionGroup("data", DataConfig, {"source": None, "label_names": "--labels"})
+STUDENT_GROUP = OptionGroup("student", StudentConfig, {"model": "--student", "layers": "--student-layers",
+                                                       "init": "--student-init",
+                                                       "freeze_embeddings": "--freeze-embeddings/--train-embeddings"})
+METHOD_GROUP = OptionGroup("distill", DistillConfig, {"terms": None})
+CONFIG_HELP = ("YAML file of options: sections data, student, distill, train (and generator for counterfactuals) "
+               "plus top-level ones (teacher, k, seed, ...); flags override it.")
+
+
+def read_config_file(path: Optional[Path]) -> dict:
+    """The ``--config`` YAML as a mapping (empty without one)."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CodistillError(f"--config {path}: cannot read it ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise CodistillError(f"--config {path}: expected a mapping of options")
+    return raw
+
+
+def merged(file_options: dict, section: str, given: dict) -> dict:
+    """A section of the config file overridden by the flags given."""
+    base = file_options.get(section) or {}
+    if not isinstance(base, dict):
+        raise CodistillError(f"--config: '{section}' must be a mapping of options")
+    return {**base, **given}
 
 
 def _csv_list(value: Optional[str]) -> Optional[list[str]]:
@@ -65,30 +188,20 @@ def _csv_list(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _label_map(value: Optional[str]) -> Optional[dict[str, str]]:
+def _label_map(value: Optional[str], flag: str = "--label-map") -> Optional[dict[str, str]]:
     if value is None:
         return None
     pairs = {}
     for item in _csv_list(value) or []:
         raw, sep, name = item.partition(":")
         if not sep or not raw.strip() or not name.strip():
-            raise CodistillError(f"--label-map: '{item}' is not RAW:NAME (e.g. '0:negative,4:positive')")
+            raise CodistillError(f"{flag}: '{item}' is not RAW:NAME (e.g. '0:negative,4:positive')")
         pairs[raw.strip()] = name.strip()
     return pairs
 
 
-def data_config(data: str, text_column: Optional[str], label_column: Optional[str], labels: Optional[str],
-                label_map: Optional[str], drop_labels: Optional[str], encoding: str, split_seed: int) -> DataConfig:
-    return DataConfig(
-        source=data,
-        text_column=text_column,
-        label_column=label_column,
-        label_names=_csv_list(labels),
-        label_map=_label_map(label_map),
-        drop_labels=_csv_list(drop_labels) or [],
-        encoding=encoding,
-        split_seed=split_seed,
-    )
+def data_config(data: str, options: dict, file_options: dict | None = None) -> DataConfig:
+    return build_config(DataConfig, {"source": data, **merged(file_options or {}, "data", options["data"])}, "data")
 
 
 def _shorten(text: str, width: int = 100) -> str:
@@ -96,16 +209,16 @@ def _shorten(text: str, width: int = 100) -> str:
 
 
 @data_app.command("show")
-@data_options
+@with_options(DATA_GROUP)
 def data_show(
     data: str = typer.Argument(..., help="'tweets', a registered name (sst2, cola, ...), a folder or a file."),
     examples: int = typer.Option(2, "--examples", min=0, help="Training examples shown per class."),
-    data_options: dict = DATA_OPTIONS,
+    options: dict = None,
 ) -> None:
     """Print splits, sizes, class balance, text-length percentiles and a few examples."""
     from codistill.data import describe, load_dataset
 
-    dataset = load_dataset(data_config(data, **data_options))
+    dataset = load_dataset(data_config(data, options))
     info = describe(dataset)
     console.print(f"[bold]{dataset.name}[/bold]  source: {dataset.source}")
     console.print(f"classes ({dataset.num_classes}): " + ", ".join(f"{i}={n}" for i, n in enumerate(dataset.label_names)))
@@ -128,32 +241,34 @@ def data_show(
         ))
     console.print(table)
     console.print(lengths)
-    train = dataset.splits.get("train") or next(iter(dataset.splits.values()))
+    shown_split = "train" if "train" in dataset.splits else next(iter(dataset.splits))
     if examples:
-        ex = Table(title="examples", show_lines=False)
+        if shown_split != "train":
+            console.print(f"note: there is no train split; the examples come from '{shown_split}'")
+        shown_rows = dataset.splits[shown_split]
+        ex = Table(title=f"examples ({shown_split})", show_lines=False)
         ex.add_column("label")
         ex.add_column("text", overflow="fold")
         for c, name in enumerate(dataset.label_names):
-            shown = [t for t, y in zip(train.texts, train.labels) if y == c][:examples]
-            for text in shown:
+            for text in [t for t, y in zip(shown_rows.texts, shown_rows.labels) if y == c][:examples]:
                 ex.add_row(name, _shorten(text))
         console.print(ex)
 
 
 @data_app.command("sample")
-@data_options
+@with_options(DATA_GROUP)
 def data_sample(
     data: str = typer.Argument(..., help="'tweets', a registered name, a folder or a file."),
     k: int = typer.Option(..., "--k", help="Total examples, k / (number of classes) per class."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed; samples of one seed are nested across k."),
     split: str = typer.Option("train", "--split", help="Split to sample from."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the sample to this .csv/.tsv/.jsonl file."),
-    data_options: dict = DATA_OPTIONS,
+    options: dict = None,
 ) -> None:
     """Draw a balanced, seeded k-shot sample and print it or write it to a file."""
     from codistill.data import load_dataset, sample_from, write_labeled
 
-    dataset = load_dataset(data_config(data, **data_options))
+    dataset = load_dataset(data_config(data, options))
     sample = sample_from(dataset, k, seed, split)
     if out is not None:
         write_labeled(out, sample.as_split(), dataset.label_names, extra={"index": sample.indices})
@@ -169,12 +284,6 @@ def data_sample(
     console.print(table)
 
 
-def _load(data: str, options: dict):
-    from codistill.data import load_dataset
-
-    return load_dataset(data_config(data, **options))
-
-
 def _print_metrics(title: str, rows: dict[str, dict]) -> None:
     table = Table(title=title)
     table.add_column("split")
@@ -188,148 +297,128 @@ def _print_metrics(title: str, rows: dict[str, dict]) -> None:
     console.print(table)
 
 
-@app.command("teacher")
-@data_options
-def teacher_cmd(
-    data: str = typer.Option("tweets", "--data", help="Dataset: 'tweets', a registered name, a folder or a file."),
-    model: str = typer.Option("minilm", "--model", help="Hub name or local folder; 'minilm' = packaged all-MiniLM-L6-v2."),
-    out: Path = typer.Option(..., "--out", help="Output folder (loads with transformers.pipeline)."),
-    epochs: int = typer.Option(2, "--epochs"),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(5e-5, "--lr"),
-    max_length: int = typer.Option(128, "--max-length"),
-    max_train: Optional[int] = typer.Option(None, "--max-train", help="Cap training rows (stratified subset)."),
-    seed: int = typer.Option(0, "--seed"),
-    select_on: str = typer.Option("none", "--select-on", help="'none' or 'validation' (never test)."),
-    data_options: dict = DATA_OPTIONS,
-) -> None:
-    """Fine-tune a teacher on the full training split and report validation/test accuracy."""
-    from codistill.config import TrainConfig
-    from codistill.distill import train_teacher
+DATA_HELP = "Dataset: 'tweets', a registered name, a folder or a file."
 
-    dataset = _load(data, data_options)
-    tcfg = TrainConfig(epochs=epochs, min_steps=0, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
-                       select_on=select_on)
-    metrics = train_teacher(dataset, model, out, train=tcfg, max_train=max_train)
+
+def _top(file_options: dict, key: str, given, default):
+    """A top-level option: the flag when given, else the config file's value, else ``default``."""
+    return given if given is not None else file_options.get(key, default)
+
+
+@app.command("teacher")
+@with_options(DATA_GROUP, OptionGroup("train", TrainConfig))
+def teacher_cmd(
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + " [default: tweets]"),
+    model: Optional[str] = typer.Option(None, "--model", help="Hub name or local folder; 'minilm' = packaged all-MiniLM-L6-v2."),
+    out: Path = typer.Option(..., "--out", help="Output folder (loads with transformers.pipeline)."),
+    max_train: Optional[int] = typer.Option(None, "--max-train", help="Cap training rows (stratified subset)."),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    options: dict = None,
+) -> None:
+    """Fine-tune a teacher on the training split and report validation/test accuracy (defaults: 2 epochs,
+    batch 32, lr 5e-5, no step floor)."""
+    from codistill.config import teacher_train_config
+    from codistill.data import load_dataset
+    from codistill.runs import train_teacher
+
+    file_options = read_config_file(config)
+    dataset = load_dataset(data_config(_top(file_options, "data_source", data, "tweets"), options, file_options))
+    tcfg = teacher_train_config(**merged(file_options, "train", options["train"]))
+    metrics = train_teacher(dataset, _top(file_options, "model", model, "minilm"), out, train=tcfg,
+                            max_train=_top(file_options, "max_train", max_train, None))
     console.print(f"teacher trained on {metrics['n_train']:,} rows in {metrics['train_seconds']:.0f}s; saved to {out}")
     _print_metrics("teacher", {s: metrics.get(s) for s in ("validation", "test")})
 
 
 @app.command("distill")
-@data_options
+@with_options(DATA_GROUP, STUDENT_GROUP, METHOD_GROUP, OptionGroup("train", TrainConfig, {"seed": None}))
 def distill_cmd(
-    data: str = typer.Option("tweets", "--data", help="Dataset: 'tweets', a registered name, a folder or a file."),
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + " [default: tweets]"),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher folder or Hub name (not needed by finetune)."),
     out: Path = typer.Option(..., "--out", help="Output folder for the student, metrics.json and the log."),
-    method: str = typer.Option("kd", "--method", help="finetune, kd, lwd or ted."),
-    k: int = typer.Option(16, "--k", help="Few-shot budget: k labelled originals, k / classes per class."),
-    seed: int = typer.Option(0, "--seed"),
+    k: Optional[int] = typer.Option(None, "--k", help="Few-shot budget: k labelled originals, k / classes per class. [default: 16]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling and training seed. [default: 0]"),
     counterfactuals: Optional[Path] = typer.Option(None, "--counterfactuals", help="JSONL of counterfactual (or text,label) rows."),
     cod: bool = typer.Option(False, "--cod", help="CoD at budget k: k/2 originals + their counterfactuals "
                              "(from --counterfactuals, else generated with the edit search)."),
     cod_mode: str = typer.Option("replace", "--cod-mode", help="With --cod: 'replace' (k/2 + CFs) or 'augment' (k + CFs)."),
-    student: str = typer.Option("minilm", "--student", help="Student Hub name or folder; 'minilm' = packaged MiniLM."),
-    student_layers: Optional[int] = typer.Option(3, "--student-layers", help="Keep N evenly spaced layers (0 = all)."),
-    student_init: str = typer.Option("pretrained", "--student-init", help="'pretrained' or 'teacher' (copy its layers)."),
-    train_embeddings: bool = typer.Option(False, "--train-embeddings",
-                                          help="Also train the student's word-embedding matrix (frozen by default)."),
-    alpha: float = typer.Option(1.0, "--alpha", help="Weight of the KD term."),
-    temperature: float = typer.Option(2.0, "--temperature", help="KD softmax temperature."),
-    beta: float = typer.Option(1.0, "--beta", help="Weight of the LWD/TED term."),
-    layer_map: Optional[str] = typer.Option(None, "--layer-map", help="STUDENT:TEACHER[:WEIGHT],... (default uniform)."),
-    epochs: int = typer.Option(30, "--epochs"),
-    min_steps: int = typer.Option(150, "--min-steps", help="Floor on optimizer steps."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    grad_accum: int = typer.Option(1, "--grad-accum"),
-    lr: float = typer.Option(5e-5, "--lr"),
-    max_length: int = typer.Option(128, "--max-length"),
-    select_on: str = typer.Option("none", "--select-on", help="'none' or 'validation' (never test)."),
-    mixed_precision: str = typer.Option("auto", "--mixed-precision", help="no, fp16, bf16 or auto."),
-    data_options: dict = DATA_OPTIONS,
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    options: dict = None,
 ) -> None:
     """Distill a teacher into a small student on a k-shot sample; write the student and metrics.json."""
-    from codistill.config import DistillConfig, StudentConfig, TrainConfig, parse_layer_map
-    from codistill.distill import distill
+    from codistill.config import RunConfig
+    from codistill.data import load_dataset
+    from codistill.experiments.grid import method_label
+    from codistill.runs import distill
 
-    dcfg = DistillConfig(method=method, alpha=alpha, temperature=temperature, beta=beta,
-                         layer_map=parse_layer_map(layer_map))
-    scfg = StudentConfig(model=student, layers=student_layers or None, init=student_init,
-                         freeze_embeddings=not train_embeddings)
-    tcfg = TrainConfig(epochs=epochs, min_steps=min_steps, max_steps=max_steps, batch_size=batch_size,
-                       grad_accum=grad_accum, lr=lr, max_length=max_length, seed=seed, select_on=select_on,
-                       mixed_precision=mixed_precision)
-    dataset = _load(data, data_options)
-    if cod and counterfactuals is None and teacher is not None:
-        from codistill.counterfactuals import EditSearchGenerator, Verifier, generate_counterfactuals
-        from codistill.models import load_classifier
+    file_options = read_config_file(config)
+    dataset = load_dataset(data_config(_top(file_options, "data_source", data, "tweets"), options, file_options))
+    cod_value = cod_mode if cod else file_options.get("cod")
+    cf = _top(file_options, "counterfactuals", str(counterfactuals) if counterfactuals else None, None)
+    run = RunConfig(
+        teacher=_top(file_options, "teacher", teacher, None), k=_top(file_options, "k", k, 16),
+        seed=_top(file_options, "seed", seed, 0), counterfactuals=cf or ("<generated>" if cod_value else None),
+        cod=cod_value,
+        student=build_config(StudentConfig, merged(file_options, "student", options["student"]), "student"),
+        method=build_config(DistillConfig, merged(file_options, "distill", options["distill"]), "distill"),
+        train=build_config(TrainConfig, merged(file_options, "train", options["train"]), "train"))
+    if run.cod and cf is None:
+        from codistill.counterfactuals import counterfactuals_for_run
 
-        counterfactuals = out / "counterfactuals.jsonl"
-        cf_k = k if cod_mode == "replace" else 2 * k  # augment: counterfactuals of all k originals
-        s = generate_counterfactuals(dataset, Verifier.from_classifier(load_classifier(teacher, what="teacher")),
-                                     EditSearchGenerator(), counterfactuals, k=cf_k, seed=seed)
+        if run.teacher is None:
+            raise CodistillError("--cod without --counterfactuals generates them with the teacher: pass --teacher")
+        path = out / "counterfactuals.jsonl"
+        s = counterfactuals_for_run(dataset, run.teacher, path, k=run.k, seed=run.seed, cod=run.cod)
         edited = "-" if s["edited_words_mean"] is None else f"{s['edited_words_mean']:.2f}"
         console.print(f"counterfactuals (edit search): {s['flipped']}/{s['originals']} flipped the teacher, "
-                      f"{edited} words edited on average; {counterfactuals}")
-    m = distill(dataset, teacher, out, k=k, seed=seed, student=scfg, method=dcfg, train=tcfg,
-                counterfactuals=counterfactuals, cod=cod_mode if cod else None)
-    from codistill.experiments import method_label
-
+                      f"{edited} words edited on average; {path}")
+        run.counterfactuals = str(path)
+    m = distill(dataset, run, out)
     console.print(
-        f"{method_label(method, m['cod'])}: k={k}, seed={seed}, {m['n_originals']} originals + {m['n_counterfactuals']} counterfactuals, "
-        f"{m['steps']} steps in {m['train_seconds']:.1f}s "
-        f"({m['examples_per_second']:.1f} examples/s); saved to {out}"
-    )
-    _print_metrics(f"{dataset.name} test", {"student": m["test"], "teacher": m["teacher_test"]})
+        f"{method_label(run.method.method, m.cod)}: k={run.k}, seed={run.seed}, {m.n_originals} originals + "
+        f"{m.n_counterfactuals} counterfactuals, {m.training.steps} steps in {m.training.train_seconds:.1f}s "
+        f"({m.training.examples_per_second:.1f} examples/s); saved to {out}")
+    _print_metrics(f"{dataset.name} test", {"student": m.test, "teacher": m.teacher_test})
 
 
 @app.command("counterfactuals")
-@data_options
+@with_options(DATA_GROUP, OptionGroup("edits", EditSearchConfig), OptionGroup("llm", LLMConfig))
 def counterfactuals_cmd(
-    data: str = typer.Option("tweets", "--data", help="Dataset: 'tweets', a registered name, a folder or a file."),
-    teacher: str = typer.Option(..., "--teacher", help="Teacher folder or Hub name: it verifies every candidate."),
-    k: int = typer.Option(16, "--k", help="Budget k: counterfactuals for the k/2 originals CoD keeps."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed (the same as for distill)."),
-    generator: str = typer.Option("edits", "--generator", help="'edits' (offline search) or 'llm'."),
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + " [default: tweets]"),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher folder or Hub name: it verifies every candidate."),
+    k: Optional[int] = typer.Option(None, "--k", help="Budget k: counterfactuals for the k/2 originals CoD keeps. [default: 16]"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (the same as for distill). [default: 0]"),
+    generator: Optional[str] = typer.Option(None, "--generator", help="'edits' (offline search) or 'llm'. [default: edits]"),
     out: Path = typer.Option(..., "--out", help="Output JSONL (one row per original); summary beside it."),
-    on_failure: str = typer.Option("skip", "--on-failure", help="'skip' or 'keep-best' for originals with no flip."),
-    max_edits: int = typer.Option(3, "--max-edits", help="edits: budget of word edits."),
-    beam_width: int = typer.Option(4, "--beam-width", help="edits: beam width."),
-    substitutes: int = typer.Option(8, "--substitutes",
-                                    help="edits: teacher-chosen adjectives per label tried as swaps (0: none)."),
-    lexicon: Optional[Path] = typer.Option(None, "--lexicon", help="edits: JSON word -> antonyms (default WordNet)."),
-    base_url: str = typer.Option("https://api.openai.com/v1", "--base-url", help="llm: OpenAI-compatible base URL."),
-    model: str = typer.Option("gpt-4o", "--model", help="llm: model name."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="llm: env variable with the API key."),
-    temperature: float = typer.Option(0.0, "--temperature", help="llm: sampling temperature."),
-    concurrency: int = typer.Option(4, "--concurrency", help="llm: requests in flight."),
-    max_attempts: int = typer.Option(3, "--max-attempts", help="llm: prompts per original (with feedback)."),
-    max_changed_share: float = typer.Option(0.5, "--max-changed-share", help="llm: reject rewrites changing more words."),
-    timeout: float = typer.Option(60.0, "--timeout", help="llm: seconds per request."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="llm: answer cache (default: beside --out)."),
-    data_options: dict = DATA_OPTIONS,
+    on_failure: Optional[str] = typer.Option(None, "--on-failure", help="'skip' or 'keep-best' for originals with no flip. [default: skip]"),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
+    options: dict = None,
 ) -> None:
-    """Generate counterfactuals for the CoD half of a k-shot sample, verified by the teacher."""
-    from codistill.counterfactuals import (
-        DictLexicon, EditSearchGenerator, LLMConfig, LLMGenerator, Verifier, generate_counterfactuals, summary_path)
+    """Generate counterfactuals for the CoD half of a k-shot sample, verified by the teacher. A run whose
+    requests failed writes what it has and exits non-zero; rerunning resumes from the answer cache."""
+    from codistill.counterfactuals import Verifier, generate_counterfactuals, make_generator, summary_path
+    from codistill.data import load_dataset
     from codistill.models import load_classifier
+    from codistill.runs import check_teacher_labels
 
-    if generator == "edits":
-        lex = DictLexicon.from_json(lexicon) if lexicon else None
-        gen = EditSearchGenerator(lex, max_edits=max_edits, beam_width=beam_width, substitutes=substitutes)
-    elif generator == "llm":
-        cfg = LLMConfig(base_url=base_url, model=model, api_key_env=api_key_env, temperature=temperature,
-                        concurrency=concurrency, max_attempts=max_attempts, max_changed_share=max_changed_share,
-                        timeout=timeout, cache_dir=str(cache_dir or out.parent / ".llm_cache"))
-        gen = LLMGenerator(cfg)
-    else:
-        raise CodistillError(f"--generator must be 'edits' or 'llm', got '{generator}'")
-    dataset = _load(data, data_options)
+    file_options = read_config_file(config)
+    name = _top(file_options, "generator_name", generator, "edits")
+    spec = {**merged(file_options, "generator", options["edits" if name == "edits" else "llm"]), "name": name}
+    unused = options["llm" if name == "edits" else "edits"]
+    if unused:
+        raise CodistillError(f"--{next(iter(unused)).replace('_', '-')} is an option of the other generator, not of "
+                             f"--generator {name}")
+    gen = make_generator(spec, default_cache_dir=str(out.parent / ".llm_cache"), where="--generator")
+    teacher = _top(file_options, "teacher", teacher, None)
+    if teacher is None:
+        raise CodistillError("--teacher is required: the teacher verifies every candidate")
+    dataset = load_dataset(data_config(_top(file_options, "data_source", data, "tweets"), options, file_options))
     clf = load_classifier(teacher, what="teacher")
-    if clf.model.config.num_labels != dataset.num_classes:
-        raise CodistillError(f"the teacher has {clf.model.config.num_labels} labels but the dataset has {dataset.num_classes}")
-    s = generate_counterfactuals(dataset, Verifier.from_classifier(clf), gen, out, k=k, seed=seed, on_failure=on_failure)
-    table = Table(title=f"counterfactuals: {dataset.name}, k={k} ({s['originals']} originals), {s['generator']}")
+    check_teacher_labels(clf, dataset)
+    s = generate_counterfactuals(dataset, Verifier.from_classifier(clf), gen, out, k=_top(file_options, "k", k, 16),
+                                 seed=_top(file_options, "seed", seed, 0),
+                                 on_failure=_top(file_options, "on_failure", on_failure, "skip"))
+    table = Table(title=f"counterfactuals: {dataset.name}, k={s['k']} ({s['originals']} originals), {s['generator']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
 
@@ -350,12 +439,17 @@ def counterfactuals_cmd(
 def sweep_cmd(
     config: Path = typer.Argument(..., help="Sweep config (YAML): datasets, methods, cod, k, seeds, ..."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Cells in parallel processes (default: the config's)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="'local' (process pool) or 'ray' (default: the config's)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address ('auto': the running one)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report when the sweep is done."),
 ) -> None:
-    """Run a grid of distillation runs; resumable (finished cells are skipped)."""
+    """Run a grid of distillation runs; resumable (finished cells are skipped), artifacts keyed by config."""
     from codistill.experiments import SweepConfig, build_report, run_sweep
 
     cfg = SweepConfig.from_yaml(config)
+    if executor is not None or address is not None:
+        cfg = SweepConfig(**{**cfg.to_dict(), "executor": executor or cfg.executor,
+                             "ray_address": address or cfg.ray_address})
     result = run_sweep(cfg, workers=workers)
     console.print(f"{result['ran']} cells run, {result['finished']}/{result['cells']} finished "
                   f"in {result['seconds']:.0f}s; results in {cfg.out}")

@@ -2,10 +2,103 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import math
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Union
 
 from codistill.errors import ConfigError
+
+
+# -- type checks: every option group validates its fields' types at construction ------------------------
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        inner = typing.get_args(tp)[0]
+        return f"a list of {_describe(inner).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null",
+            Any: "any value"}.get(tp, f"a {getattr(tp, '__name__', tp)} mapping")
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(value fits ``tp``, the value to keep). A number written as a string (YAML reads ``5e-5`` as one)
+    becomes a float; nothing else is converted."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True, value
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, out = _coerce(value, arg)
+            if ok:
+                return True, out
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                return False, value
+            return not math.isnan(number), number
+        return False, value
+    if tp is str:
+        return isinstance(value, str), value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        inner = typing.get_args(tp)[0]
+        out = []
+        for item in value:
+            ok, item = _coerce(item, inner)
+            if not ok:
+                return False, value
+            out.append(item)
+        return True, out
+    if origin is dict:
+        return isinstance(value, dict), value
+    if is_dataclass(tp):
+        return isinstance(value, (tp, dict)), value
+    return True, value
+
+
+def check_types(obj: Any, section: str) -> None:
+    """Check (and, for numbers written as strings, convert) every field of dataclass ``obj`` against its
+    annotation; a mismatch is one line naming ``section.field``: ``train.lr: expected a number, got 'fast'``."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        ok, value = _coerce(getattr(obj, f.name), hints[f.name])
+        if not ok:
+            raise ConfigError(f"{section}.{f.name}: expected {_describe(hints[f.name])}, got {getattr(obj, f.name)!r}")
+        setattr(obj, f.name, value)
+
+
+def build_config(cls, raw: Any, where: str):
+    """``cls(**raw)`` for a mapping read from YAML/JSON: unknown keys and a non-mapping are one-line errors
+    naming ``where``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of options, got {raw!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(map(str, unknown))} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**raw)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 @dataclass
@@ -42,6 +135,7 @@ class DataConfig:
     holdout_fraction: float = 0.1
 
     def __post_init__(self) -> None:
+        check_types(self, "data")
         if not str(self.source).strip():
             raise ConfigError("data source is empty: pass a folder, a file, a registered name or 'tweets'")
         if isinstance(self.text_column, str):
@@ -84,6 +178,7 @@ class LayerMatch:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
+        check_types(self, "layer_map[]")
         if self.layer_T < 0 or self.layer_S < 0:
             raise ConfigError(f"layer map entry {self.layer_S}:{self.layer_T}: layer indices must be >= 0")
         if self.weight < 0:
@@ -152,6 +247,7 @@ class TrainConfig:
     mixed_precision: str = "auto"
 
     def __post_init__(self) -> None:
+        check_types(self, "train")
         for name in ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -169,6 +265,75 @@ class TrainConfig:
             raise ConfigError(f"mixed_precision must be no, fp16, bf16 or auto, got '{self.mixed_precision}'")
 
 
+LOSSES = ("ce", "kd", "hidden_mse", "filtered_mse")
+PROJECTIONS = ("linear", "none")
+
+
+@dataclass
+class LossTerm:
+    """One weighted term of the student's loss, in TextBrewer's vocabulary. A method is a list of these.
+
+    Attributes:
+        loss: ``ce`` (cross-entropy on the hard labels), ``kd`` (tau^2 KL to the teacher's softened
+            logits), ``hidden_mse`` (layer-wise MSE over real tokens between student and teacher hidden
+            states, LWD) or ``filtered_mse`` (MSE between task-aware filtered states, TED).
+        weight: multiplies the term in the total loss.
+        temperature: ``kd``: the softmax temperature tau.
+        layers: ``hidden_mse`` / ``filtered_mse``: pairs of ``layer_T``, ``layer_S`` and a per-pair weight
+            (``None``: student layer i <-> teacher layer i * L_T / L_S).
+        include_embeddings: with the default pairs, also match the embedding outputs (layer 0 to 0).
+        proj: ``hidden_mse``: ``linear`` (a trainable map from the student's width to the teacher's when
+            they differ; in the optimizer) or ``none`` (widths must agree).
+        filter_dim: ``filtered_mse``: width of the filters (``None``: the teacher's hidden size).
+        filter_epochs: ``filtered_mse``: epochs of the first stage that trains the filters.
+        name: how the term is logged (default: ``loss``).
+    """
+
+    loss: str
+    weight: float = 1.0
+    temperature: float = 2.0
+    layers: list[LayerMatch] | None = None
+    include_embeddings: bool = False
+    proj: str = "linear"
+    filter_dim: int | None = None
+    filter_epochs: int = 10
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        check_types(self, "terms[]")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"unknown loss '{self.loss}' (choose from {', '.join(LOSSES)})")
+        if self.weight < 0:
+            raise ConfigError(f"loss term '{self.loss}': weight must be >= 0, got {self.weight}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.proj not in PROJECTIONS:
+            raise ConfigError(f"loss term '{self.loss}': proj must be 'linear' or 'none', got '{self.proj}'")
+        if self.filter_epochs < 1:
+            raise ConfigError(f"ted_filter_epochs must be >= 1, got {self.filter_epochs}")
+        if self.layers is not None:
+            self.layers = [m if isinstance(m, LayerMatch) else build_config(LayerMatch, m, "layer_map[]")
+                           for m in self.layers]
+            if not self.layers:
+                raise ConfigError("layer_map is empty")
+        self.name = self.name or self.loss
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.loss != "ce"
+
+    @property
+    def uses_hidden_states(self) -> bool:
+        return self.loss in ("hidden_mse", "filtered_mse")
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int, include_embeddings: bool = False) -> list[LayerMatch]:
+    """Student layer i (1..L_S) -> teacher layer round(i * L_T / L_S); optionally embeddings 0 -> 0."""
+    pairs = [LayerMatch(layer_T=round(i * teacher_layers / student_layers), layer_S=i)
+             for i in range(1, student_layers + 1)]
+    return ([LayerMatch(0, 0)] if include_embeddings else []) + pairs
+
+
 @dataclass
 class DistillConfig:
     """Which distillation method, and the weights of its loss terms.
@@ -178,21 +343,23 @@ class DistillConfig:
         L = CE(y, z_s) + alpha * tau^2 * KL(softmax(z_t / tau) || softmax(z_s / tau))
             + beta * sum_l w_l * masked_mean (P_l h_s[l_S] - h_t[l_T])^2
 
-    ``finetune`` uses CE only (no teacher); ``kd`` adds the KL term; ``lwd`` adds the layer-wise term on
-    hidden states (trainable projections ``P_l`` when widths differ); ``ted`` replaces the raw hidden states
-    by task-aware filtered ones (Liang et al. 2023), after a first stage that trains the filters.
+    A method is a preset list of :class:`LossTerm` (see :func:`method_terms`): ``finetune`` is CE only (no
+    teacher); ``kd`` adds the KL term; ``lwd`` adds the layer-wise term on hidden states (trainable
+    projections ``P_l`` when widths differ); ``ted`` matches task-aware filtered states instead (Liang et al.
+    2023), after a first stage that trains the filters. ``terms`` replaces the preset by any list.
 
     Attributes:
-        method: ``finetune``, ``kd``, ``lwd`` or ``ted``.
+        method: ``finetune``, ``kd``, ``lwd`` or ``ted`` (the name reports use; with ``terms``, a label).
         alpha: weight of the KD term (used by kd, lwd and ted). The reference code used 20 with tau=2;
             the default 1.0 balances CE and KD on few-shot sets.
         temperature: softmax temperature tau of the KD term (reference code: 2).
         beta: weight of the layer-wise term (lwd, ted). The paper says 5 and its code used 0.05 on LWD.
-        layer_map: pairs of student/teacher layers; ``None`` maps student layer i to teacher layer
-            i * L_T / L_S for i = 1..L_S.
+        layer_map: pairs of student/teacher layers for lwd and ted; ``None`` maps student layer i to teacher
+            layer i * L_T / L_S for i = 1..L_S.
         include_embeddings: with the default map, also match the embedding outputs (layer 0 to 0).
         ted_filter_dim: width of TED's filters (``None``: the teacher's hidden size).
         ted_filter_epochs: epochs of TED's first stage (training the filters with the task loss).
+        terms: an explicit list of loss terms instead of the method's preset.
     """
 
     method: str = "kd"
@@ -203,8 +370,10 @@ class DistillConfig:
     include_embeddings: bool = False
     ted_filter_dim: int | None = None
     ted_filter_epochs: int = 10
+    terms: list[LossTerm] | None = None
 
     def __post_init__(self) -> None:
+        check_types(self, "distill")
         if self.method not in METHODS:
             raise ConfigError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
         if self.alpha < 0 or self.beta < 0:
@@ -212,19 +381,45 @@ class DistillConfig:
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.layer_map is not None:
-            self.layer_map = [m if isinstance(m, LayerMatch) else LayerMatch(**m) for m in self.layer_map]
+            self.layer_map = [m if isinstance(m, LayerMatch) else build_config(LayerMatch, m, "layer_map[]")
+                              for m in self.layer_map]
             if not self.layer_map:
                 raise ConfigError("layer_map is empty")
         if self.ted_filter_epochs < 1:
             raise ConfigError(f"ted_filter_epochs must be >= 1, got {self.ted_filter_epochs}")
+        if self.terms is not None:
+            self.terms = [t if isinstance(t, LossTerm) else build_config(LossTerm, t, "terms[]") for t in self.terms]
+            if not self.terms:
+                raise ConfigError("terms is empty")
+        elif self.layer_map is not None and not any(t.uses_hidden_states for t in method_terms(self)):
+            raise ConfigError(f"layer_map is used only by lwd and ted; method '{self.method}' matches no hidden "
+                              "states, so it would be ignored")
 
     @property
     def uses_teacher(self) -> bool:
-        return self.method != "finetune"
+        return any(t.uses_teacher for t in method_terms(self))
 
     @property
     def uses_hidden_states(self) -> bool:
-        return self.method in ("lwd", "ted")
+        return any(t.uses_hidden_states for t in method_terms(self))
+
+
+def method_terms(cfg: DistillConfig) -> list[LossTerm]:
+    """The loss terms of a method: ``cfg.terms`` when given, else the preset named by ``cfg.method``."""
+    if cfg.terms is not None:
+        return list(cfg.terms)
+    ce = LossTerm("ce")
+    kd = LossTerm("kd", weight=cfg.alpha, temperature=cfg.temperature)
+    presets = {
+        "finetune": [ce],
+        "kd": [ce, kd],
+        "lwd": [ce, kd, LossTerm("hidden_mse", weight=cfg.beta, layers=cfg.layer_map,
+                                 include_embeddings=cfg.include_embeddings, proj="linear")],
+        "ted": [ce, kd, LossTerm("filtered_mse", weight=cfg.beta, layers=cfg.layer_map,
+                                 include_embeddings=cfg.include_embeddings, filter_dim=cfg.ted_filter_dim,
+                                 filter_epochs=cfg.ted_filter_epochs)],
+    }
+    return presets[cfg.method]
 
 
 @dataclass
@@ -233,7 +428,7 @@ class StudentConfig:
 
     Attributes:
         model: Hugging Face name or local folder; ``minilm`` is the packaged all-MiniLM-L6-v2 (offline).
-        layers: keep the embeddings and this many evenly spaced transformer layers (``None``: all).
+        layers: keep the embeddings and this many evenly spaced transformer layers (``None`` or 0: all).
         init: ``pretrained`` (the model's own pretrained weights, which have never seen the task's labels,
             as in the paper) or ``teacher`` (DistilBERT-style: copy the teacher's layers; this carries the
             teacher's full-data training into the student and is reported as such).
@@ -249,7 +444,63 @@ class StudentConfig:
     freeze_embeddings: bool = True
 
     def __post_init__(self) -> None:
+        check_types(self, "student")
+        if self.layers == 0:  # 0 = keep every layer
+            self.layers = None
         if self.layers is not None and self.layers < 1:
             raise ConfigError(f"student layers must be >= 1, got {self.layers}")
         if self.init not in ("pretrained", "teacher"):
             raise ConfigError(f"student init must be 'pretrained' or 'teacher', got '{self.init}'")
+
+
+COD_MODES = ("replace", "augment")
+
+
+@dataclass
+class RunConfig:
+    """One distillation run: which teacher, which k-shot sample, which counterfactuals, and how to train.
+
+    Attributes:
+        teacher: teacher folder or Hub name (``None`` only for ``finetune``).
+        k: few-shot budget: k labelled originals, k / classes per class.
+        seed: sampling and training seed (overrides ``train.seed``).
+        counterfactuals: JSONL of counterfactual rows (``codistill counterfactuals``) or ``text,label`` rows.
+        cod: ``None`` (every usable row of ``counterfactuals`` is added to the k originals), ``replace`` (CoD
+            at budget k: k/2 originals + their counterfactuals) or ``augment`` (k originals + counterfactuals
+            of all k, a larger set).
+        student, method, train: the option groups.
+    """
+
+    teacher: str | None = None
+    k: int = 16
+    seed: int = 0
+    counterfactuals: str | None = None
+    cod: str | None = None
+    student: StudentConfig = field(default_factory=StudentConfig)
+    method: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        check_types(self, "run")
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        if self.cod is not None and self.cod not in COD_MODES:
+            raise ConfigError(f"cod mode must be one of {', '.join(COD_MODES)}, got '{self.cod}'")
+        if self.cod is not None and self.counterfactuals is None:
+            raise ConfigError("CoD needs a counterfactual file (--counterfactuals, from `codistill counterfactuals`)")
+        if self.train.seed != self.seed:
+            self.train = TrainConfig(**{**asdict(self.train), "seed": self.seed})
+        if self.teacher is None and (self.method.uses_teacher or self.student.init == "teacher"):
+            raise ConfigError(f"method '{self.method.method}' needs a teacher (--teacher DIR)")
+
+
+def counterfactual_k(k: int, cod: str | None) -> int:
+    """The k to generate counterfactuals for: CoD at budget k edits the k/2 originals of the k-shot sample;
+    ``augment`` edits all k originals, i.e. the CoD half of the 2k sample."""
+    return 2 * k if cod == "augment" else k
+
+
+def teacher_train_config(**overrides: Any) -> TrainConfig:
+    """The teacher's training defaults (2 epochs over the full training split, batch 32, lr 5e-5, no step
+    floor), with ``overrides``."""
+    return TrainConfig(**{"epochs": 2, "min_steps": 0, "batch_size": 32, "lr": 5e-5, **overrides})

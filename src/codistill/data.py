@@ -769,3 +769,15 @@ def write_labeled(path: str | Path, data: LabeledTexts, label_names: Sequence[st
         raise DataError(f"{path}: unsupported output type '{path.suffix}' (use .csv, .tsv or .jsonl)")
     atomic_write_text(path, body)
     return path
+
+
+def texts_fingerprint(texts: Sequence[str], labels: Sequence[int] | None = None) -> str:
+    """SHA-256 of a list of texts (and their labels): tells whether saved results belong to this split."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\0")
+    if labels is not None:
+        h.update(b"labels:" + ",".join(str(int(y)) for y in labels).encode())
+    return h.hexdigest()

@@ -94,3 +94,13 @@ def evaluate_texts(model, tokenizer, texts: Sequence[str], labels: Sequence[int]
     """Predict ``texts`` and score them; returns the metrics and the predictions."""
     pred = predict_logits(model, tokenizer, texts, **predict_kwargs).argmax(-1).tolist()
     return classification_metrics(list(labels), pred, num_classes, reference_pred), pred
+
+
+def evaluate_split(clf, data, num_classes: int, batch_size: int = 64, max_length: int = 128,
+                   reference_pred: Sequence[int] | None = None, progress: bool = True) -> tuple[dict[str, float], list[int]]:
+    """Metrics of classifier ``clf`` (a :class:`~codistill.models.Classifier`) on ``data`` (a
+    :class:`~codistill.data.LabeledTexts`), agreement with ``reference_pred``, and its predictions."""
+    device = next(clf.model.parameters()).device
+    return evaluate_texts(clf.model, clf.tokenizer, data.texts, data.labels, num_classes, reference_pred,
+                          batch_size=batch_size, max_length=max_length, device=device, progress=progress,
+                          desc="evaluate")

@@ -1,14 +1,19 @@
-"""Distillation losses as pure functions, plus the two small trainable pieces they need (projections and
-TED's task-aware filters). Shapes: B batch, T tokens, D hidden width, C classes, L matched layer pairs.
+"""Distillation losses as pure functions, the two small trainable pieces they need (projections and
+TED's task-aware filters), and the loss terms a method is made of (:data:`TERMS`, built from
+:class:`~codistill.config.LossTerm` specs). Shapes: B batch, T tokens, D hidden width, C classes, L matched
+layer pairs.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from codistill.config import LayerMatch, LossTerm, uniform_layer_map
 
 
 def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -128,3 +133,179 @@ def ted_loss(student_filtered: Sequence[torch.Tensor], teacher_filtered: Sequenc
     for s, t, w in zip(student_filtered, teacher_filtered, weights):
         total = total + w * masked_mse(s, t, mask)
     return total
+
+
+# -- loss terms: a method is a list of these, built from config.LossTerm specs --------------------------
+
+
+@dataclass
+class StepOutputs:
+    """What every loss term sees for one minibatch.
+
+    Attributes:
+        labels: ``(B,)`` hard labels; mask: ``(B, T)`` the student's attention mask.
+        student_logits: ``(B, C)``; student_hidden: the student's ``hidden_states`` (embeddings first),
+            each ``(B, T, D_S)``, when a term needs them.
+        teacher_logits: ``(B, C)`` cached teacher logits; teacher_hidden: teacher layer -> ``(B, T, D_T)``.
+    """
+
+    labels: torch.Tensor
+    mask: torch.Tensor
+    student_logits: torch.Tensor
+    student_hidden: Sequence[torch.Tensor] | None = None
+    teacher_logits: torch.Tensor | None = None
+    teacher_hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+class Term(nn.Module):
+    """A weighted loss term. Subclasses say what they need (the teacher, its layers, the student's hidden
+    states) and compute ``value``; ``forward`` returns ``weight * value``. Trainable parts (projections,
+    filters) are submodules, so the optimizer gets them with the student. ``first_stage`` returns a module
+    to train before distillation starts (TED's filters), or ``None``."""
+
+    needs_teacher = False
+    needs_student_hidden = False
+
+    def __init__(self, spec: LossTerm) -> None:
+        super().__init__()
+        self.name = spec.name or spec.loss
+        self.weight = spec.weight
+        self.teacher_layers: list[int] = []
+
+    def value(self, out: StepOutputs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, out: StepOutputs) -> torch.Tensor:
+        return self.weight * self.value(out)
+
+    def first_stage(self, student: nn.Module) -> tuple[nn.Module, int] | None:
+        return None
+
+    def describe(self) -> dict:
+        return {"name": self.name, "weight": self.weight}
+
+
+class CETerm(Term):
+    """``weight * CE(y, z_s)``."""
+
+    def value(self, out: StepOutputs) -> torch.Tensor:
+        return ce_loss(out.student_logits, out.labels)
+
+
+class KDTerm(Term):
+    """``weight * tau^2 * KL(softmax(z_t/tau) || softmax(z_s/tau))``."""
+
+    needs_teacher = True
+
+    def __init__(self, spec: LossTerm) -> None:
+        super().__init__(spec)
+        self.temperature = spec.temperature
+
+    def value(self, out: StepOutputs) -> torch.Tensor:
+        return kd_loss(out.student_logits, out.teacher_logits, self.temperature)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "temperature": self.temperature}
+
+
+class _LayerTerm(Term):
+    needs_teacher = True
+    needs_student_hidden = True
+
+    def __init__(self, spec: LossTerm, pairs: Sequence[LayerMatch]) -> None:
+        super().__init__(spec)
+        self.pairs = list(pairs)
+        self.teacher_layers = sorted({m.layer_T for m in self.pairs})
+
+    def describe(self) -> dict:
+        return {**super().describe(), "layer_map": [asdict(m) for m in self.pairs]}
+
+
+class HiddenMSETerm(_LayerTerm):
+    """LWD: ``weight * sum_l w_l * masked_mse(P_l h_s[l_S], h_t[l_T])``, ``P_l`` trainable when widths differ."""
+
+    def __init__(self, spec: LossTerm, pairs: Sequence[LayerMatch], student_dim: int, teacher_dim: int,
+                 num_classes: int) -> None:
+        super().__init__(spec, pairs)
+        self.projections = Projections(len(self.pairs), student_dim, teacher_dim) if spec.proj == "linear" else None
+        if spec.proj == "none" and student_dim != teacher_dim:
+            from codistill.errors import ConfigError
+
+            raise ConfigError(f"hidden_mse with proj 'none' needs equal widths (student {student_dim}, "
+                              f"teacher {teacher_dim})")
+
+    def value(self, out: StepOutputs) -> torch.Tensor:
+        hs = [h.float() for h in out.student_hidden]
+        triples = [(m.layer_S, m.layer_T, m.weight) for m in self.pairs]
+        return lwd_loss(hs, out.teacher_hidden, out.mask, triples, self.projections)
+
+
+class FilteredMSETerm(_LayerTerm):
+    """TED stage 2: ``weight * sum_l w_l * masked_mse(f_S,l(h_s), f_T,l(h_t))``; the teacher's filters come
+    from the first stage (:meth:`first_stage`) and are frozen when it ends."""
+
+    def __init__(self, spec: LossTerm, pairs: Sequence[LayerMatch], student_dim: int, teacher_dim: int,
+                 num_classes: int) -> None:
+        super().__init__(spec, pairs)
+        dim = spec.filter_dim or teacher_dim
+        self.filter_epochs = spec.filter_epochs
+        self.student_filters = TaskFilters([m.layer_S for m in self.pairs], student_dim, dim, num_classes)
+        self.teacher_filters = TaskFilters([m.layer_T for m in self.pairs], teacher_dim, dim, num_classes)
+
+    def first_stage(self, student: nn.Module) -> tuple[nn.Module, int]:
+        return FilterStage(student, self.student_filters, self.teacher_filters), self.filter_epochs
+
+    def value(self, out: StepOutputs) -> torch.Tensor:
+        hs = [h.float() for h in out.student_hidden]
+        student_f = self.student_filters.filtered(hs)
+        with torch.no_grad():
+            teacher_f = self.teacher_filters.filtered(out.teacher_hidden)
+        return ted_loss(student_f, teacher_f, out.mask, [m.weight for m in self.pairs])
+
+
+class FilterStage(nn.Module):
+    """TED stage 1: the filters on the frozen teacher's cached states and on the frozen student's states
+    learn the task (CE), each with its own head. The student runs without gradients, so only the filters
+    move; the trainer freezes the teacher's filters afterwards."""
+
+    def __init__(self, student: nn.Module, student_filters: TaskFilters, teacher_filters: TaskFilters) -> None:
+        super().__init__()
+        self.student = student
+        self.student_filters = student_filters
+        self.teacher_filters = teacher_filters
+        self.teacher_layers = sorted(set(teacher_filters.layers))
+
+    def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits=None,
+                teacher_hidden: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        self.student.eval()  # frozen here: no dropout either
+        with torch.no_grad():
+            hs = [h.float() for h in self.student(**batch, output_hidden_states=True).hidden_states]
+        mask = batch["attention_mask"]
+        parts = {
+            "student_filters": self.student_filters.task_loss(hs, mask, labels),
+            "teacher_filters": self.teacher_filters.task_loss(dict(zip(self.teacher_layers, teacher_hidden)), mask, labels),
+        }
+        parts["loss"] = parts["student_filters"] + parts["teacher_filters"]
+        return parts
+
+    def finish(self) -> None:
+        """Freeze the teacher's filters: stage 2 matches the student to them."""
+        self.teacher_filters.requires_grad_(False)
+
+
+# loss name -> term class; a new term is one class and one entry here
+TERMS: dict[str, type[Term]] = {"ce": CETerm, "kd": KDTerm, "hidden_mse": HiddenMSETerm, "filtered_mse": FilteredMSETerm}
+
+
+def build_terms(specs: Sequence[LossTerm], student_layers: int, teacher_layers: int | None, student_dim: int,
+                teacher_dim: int | None, num_classes: int) -> list[Term]:
+    """Term modules for ``specs``; layer terms without explicit pairs get the uniform map."""
+    terms: list[Term] = []
+    for spec in specs:
+        cls = TERMS[spec.loss]
+        if issubclass(cls, _LayerTerm):
+            pairs = spec.layers or uniform_layer_map(student_layers, teacher_layers, spec.include_embeddings)
+            terms.append(cls(spec, pairs, student_dim, teacher_dim, num_classes))
+        else:
+            terms.append(cls(spec))
+    return terms

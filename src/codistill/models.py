@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from codistill.config import LayerMatch
+from codistill.config import LayerMatch, uniform_layer_map  # noqa: F401  (re-exported)
 from codistill.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -220,13 +220,6 @@ def make_student(student: str, layers: int | None, init: str, label_names: Seque
 
 
 # -- layer maps and tokenizers ---------------------------------------------------------------------------
-
-
-def uniform_layer_map(student_layers: int, teacher_layers: int, include_embeddings: bool = False) -> list[LayerMatch]:
-    """Student layer i (1..L_S) -> teacher layer round(i * L_T / L_S); optionally embeddings 0 -> 0."""
-    pairs = [LayerMatch(layer_T=round(i * teacher_layers / student_layers), layer_S=i)
-             for i in range(1, student_layers + 1)]
-    return ([LayerMatch(0, 0)] if include_embeddings else []) + pairs
 
 
 def check_layer_map(layer_map: Sequence[LayerMatch], student_layers: int, teacher_layers: int) -> None:

@@ -12,20 +12,45 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from codistill.counterfactuals.base import Attempt, CFRequest, CFResult, CounterfactualGenerator
-from codistill.counterfactuals.edits import DictLexicon, EditSearchGenerator, WordNetLexicon
+from codistill.counterfactuals.base import REQUEST_FAILED, Attempt, CFRequest, CFResult, CounterfactualGenerator
+from codistill.counterfactuals.edits import DictLexicon, EditSearchConfig, EditSearchGenerator, WordNetLexicon
 from codistill.counterfactuals.llm import ChatClient, LLMConfig, LLMGenerator
 from codistill.counterfactuals.metrics import quality_summary, word_edit_distance
 from codistill.counterfactuals.verify import Verifier, check_candidate
 from codistill.data import TextDataset, sample_from
-from codistill.errors import ConfigError
+from codistill.errors import CodistillError, ConfigError
 from codistill.fileio import atomic_write_json, atomic_write_text
 
 __all__ = [
-    "Attempt", "CFRequest", "CFResult", "ChatClient", "CounterfactualGenerator", "DictLexicon",
-    "EditSearchGenerator", "LLMConfig", "LLMGenerator", "Verifier", "WordNetLexicon", "check_candidate",
-    "choose_targets", "generate_counterfactuals", "quality_summary", "summary_path", "word_edit_distance",
+    "Attempt", "CFRequest", "CFResult", "ChatClient", "CounterfactualGenerator", "CounterfactualsIncomplete",
+    "DictLexicon", "EditSearchConfig", "EditSearchGenerator", "LLMConfig", "LLMGenerator", "Verifier",
+    "WordNetLexicon", "check_candidate", "choose_targets", "generate_counterfactuals", "generator_config",
+    "make_generator", "quality_summary", "summary_path", "word_edit_distance",
 ]
+
+GENERATORS = {"edits": EditSearchConfig, "llm": LLMConfig}
+
+
+def generator_config(spec: dict, default_cache_dir: str | None = None, where: str = "generator"):
+    """The validated options of a generator spec ``{"name": "edits" | "llm", **options}``."""
+    from codistill.config import build_config
+
+    if not isinstance(spec, dict) or spec.get("name") not in GENERATORS:
+        name = spec.get("name") if isinstance(spec, dict) else spec
+        raise ConfigError(f"{where}.name: must be one of {', '.join(GENERATORS)}, got {name!r}")
+    opts = {k: v for k, v in spec.items() if k != "name"}
+    if spec["name"] == "llm" and default_cache_dir is not None:
+        opts.setdefault("cache_dir", default_cache_dir)
+    return build_config(GENERATORS[spec["name"]], opts, where)
+
+
+def make_generator(spec: dict, default_cache_dir: str | None = None, where: str = "generator") -> CounterfactualGenerator:
+    """A generator from its spec (what sweeps and the command line both use)."""
+    return generator_config(spec, default_cache_dir, where).build()
+
+
+class CounterfactualsIncomplete(CodistillError):
+    """Some originals got no answer because requests failed; the file holds what was done."""
 
 
 def choose_targets(probs_before, labels: Sequence[int]) -> list[int]:
@@ -61,6 +86,9 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
     sample = sample_from(dataset, k // 2, seed)
     start = time.perf_counter()
     before = verifier.probs(sample.texts)
+    if before.shape[1] != dataset.num_classes:
+        raise ConfigError(f"the teacher has {before.shape[1]} labels but dataset '{dataset.name}' has "
+                          f"{dataset.num_classes} ({', '.join(dataset.label_names)})")
     targets = choose_targets(before, sample.labels)
     requests = [CFRequest(i, t, y, tg) for i, (t, y, tg) in enumerate(zip(sample.texts, sample.labels, targets))]
     results = generator.generate(requests, verifier, dataset.label_names, progress=progress)
@@ -78,9 +106,34 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
         "counterfactuals_per_second": len(rows) / seconds if seconds > 0 else None,
         "teacher_calls": verifier.calls, "texts_scored": verifier.texts_scored,
     })
+    failed = [r for r, res in zip(rows, results)
+              if not res.flipped and any(a.reason == REQUEST_FAILED for a in res.attempts)]
+    fatal = getattr(generator, "fatal", None)
+    summary.update({"failed_originals": len(failed), "complete": not failed and fatal is None, "fatal": fatal})
     if isinstance(generator, LLMGenerator):
         summary["llm"] = {"base_url": generator.cfg.base_url, "model": generator.cfg.model,
                           **generator.client.stats.as_dict()}
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     atomic_write_json(summary_path(out), summary)
+    if not summary["complete"]:
+        last = fatal or next((a.detail for res in results for a in reversed(res.attempts)
+                              if a.reason == REQUEST_FAILED), "requests failed")
+        raise CounterfactualsIncomplete(
+            f"{len(failed)} of {len(rows)} originals got no counterfactual because requests failed ({last}); "
+            f"wrote what was done to {out}: run the same command again to resume from the cache")
     return summary
+
+
+def counterfactuals_for_run(dataset: TextDataset, teacher: str, out: str | Path, *, k: int, seed: int = 0,
+                            cod: str = "replace", generator: dict | None = None, on_failure: str = "skip",
+                            progress: bool = True) -> dict[str, Any]:
+    """Counterfactuals for a distillation run at budget ``k``: the CoD half of the k-shot sample (of the
+    2k sample for ``augment``), made by ``generator`` (default: the edit search) and verified by the
+    teacher. Returns the summary."""
+    from codistill.config import counterfactual_k
+    from codistill.models import load_classifier
+
+    verifier = Verifier.from_classifier(load_classifier(teacher, what="teacher"))
+    gen = make_generator(generator or {"name": "edits"}, default_cache_dir=str(Path(out).parent / ".llm_cache"))
+    return generate_counterfactuals(dataset, verifier, gen, out, k=counterfactual_k(k, cod), seed=seed,
+                                    on_failure=on_failure, progress=progress)

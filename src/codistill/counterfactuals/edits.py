@@ -361,6 +361,37 @@ def _is_negation(slot: str) -> bool:
     return core in NEGATIONS or core.endswith("n't") or slot.lower().split()[-1:] == ["not"]
 
 
+@dataclass
+class EditSearchConfig:
+    """Options of the offline edit search (see :class:`EditSearchGenerator`).
+
+    Attributes:
+        max_edits: word edits per candidate at most (the search depth).
+        beam_width: states kept per original between depths.
+        top_positions: words considered for deletion and substitution (the most important ones).
+        substitutes: teacher-chosen polar adjectives per label tried as swaps (``0``: none).
+        lexicon: a JSON file of word -> antonyms (``None``: WordNet's files).
+    """
+
+    max_edits: int = 3
+    beam_width: int = 4
+    top_positions: int = 8
+    substitutes: int = 8
+    lexicon: str | None = None
+
+    def __post_init__(self) -> None:
+        from codistill.config import check_types
+
+        check_types(self, "generator")
+        if self.max_edits < 1 or self.beam_width < 1 or self.top_positions < 0 or self.substitutes < 0:
+            raise ConfigError("generator: max_edits and beam_width must be >= 1, top_positions and substitutes >= 0")
+
+    def build(self) -> "EditSearchGenerator":
+        lexicon = DictLexicon.from_json(self.lexicon) if self.lexicon else None
+        return EditSearchGenerator(lexicon, max_edits=self.max_edits, beam_width=self.beam_width,
+                                   top_positions=self.top_positions, substitutes=self.substitutes)
+
+
 class EditSearchGenerator(CounterfactualGenerator):
     """Teacher-guided beam search over word edits (see the module docstring).
 

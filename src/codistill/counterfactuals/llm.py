@@ -1,6 +1,8 @@
 """Counterfactuals from any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp server,
-Ollama), with bounded concurrency, retries with backoff, and an on-disk cache written before any answer
-is used, so a crash or a rerun never pays twice.
+Ollama). Transport, timeouts and retries are the official ``openai`` client's; on top of it: an on-disk
+cache written before any answer is used (a crash or a rerun never pays twice), a cross-process lock per
+prompt (two runs sharing a cache never pay twice either), a total deadline, a stop after too many failed
+requests in a row, and the validation and feedback loop of :class:`LLMGenerator`.
 """
 
 from __future__ import annotations
@@ -8,13 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +20,11 @@ from typing import Sequence
 
 from codistill.counterfactuals.base import REQUEST_FAILED, Attempt, CFRequest, CFResult, CounterfactualGenerator
 from codistill.counterfactuals.verify import check_candidate
-from codistill.errors import ConfigError
+from codistill.errors import CodistillError, ConfigError
 from codistill.fileio import atomic_write_json
 
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+FATAL_STATUS = {401: "unauthorized: check the key in --api-key-env", 403: "forbidden: the key may not use this model",
+                404: "not found: check --base-url and --model"}
 
 
 @dataclass
@@ -33,17 +32,18 @@ class LLMConfig:
     """How to reach the model and how hard to try.
 
     Attributes:
-        base_url: the endpoint's base URL, e.g. ``https://api.openai.com/v1`` or ``http://localhost:8000/v1``;
-            requests go to ``{base_url}/chat/completions``.
+        base_url: the endpoint's base URL, e.g. ``https://api.openai.com/v1`` or ``http://localhost:8000/v1``.
         model: the model name the endpoint expects.
         api_key_env: name of the environment variable holding the API key (the key itself is never
-            stored in any file or log). Unset or empty: no Authorization header (local servers).
+            stored in any file or log). Unset or empty: a placeholder key (local servers ignore it).
         temperature: sampling temperature (0: as deterministic as the endpoint allows).
         max_tokens: cap on the answer's length.
         timeout: seconds per HTTP request.
-        max_retries: retries of one request on timeouts, connection errors, 429 and 5xx.
-        backoff: first retry delay in seconds; doubles each retry (with jitter, capped at 60 s;
-            a ``Retry-After`` header is honoured).
+        max_retries: retries of one request by the ``openai`` client (timeouts, connection errors, 408,
+            409, 429, 5xx; exponential backoff, ``Retry-After`` honoured). 401/403/404 end the run at once.
+        deadline: seconds the whole run may spend on requests; past it the run stops with what it has.
+        max_consecutive_failures: requests failing in a row (after their retries) that end the run: the
+            endpoint is down, and asking the rest would only wait.
         concurrency: requests in flight at once.
         max_attempts: prompts per original: the first, then retries that tell the model why its last
             answer failed (rejected, or the teacher did not flip).
@@ -58,8 +58,9 @@ class LLMConfig:
     temperature: float = 0.0
     max_tokens: int = 512
     timeout: float = 60.0
-    max_retries: int = 5
-    backoff: float = 1.0
+    max_retries: int = 2
+    deadline: float | None = 3600.0
+    max_consecutive_failures: int = 8
     concurrency: int = 4
     max_attempts: int = 3
     max_changed_share: float = 0.5
@@ -67,16 +68,32 @@ class LLMConfig:
     cache_dir: str = ".codistill_cache/llm"
 
     def __post_init__(self) -> None:
+        from codistill.config import check_types
+
+        check_types(self, "generator")
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"--base-url must start with http:// or https://, got '{self.base_url}'")
-        if self.concurrency < 1 or self.max_attempts < 1 or self.max_retries < 0:
-            raise ConfigError("concurrency and max_attempts must be >= 1, max_retries >= 0")
+        if self.concurrency < 1 or self.max_attempts < 1 or self.max_retries < 0 or self.max_consecutive_failures < 1:
+            raise ConfigError("concurrency, max_attempts and max_consecutive_failures must be >= 1, max_retries >= 0")
+        if self.timeout <= 0 or (self.deadline is not None and self.deadline <= 0):
+            raise ConfigError("timeout and deadline must be > 0")
         if not 0 < self.max_changed_share <= 1:
             raise ConfigError(f"max_changed_share must be in (0, 1], got {self.max_changed_share}")
 
+    # fields that change how hard we try, not what is asked: left out of a counterfactual file's hash
+    OPERATIONAL = ("api_key_env", "timeout", "max_retries", "deadline", "max_consecutive_failures", "concurrency",
+                   "cache_dir")
+
+    def build(self) -> "LLMGenerator":
+        return LLMGenerator(self)
+
 
 class LLMRequestError(RuntimeError):
-    """A request that failed for good (after retries, or with a non-retryable status)."""
+    """One prompt failed for good (after the client's retries); the run goes on with the others."""
+
+
+class LLMFatalError(CodistillError):
+    """The run cannot go on: 401/403/404, the deadline passed, or too many requests failed in a row."""
 
 
 @dataclass
@@ -100,13 +117,22 @@ class ClientStats:
 
 
 class ChatClient:
-    """A minimal chat-completions client: cache first, then HTTP with retries; answers cached on disk
-    (atomically) before they are returned."""
+    """Chat completions through the ``openai`` client: cache first (under a per-prompt file lock), then
+    the request; answers cached on disk (atomically) before they are returned."""
 
     def __init__(self, cfg: LLMConfig) -> None:
+        import openai
+
         self.cfg = cfg
         self.stats = ClientStats()
         self.cache_dir = Path(cfg.cache_dir)
+        self._started = time.monotonic()
+        self._failures_in_a_row = 0
+        self._lock = threading.Lock()
+        key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+        http = openai.DefaultHttpxClient(event_hooks={"request": [lambda request: self.stats.add(requests=1)]})
+        self._client = openai.OpenAI(base_url=cfg.base_url, api_key=key or "no-key", timeout=cfg.timeout,
+                                     max_retries=cfg.max_retries, http_client=http)
 
     def _key(self, messages: Sequence[dict[str, str]]) -> str:
         ident = {"base_url": self.cfg.base_url.rstrip("/"), "model": self.cfg.model, "temperature": self.cfg.temperature,
@@ -116,67 +142,88 @@ class ChatClient:
     def _cache_path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
 
-    def complete(self, messages: Sequence[dict[str, str]]) -> tuple[str, dict[str, int], bool]:
-        """(answer text, token usage, came from cache). Raises :class:`LLMRequestError` when it fails for good."""
-        key = self._key(messages)
-        path = self._cache_path(key)
-        if path.is_file():
-            try:
-                cached = json.loads(path.read_text(encoding="utf-8"))
-                self.stats.add(cache_hits=1)
-                return cached["content"], cached.get("usage", {}), True
-            except (json.JSONDecodeError, KeyError):
-                path.unlink(missing_ok=True)  # a damaged entry is asked again
-        content, usage = self._post(messages)
-        atomic_write_json(path, {"model": self.cfg.model, "base_url": self.cfg.base_url, "messages": list(messages),
-                                 "content": content, "usage": usage, "time": time.time()})
-        return content, usage, False
+    def _cached(self, path: Path) -> tuple[str, dict[str, int]] | None:
+        if not path.is_file():
+            return None
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            return cached["content"], cached.get("usage", {})
+        except (json.JSONDecodeError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged entry is asked again
+            return None
 
-    def _post(self, messages: Sequence[dict[str, str]]) -> tuple[str, dict[str, int]]:
-        body = json.dumps({"model": self.cfg.model, "messages": list(messages), "temperature": self.cfg.temperature,
-                           "max_tokens": self.cfg.max_tokens}).encode()
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.cfg.api_key_env, "") if self.cfg.api_key_env else ""
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        url = self.cfg.base_url.rstrip("/") + "/chat/completions"
-        last_error = ""
-        for attempt in range(self.cfg.max_retries + 1):
-            if attempt:
-                self.stats.add(retries=1)
-            start = time.perf_counter()
-            retry_after = None
-            try:
-                self.stats.add(requests=1)
-                req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
-                    payload = json.loads(resp.read().decode("utf-8"))
-                self.stats.add(seconds=time.perf_counter() - start)
-                try:
-                    content = payload["choices"][0]["message"]["content"]
-                except (KeyError, IndexError, TypeError):
-                    raise LLMRequestError(f"malformed response from {url}: {str(payload)[:200]}") from None
-                usage = payload.get("usage") or {}
-                usage = {"prompt_tokens": int(usage.get("prompt_tokens", 0)),
-                         "completion_tokens": int(usage.get("completion_tokens", 0))}
-                self.stats.add(**usage)
-                return content or "", usage
-            except urllib.error.HTTPError as exc:
-                self.stats.add(seconds=time.perf_counter() - start)
-                last_error = f"HTTP {exc.code}"
-                if exc.code not in RETRYABLE_STATUS:
-                    self.stats.add(failures=1)
-                    raise LLMRequestError(f"{url}: {last_error} (not retried)") from None
-                header = exc.headers.get("Retry-After") if exc.headers else None
-                retry_after = float(header) if header and header.replace(".", "", 1).isdigit() else None
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
-                self.stats.add(seconds=time.perf_counter() - start)
-                last_error = type(exc).__name__ + (f": {exc.reason}" if isinstance(exc, urllib.error.URLError) else "")
-            if attempt < self.cfg.max_retries:
-                delay = retry_after if retry_after is not None else self.cfg.backoff * 2**attempt
-                time.sleep(min(60.0, delay * (1 + 0.1 * random.random())))
-        self.stats.add(failures=1)
-        raise LLMRequestError(f"{url}: {last_error} after {self.cfg.max_retries + 1} tries")
+    def complete(self, messages: Sequence[dict[str, str]]) -> tuple[str, dict[str, int], bool]:
+        """(answer text, token usage, came from cache). Raises :class:`LLMRequestError` when this prompt
+        failed for good and :class:`LLMFatalError` when the run must stop."""
+        from filelock import FileLock
+
+        path = self._cache_path(self._key(messages))
+        hit = self._cached(path)
+        if hit is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(path) + ".lock"):  # another process may be asking this very prompt
+                hit = self._cached(path)
+                if hit is None:
+                    content, usage = self._request(messages)
+                    atomic_write_json(path, {"model": self.cfg.model, "base_url": self.cfg.base_url,
+                                             "messages": list(messages), "content": content, "usage": usage,
+                                             "time": time.time()})
+                    return content, usage, False
+        self.stats.add(cache_hits=1)
+        return hit[0], hit[1], True
+
+    def _request(self, messages: Sequence[dict[str, str]]) -> tuple[str, dict[str, int]]:
+        import openai
+
+        url = self.cfg.base_url.rstrip("/")
+        timeout = self.cfg.timeout
+        if self.cfg.deadline is not None:
+            remaining = self.cfg.deadline - (time.monotonic() - self._started)
+            if remaining <= 0:
+                raise LLMFatalError(f"{url}: the run's deadline of {self.cfg.deadline:.0f}s has passed")
+            timeout = min(timeout, remaining)
+        before = self.stats.requests
+        start = time.perf_counter()
+        try:
+            response = self._client.with_options(timeout=timeout).chat.completions.create(
+                model=self.cfg.model, messages=list(messages), temperature=self.cfg.temperature,
+                max_tokens=self.cfg.max_tokens)
+            content = response.choices[0].message.content
+        except openai.APIStatusError as exc:
+            self._failed(before)
+            if exc.status_code in FATAL_STATUS:
+                raise LLMFatalError(f"{url} answered HTTP {exc.status_code} ({FATAL_STATUS[exc.status_code]}); "
+                                    "not retried") from None
+            self._count_failure(f"HTTP {exc.status_code}", url)
+        except (openai.APIConnectionError, openai.APIResponseValidationError) as exc:
+            self._failed(before)
+            self._count_failure(type(exc).__name__, url)
+        except (IndexError, AttributeError, TypeError, ValueError):
+            self._failed(before)
+            self._count_failure("malformed response", url, retried=False)
+        finally:
+            self.stats.add(seconds=time.perf_counter() - start)
+        with self._lock:
+            self._failures_in_a_row = 0
+        self.stats.add(retries=self.stats.requests - before - 1)
+        usage = response.usage
+        usage = {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+                 "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
+        self.stats.add(**usage)
+        return content or "", usage
+
+    def _failed(self, before: int) -> None:
+        self.stats.add(failures=1, retries=max(0, self.stats.requests - before - 1))
+
+    def _count_failure(self, error: str, url: str, retried: bool = True) -> None:
+        tries = self.cfg.max_retries + 1 if retried else 1
+        with self._lock:
+            self._failures_in_a_row += 1
+            stop = self._failures_in_a_row >= self.cfg.max_consecutive_failures
+        if stop:
+            raise LLMFatalError(f"{url}: {self.cfg.max_consecutive_failures} requests in a row failed (last: {error} "
+                                f"after {tries} tries); the endpoint looks unreachable")
+        raise LLMRequestError(f"{url}: {error} after {tries} tries" if retried else f"{url}: {error} (not retried)")
 
 
 # -- prompts and answers --------------------------------------------------------------------------------
@@ -247,12 +294,18 @@ class LLMGenerator(CounterfactualGenerator):
     def __init__(self, cfg: LLMConfig, client: ChatClient | None = None) -> None:
         self.cfg = cfg
         self.client = client or ChatClient(cfg)
+        self.fatal: str | None = None
 
     def _ask(self, messages: list[dict[str, str]]) -> tuple[str | None, dict[str, int], str]:
+        if self.fatal is not None:
+            return None, {}, f"not asked: {self.fatal}"
         try:
             content, usage, cached = self.client.complete(messages)
             return content, usage, "cached" if cached else "requested"
         except LLMRequestError as exc:
+            return None, {}, str(exc)
+        except LLMFatalError as exc:
+            self.fatal = self.fatal or str(exc)
             return None, {}, str(exc)
 
     def generate(self, requests: Sequence[CFRequest], verifier, label_names: Sequence[str],
@@ -269,7 +322,7 @@ class LLMGenerator(CounterfactualGenerator):
         bar = tqdm(total=len(requests), desc="llm counterfactuals", disable=not progress, leave=False)
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
             for attempt_no in range(1, self.cfg.max_attempts + 1):
-                if not pending:
+                if not pending or self.fatal is not None:
                     break
                 answers = list(pool.map(lambda qi: self._ask(conversations[qi]), pending))
                 to_verify: list[tuple[int, str, str]] = []

@@ -1,0 +1,185 @@
+"""Artifacts keyed by what made them: the teacher, its test predictions, counterfactual files and cells.
+
+Every artifact has a *recipe*: the full resolved configuration that produced it, including the keys of
+the artifacts it was built from (a counterfactual file names its teacher; a cell its teacher and the
+counterfactual rows it trains on). Its *key* is the SHA-256 of the recipe, and it is stored under a name
+that carries the key, so a changed setting can never find an old result: it reruns exactly what depends
+on the change. Each artifact records its recipe beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from codistill.config import RunConfig, teacher_train_config
+from codistill.data import TextDataset, sample_from, texts_fingerprint
+from codistill.errors import ConfigError
+from codistill.fileio import atomic_write_json
+
+
+def config_hash(recipe: Any) -> str:
+    """SHA-256 of a recipe as canonical JSON (sorted keys)."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def dataset_fingerprint(dataset: TextDataset, splits: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Label names and a hash of the texts and labels of each split (all splits when ``splits`` is None)."""
+    names = splits or tuple(sorted(dataset.splits))
+    return {"label_names": list(dataset.label_names),
+            "splits": {s: texts_fingerprint(dataset.splits[s].texts, dataset.splits[s].labels)
+                       for s in names if s in dataset.splits}}
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """SHA-256 over a model folder's files (names and contents): a given teacher is keyed by its weights."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def read_json(path: Path) -> Any:
+    """A JSON result file; a damaged one is one line naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated or damaged? "
+                          "delete it and rerun the sweep to remake it)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+# -- teachers ------------------------------------------------------------------------------------------------
+
+
+def teacher_recipe(entry, dataset: TextDataset) -> dict[str, Any]:
+    """What a teacher is: a given folder (keyed by its files) or Hub name, or how one is trained here."""
+    if entry.teacher is not None:
+        folder = Path(entry.teacher)
+        if folder.is_dir():
+            return {"given": str(folder), "files_sha256": folder_fingerprint(folder)}
+        return {"given": entry.teacher}
+    train = teacher_train_config(epochs=entry.teacher_epochs, lr=entry.teacher_lr)
+    return {"model": entry.teacher_model, "train": asdict(train), "max_train": entry.teacher_max_train,
+            "data": dataset_fingerprint(dataset, ("train", "validation"))}
+
+
+def prepare_teacher(entry, dataset: TextDataset, name: str, root: Path, progress: bool = True) -> dict[str, Any]:
+    """The teacher (trained into ``teachers/NAME-KEY`` unless given) and its test predictions, each found
+    by its key or made once. Returns ``{"path", "key", "predictions_path", "test"}``."""
+    from codistill.evaluate import evaluate_split
+    from codistill.models import load_classifier
+    from codistill.runs import train_teacher
+
+    recipe = teacher_recipe(entry, dataset)
+    key = config_hash(recipe)
+    if entry.teacher is None:
+        folder = root / "teachers" / f"{name}-{key[:12]}"
+        if not (folder / "metrics.json").is_file():
+            train = teacher_train_config(epochs=entry.teacher_epochs, lr=entry.teacher_lr)
+            train_teacher(dataset, entry.teacher_model, folder, train=train, max_train=entry.teacher_max_train,
+                          progress=progress)
+            atomic_write_json(folder / "artifact.json", {"key": key, "recipe": recipe})
+        teacher = str(folder)
+    else:
+        teacher = entry.teacher
+    test = dataset.split("test")
+    test_fp = texts_fingerprint(test.texts, test.labels)
+    pred_recipe = {"teacher": key, "test": test_fp}
+    pred_key = config_hash(pred_recipe)
+    path = root / "teachers" / f"{name}-{key[:12]}.test_predictions-{pred_key[:12]}.json"
+    if path.is_file():
+        saved = read_json(path)
+    else:
+        own = Path(teacher) / "test_predictions.json"  # written by train_teacher for its own test split
+        saved = read_json(own) if own.is_file() else {}
+        if saved.get("test_sha256") != test_fp or "parameters" not in saved:  # only here is the teacher loaded
+            clf = load_classifier(teacher, what="teacher")
+            metrics, pred = evaluate_split(clf, test, dataset.num_classes, progress=progress)
+            saved = {"metrics": metrics, "predictions": pred, "n": len(pred), "parameters": clf.num_parameters()}
+        saved = {**saved, "teacher": teacher, "test_sha256": test_fp, "key": pred_key, "recipe": pred_recipe}
+        atomic_write_json(path, saved)
+    return {"path": teacher, "key": key, "predictions_path": str(path), "test": saved}
+
+
+# -- counterfactual files -------------------------------------------------------------------------------------
+
+
+def generator_recipe(spec: dict[str, Any]) -> dict[str, Any]:
+    """A generator spec without the options that change how hard it tries but not what it produces."""
+    from codistill.counterfactuals import generator_config
+
+    cfg = generator_config(spec)
+    operational = getattr(cfg, "OPERATIONAL", ())
+    return {"name": spec["name"], **{k: v for k, v in asdict(cfg).items() if k not in operational}}
+
+
+def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teacher: dict[str, Any], root: Path,
+                            progress: bool = True) -> dict[int, dict[str, Any]]:
+    """One counterfactual file per seed for the largest k any cell needs, keyed by the dataset, the teacher's
+    key, the generator and its options, ``on_failure``, k and the seed. A file is reused only when its
+    summary says it is complete; otherwise it is made again (an LLM's answers come from its cache).
+    Returns, per seed, the file's path and recipe."""
+    from codistill.counterfactuals import Verifier, generate_counterfactuals, make_generator, summary_path
+    from codistill.models import load_classifier
+
+    k_max = cfg.counterfactual_k()
+    if k_max is None:
+        return {}
+    files: dict[int, dict[str, Any]] = {}
+    verifier = generator = None
+    for seed in cfg.seeds:
+        recipe = {"data": dataset_fingerprint(dataset, ("train",)), "teacher": teacher["key"],
+                  "generator": generator_recipe(cfg.generator), "on_failure": cfg.on_failure, "k": k_max,
+                  "seed": seed}
+        key = config_hash(recipe)
+        path = root / "counterfactuals" / name / f"{cfg.generator['name']}_k{k_max}_s{seed}-{key[:12]}.jsonl"
+        files[seed] = {"path": path, "recipe": recipe}
+        summary = summary_path(path)
+        if path.is_file() and summary.is_file() and read_json(summary).get("complete", True):
+            continue
+        if verifier is None:
+            verifier = Verifier.from_classifier(load_classifier(teacher["path"], what="teacher"))
+            generator = make_generator(cfg.generator, default_cache_dir=str(root / "llm_cache"))
+        generate_counterfactuals(dataset, verifier, generator, path, k=k_max, seed=seed,
+                                 on_failure=cfg.on_failure, progress=progress)
+        atomic_write_json(summary, {**read_json(summary), "artifact": {"key": key, "recipe": recipe}})
+    return files
+
+
+def counterfactual_rows_hash(path: Path, dataset: TextDataset, run: RunConfig) -> str:
+    """SHA-256 of the counterfactual rows a cell trains on (those of its own originals)."""
+    from codistill.counterfactuals.rows import read_counterfactual_rows
+
+    n = run.k // 2 if run.cod == "replace" else run.k
+    wanted = set(sample_from(dataset, n, run.seed).indices)
+    rows = [asdict(r) for r in read_counterfactual_rows(path, dataset.label_names) if r.pool_index in wanted]
+    for r in rows:
+        r.pop("line")
+    return config_hash(sorted(rows, key=lambda r: r["pool_index"]))
+
+
+# -- cells ---------------------------------------------------------------------------------------------------
+
+
+def cell_recipe(dataset: TextDataset, teacher: dict[str, Any], run: RunConfig,
+                counterfactuals: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything a cell's result depends on: the data (after ``max_eval``), the teacher's key, the resolved
+    run options and, for CoD, its counterfactual file's recipe and the hash of the rows it trains on. The
+    file's k is left out of it: a file made for a larger k holds the same rows for a smaller cell (samples
+    are nested), so adding a k to the grid reruns no finished cell, while any change to the generator does."""
+    options = asdict(run)
+    options.pop("teacher")
+    options.pop("counterfactuals")
+    cf = None
+    if counterfactuals is not None:
+        cf = {"file": {k: v for k, v in counterfactuals["recipe"].items() if k != "k"},
+              "rows": counterfactual_rows_hash(counterfactuals["path"], dataset, run)}
+    return {"data": dataset_fingerprint(dataset), "teacher": teacher["key"], "run": options, "counterfactuals": cf}

@@ -1,0 +1,217 @@
+"""A sweep's configuration and its cells: datasets × methods × CoD mode × k × seeds, and the demo preset."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from codistill.config import (
+    METHODS,
+    DistillConfig,
+    StudentConfig,
+    TrainConfig,
+    build_config,
+    check_types,
+    counterfactual_k,
+)
+from codistill.errors import ConfigError
+
+COD_CHOICES = ("none", "replace", "augment")
+EXECUTORS = ("local", "ray")
+
+
+def method_label(method: str, cod: str | None) -> str:
+    """How a run is named in tables: ``kd``, ``kd+cod`` (CoD at the same budget), ``kd+cod-augment``
+    (k originals plus their counterfactuals: a larger set), ``kd+extra`` (rows added by hand)."""
+    suffix = {None: "", "none": "", "replace": "+cod", "augment": "+cod-augment", "extra": "+extra"}[cod]
+    return method + suffix
+
+
+@dataclass
+class DatasetEntry:
+    """One dataset of a sweep: where its data is, and its teacher (a folder or Hub name, or how to train it).
+
+    Attributes:
+        data: as for ``--data`` (``tweets``, a folder, a file, a registered name).
+        teacher: a teacher folder/Hub name; ``None`` trains one with ``teacher_model`` into the sweep folder.
+        teacher_model: backbone to fine-tune when training the teacher.
+        teacher_epochs, teacher_lr, teacher_max_train: its epochs, learning rate and a cap on its training
+            rows (stratified).
+        max_eval: evaluate on a stratified subset of this many validation and test rows (fixed, seed 0,
+            the same for the teacher and every cell; recorded in the dataset's notes). ``None``: all rows.
+        name: short name in reports (default: the dataset's own name).
+        options: extra :class:`~codistill.config.DataConfig` fields (text_column, label_names, ...).
+    """
+
+    data: str
+    teacher: str | None = None
+    teacher_model: str = "minilm"
+    teacher_epochs: int = 2
+    teacher_lr: float = 5e-5
+    teacher_max_train: int | None = None
+    max_eval: int | None = None
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_types(self, "datasets[]")
+        if self.teacher_epochs < 1:
+            raise ConfigError(f"datasets[].teacher_epochs must be >= 1, got {self.teacher_epochs}")
+        if self.max_eval is not None and self.max_eval < 2:
+            raise ConfigError(f"datasets[].max_eval must be >= 2, got {self.max_eval}")
+
+
+def _int_list(value: Any, key: str, example: str) -> list[int]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"sweep.{key}: expected a list of integers, got {value!r} (e.g. {key}: {example})")
+    if not value:
+        raise ConfigError(f"sweep.{key}: needs at least one value (e.g. {key}: {example})")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"sweep.{key}: expected a list of integers, got {v!r} in {value!r}")
+    return [int(v) for v in value]
+
+
+@dataclass
+class SweepConfig:
+    """A grid: every dataset × method × cod mode × k × seed is one cell.
+
+    Attributes:
+        out: the sweep folder (cells, teachers, counterfactuals, report, sweep.json).
+        datasets: :class:`DatasetEntry` list.
+        methods: among finetune, kd, lwd, ted.
+        cod: among ``none`` (baseline on k originals), ``replace`` (CoD: k/2 originals + counterfactuals),
+            ``augment`` (k originals + counterfactuals of all k).
+        k: budgets; seeds: sampling/training seeds.
+        generator: ``{"name": "edits", "max_edits": 3, "beam_width": 4, "lexicon": null}`` or
+            ``{"name": "llm", "base_url": ..., "model": ..., ...}`` (fields of :class:`LLMConfig`).
+        on_failure: ``skip`` or ``keep-best`` for originals without a flipping counterfactual.
+        student, train, distill: fields of :class:`StudentConfig`, :class:`TrainConfig`,
+            :class:`DistillConfig` (method excluded).
+        workers: cells run in parallel processes (each with its share of the CPU threads).
+        executor: ``local`` (a process pool on this machine) or ``ray`` (Ray tasks; ``pip install
+            'codistill[ray]'``).
+        ray_address: the Ray cluster to join (``None``: start a local one; ``auto``: the running one).
+        cpus_per_cell, gpus_per_cell: resources a Ray task asks for.
+    """
+
+    out: str
+    datasets: list[DatasetEntry]
+    methods: list[str] = field(default_factory=lambda: ["kd"])
+    cod: list[str] = field(default_factory=lambda: ["none", "replace"])
+    k: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 512])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    generator: dict[str, Any] = field(default_factory=lambda: {"name": "edits"})
+    on_failure: str = "skip"
+    student: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    distill: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
+    cpus_per_cell: float = 1.0
+    gpus_per_cell: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.k = _int_list(self.k, "k", "[8, 16, 32]")
+        self.seeds = _int_list(self.seeds, "seeds", "[0, 1, 2]")
+        if not isinstance(self.datasets, list):
+            raise ConfigError(f"sweep.datasets: expected a list of datasets, got {self.datasets!r}")
+        check_types(self, "sweep")
+        self.datasets = [d if isinstance(d, DatasetEntry) else build_config(DatasetEntry, d, "datasets[]")
+                         for d in self.datasets]
+        if not self.datasets:
+            raise ConfigError("sweep.datasets: needs at least one dataset")
+        for m in self.methods:
+            if m not in METHODS:
+                raise ConfigError(f"sweep.methods: unknown method '{m}' (choose from {', '.join(METHODS)})")
+        for c in self.cod:
+            if c not in COD_CHOICES:
+                raise ConfigError(f"sweep.cod: unknown cod mode '{c}' (choose from {', '.join(COD_CHOICES)})")
+        if any(k < 1 for k in self.k):
+            raise ConfigError(f"sweep.k: every k must be >= 1, got {self.k}")
+        if self.generator.get("name") not in ("edits", "llm"):
+            raise ConfigError(f"sweep.generator.name: must be 'edits' or 'llm', got {self.generator.get('name')!r}")
+        if self.on_failure not in ("skip", "keep-best"):
+            raise ConfigError(f"sweep.on_failure: must be 'skip' or 'keep-best', got '{self.on_failure}'")
+        if self.workers < 1:
+            raise ConfigError("sweep.workers: must be >= 1")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"sweep.executor: must be 'local' or 'ray', got '{self.executor}'")
+        # validate the nested option groups now, not in the middle of a sweep
+        build_config(StudentConfig, self.student, "student")
+        build_config(TrainConfig, self.train, "train")
+        if "method" in self.distill:
+            raise ConfigError("distill.method: set the methods with the sweep's 'methods' list")
+        build_config(DistillConfig, {**self.distill, "method": "lwd"}, "distill")
+        from codistill.counterfactuals import make_generator
+
+        make_generator(self.generator, default_cache_dir=str(Path(self.out) / "llm_cache"), where="generator")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "SweepConfig":
+        import yaml
+
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the sweep config ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of options")
+        return build_config(cls, raw, str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["datasets"] = [asdict(e) for e in self.datasets]
+        return d
+
+    def counterfactual_k(self) -> int | None:
+        """The k the counterfactual files are generated for: the largest any cell needs (None: no CoD)."""
+        needed = [counterfactual_k(k, c) for k in self.k for c in self.cod if c != "none"]
+        return max(needed) if needed else None
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    method: str
+    cod: str
+    k: int
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return method_label(self.method, self.cod)
+
+    def folder(self, root: Path, key: str) -> Path:
+        """The cell's folder, named by the hash of everything that made it."""
+        return root / "cells" / self.dataset / self.label / f"k{self.k}_s{self.seed}-{key[:12]}"
+
+
+def plan_cells(cfg: SweepConfig, names: Sequence[str]) -> list[Cell]:
+    """All cells, smallest k first (so a partial sweep already covers every method at small k)."""
+    return [Cell(name, method, cod, int(k), int(seed))
+            for k in sorted(cfg.k) for name in names for seed in cfg.seeds for method in cfg.methods
+            for cod in cfg.cod]
+
+
+# -- the demo -----------------------------------------------------------------------------------------------
+
+DEMO_TEACHER_ROWS = 2000
+DEMO_EVAL_ROWS = 1000
+
+
+def demo_config(out: str | Path = "runs/demo") -> SweepConfig:
+    """The README's demo: on the embedded tweets, a MiniLM teacher fine-tuned for one epoch on a stratified
+    2,000-row subset, edit-search counterfactuals, and KD vs KD+CoD at k = 8, 16, 32 with 3 seeds,
+    3-layer pretrained MiniLM student; cells run in two processes. To fit 20 minutes on 2 CPU cores,
+    teacher and students are evaluated on the same stratified 1,000-row subsets of validation and test."""
+    return SweepConfig(
+        out=str(out),
+        datasets=[DatasetEntry(data="tweets", teacher_model="minilm", teacher_epochs=1,
+                               teacher_max_train=DEMO_TEACHER_ROWS, max_eval=DEMO_EVAL_ROWS)],
+        methods=["kd"], cod=["none", "replace"], k=[8, 16, 32], seeds=[0, 1, 2],
+        generator={"name": "edits", "max_edits": 3}, student={"model": "minilm", "layers": 3}, workers=2,
+    )

@@ -1,0 +1,239 @@
+"""A sweep's report: one summary computed from the cells of the sweep's current config, then written as
+``summary.json``, ``report.md`` (tables like the paper's), ``cells.csv`` (one row per cell) and PNG plots.
+
+Only the cells that ``sweep.json``'s last entry lists are read, so a report never mixes configs; it names
+that config's hash. A folder without ``sweep.json`` (cells written by hand) is reported whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from codistill.errors import ConfigError
+from codistill.experiments.artifacts import read_json
+from codistill.experiments.grid import method_label
+from codistill.experiments.stats import aggregate, format_mean_std, paired_difference
+from codistill.fileio import atomic_write_json, atomic_write_text
+
+METRICS = (("accuracy", None), ("macro_f1", "Macro-F1 on test (%):"),
+           ("mcc", "Matthews correlation on test (× 100; CoLA's usual metric):"),
+           ("agreement", "Teacher–student agreement on test (%):"))
+
+
+def read_cells(root: str | Path, pattern: str = "**/metrics.json") -> list[dict[str, Any]]:
+    """Every completed cell under ``root`` (a ``metrics.json`` exists only once a run has finished)."""
+    return [read_json(p) for p in sorted(Path(root).glob(pattern))]
+
+
+def current_entry(root: Path) -> dict[str, Any] | None:
+    """The last config of ``sweep.json``'s history (``None`` when the folder has no sweep.json)."""
+    path = root / "sweep.json"
+    if not path.is_file():
+        return None
+    history = read_json(path).get("history")
+    if not history:
+        raise ConfigError(f"{path}: no sweep recorded in it (expected a 'history' list)")
+    return history[-1]
+
+
+def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per cell (what ``cells.csv`` holds)."""
+    rows = []
+    for c in cells:
+        t = c["test"]
+        rows.append({"dataset": c["dataset"], "method": c["method"], "cod": c["cod"] or "none",
+                     "label": method_label(c["method"], c["cod"]), "k": c["k"], "seed": c["seed"],
+                     "accuracy": t["accuracy"], "macro_f1": t["macro_f1"], "mcc": t["mcc"],
+                     "agreement": t.get("agreement"), "n_originals": c["n_originals"],
+                     "n_counterfactuals": c["n_counterfactuals"], "n_train": c["n_train"], "steps": c["steps"],
+                     "train_seconds": c["train_seconds"]})
+    return sorted(rows, key=lambda r: (r["dataset"], r["label"], r["k"], r["seed"]))
+
+
+def _teacher(root: Path, dataset: str, entry: dict | None, cells: list[dict]) -> tuple[float | None, int | None]:
+    rel = ((entry or {}).get("artifacts", {}).get(dataset, {}) or {}).get("teacher_predictions")
+    path = (root / rel) if rel else root / "teachers" / f"{dataset}.test_predictions.json"
+    if path.is_file():
+        saved = read_json(path)
+        return saved["metrics"]["accuracy"], saved.get("parameters")
+    given = [c["teacher_test"]["accuracy"] for c in cells if c["dataset"] == dataset and c.get("teacher_test")]
+    return (given[0] if given else None), None
+
+
+def _counterfactual_sets(root: Path, dataset: str, entry: dict | None) -> list[dict[str, Any]]:
+    from codistill.counterfactuals import summary_path
+
+    files = ((entry or {}).get("artifacts", {}).get(dataset, {}) or {}).get("counterfactuals")
+    paths = [summary_path(root / f) for f in files] if files is not None else \
+        sorted((root / "counterfactuals" / dataset).glob("*.summary.json"))
+    return [{"file": p.name, **read_json(p)} for p in paths if p.is_file()]
+
+
+def _notes(root: Path, cells: list[dict], dataset: str, entry: dict | None) -> list[str]:
+    """What loading did to a dataset's test split (carved, capped), from a cell's resolved config."""
+    folders = [root / f for f in (entry or {}).get("cells", {})] if entry else \
+        sorted((root / "cells" / dataset).glob("**/"))
+    for folder in folders:
+        path = folder / "run_config.json"
+        if path.is_file():
+            config = read_json(path)
+            if config["dataset"]["name"] == dataset or not entry:
+                return [n for n in config["dataset"].get("notes", []) if n.startswith("'test'")]
+    return []
+
+
+def summarize(root: Path) -> dict[str, Any]:
+    """Every number of the report, from the cells of the sweep's current config."""
+    entry = current_entry(root)
+    if entry is not None:
+        cells = [read_json(root / f / "metrics.json") for f in entry["cells"] if (root / f / "metrics.json").is_file()]
+    else:
+        cells = read_cells(root / "cells")
+    if not cells:
+        raise ConfigError(f"{root}: no finished cells (cells/**/metrics.json) to report on")
+    rows = cell_rows(cells)
+    summary: dict[str, Any] = {
+        "config_hash": entry["hash"] if entry else None,
+        "config": entry["config"] if entry else None,
+        "cells_planned": len(entry["cells"]) if entry else len(cells), "cells_finished": len(cells),
+        "datasets": {}, "rows": rows}
+    for dataset in sorted({r["dataset"] for r in rows}):
+        data = [r for r in rows if r["dataset"] == dataset]
+        ks = sorted({r["k"] for r in data})
+        labels = sorted({r["label"] for r in data}, key=lambda s: (s.split("+")[0], s))
+        teacher_acc, teacher_params = _teacher(root, dataset, entry, cells)
+        ds: dict[str, Any] = {"teacher_accuracy": teacher_acc, "teacher_parameters": teacher_params, "ks": ks,
+                              "labels": labels, "paired": {},
+                              "test_rows": sorted({c["test"]["n"] for c in cells if c["dataset"] == dataset}),
+                              "notes": _notes(root, cells, dataset, entry),
+                              "counterfactuals": _counterfactual_sets(root, dataset, entry)}
+        for metric, _ in METRICS:
+            stats = aggregate([r for r in data if r[metric] is not None], ["label", "k"], lambda r: r[metric])
+            ds[metric] = {label: {str(k): dict(zip(("mean", "std", "n"), stats[(label, k)]))
+                                  for k in ks if (label, k) in stats} for label in labels}
+        for cod_label in labels:
+            base = cod_label.split("+")[0]
+            if "+cod" not in cod_label or base not in labels:
+                continue
+            for k in ks:
+                a = {r["seed"]: r["accuracy"] for r in data if r["label"] == cod_label and r["k"] == k}
+                b = {r["seed"]: r["accuracy"] for r in data if r["label"] == base and r["k"] == k}
+                ds["paired"].setdefault(f"{cod_label} - {base}", {})[str(k)] = paired_difference(a, b)
+        summary["datasets"][dataset] = ds
+    return summary
+
+
+def _fmt(v, p: int = 2) -> str:
+    return "-" if v is None else f"{v:.{p}f}"
+
+
+def render_markdown(summary: dict[str, Any], title: str) -> str:
+    """``report.md`` from a :func:`summarize` summary."""
+    md = [f"# codistill report: {title}", "",
+          "Test accuracy, mean ± std over seeds (%). Fixed training budget; nothing selected on the test split. "
+          "`+cod` = k/2 originals + their verified counterfactuals (same budget k); `+cod-augment` = k originals "
+          "+ their counterfactuals (a larger training set).", ""]
+    if summary["config_hash"]:
+        md += [f"Config: `{summary['config_hash'][:12]}` (the last entry of sweep.json; every table below comes "
+               f"from its {summary['cells_finished']} of {summary['cells_planned']} cells, and only from them).", ""]
+    for dataset, ds in summary["datasets"].items():
+        ks, labels = ds["ks"], ds["labels"]
+        md += [f"## {dataset}", ""]
+        if ds["teacher_accuracy"] is not None:
+            md += [f"Teacher test accuracy: {ds['teacher_accuracy'] * 100:.1f}%." + (
+                f" Teacher parameters: {ds['teacher_parameters']:,}." if ds["teacher_parameters"] else ""), ""]
+        md += [f"Test rows: {', '.join(f'{n:,}' for n in ds['test_rows'])}." + "".join(f" Note: {n}." for n in ds["notes"]), ""]
+        header = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        for metric, title in METRICS:
+            md += (["", title, ""] if title else []) + header
+            for label in labels:
+                cells = []
+                for k in ks:
+                    s = ds[metric].get(label, {}).get(str(k))
+                    cells.append(format_mean_std((s["mean"], s["std"], s["n"]) if s else (0, 0, 0)))
+                md.append(f"| {label} | " + " | ".join(cells) + " |")
+        if ds["paired"]:
+            md += ["", "Paired difference CoD − baseline in accuracy points, per seed: mean [95% CI] (seeds won):", "",
+                   "| comparison | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+            for name, by_k in ds["paired"].items():
+                texts = []
+                for k in ks:
+                    d = by_k.get(str(k), {"n": 0})
+                    if d["n"] == 0:
+                        texts.append("-")
+                    elif d["n"] == 1:
+                        texts.append(f"{d['mean'] * 100:+.1f} ({d['wins']}/1)")
+                    else:
+                        texts.append(f"{d['mean'] * 100:+.1f} [{d['ci_low'] * 100:+.1f}, {d['ci_high'] * 100:+.1f}] "
+                                     f"({d['wins']}/{d['n']})")
+                md.append(f"| {name.replace(' - ', ' − ')} | " + " | ".join(texts) + " |")
+        if ds["counterfactuals"]:
+            md += ["", "Counterfactual sets (one per seed, for the largest k; smaller k use their nested prefix):", "",
+                   "| file | originals | flip rate | target prob | edited words mean / median | length ratio | seconds |",
+                   "|---|---|---|---|---|---|---|"]
+            for s in ds["counterfactuals"]:
+                md.append(f"| {s['file'].replace('.summary.json', '')} | {s['originals']} | {_fmt(s['flip_rate'])} | "
+                          f"{_fmt(s['mean_target_prob'])} | {_fmt(s['edited_words_mean'])} / "
+                          f"{_fmt(s['edited_words_median'], 1)} | {_fmt(s['length_ratio_mean'])} | {_fmt(s['seconds'], 0)} |")
+        for metric in ("accuracy", "agreement"):
+            md += ["", f"![{metric} vs k]({plot_name(dataset, metric)})"]
+        md.append("")
+    return "\n".join(md) + "\n"
+
+
+def plot_name(dataset: str, metric: str) -> str:
+    return f"{dataset}_{metric}_vs_k.png"
+
+
+def plot(ds: dict[str, Any], dataset: str, metric: str, path: Path) -> None:
+    """Mean ± std of ``metric`` against k per method, from a dataset's summary. Uses matplotlib's object
+    API with the Agg canvas, so a notebook's backend is left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, by_k in ds[metric].items():
+        ks = sorted(int(k) for k in by_k)
+        means = [by_k[str(k)]["mean"] * 100 for k in ks]
+        stds = [by_k[str(k)]["std"] * 100 for k in ks]
+        ax.plot(ks, means, marker="o", label=label, linestyle="--" if "+cod" not in label else "-")
+        ax.fill_between(ks, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.15)
+    if ds["teacher_accuracy"] is not None and metric == "accuracy":
+        ax.axhline(ds["teacher_accuracy"] * 100, color="gray", linestyle=":", label="teacher")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (labelled examples)")
+    ax.set_ylabel(f"test {metric.replace('_', ' ')} (%)")
+    ax.set_title(f"{dataset}: {metric.replace('_', ' ')} vs k (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def build_report(run_dir: str | Path) -> dict[str, Any]:
+    """Write ``report.md``, ``cells.csv``, ``summary.json`` and per-dataset PNG plots for a sweep folder.
+
+    Tables: test accuracy mean ± std per method and k (like the paper's), macro-F1, MCC, teacher–student
+    agreement, the paired per-seed difference CoD − baseline with a 95% t-interval and the number of seeds
+    CoD won, the teacher's accuracy, and the quality of the counterfactual sets. Returns the summary.
+    """
+    root = Path(run_dir)
+    summary = summarize(root)
+    rows = summary.pop("rows")
+    for dataset, ds in summary["datasets"].items():
+        for metric in ("accuracy", "agreement"):
+            plot(ds, dataset, metric, root / plot_name(dataset, metric))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(root / "cells.csv", buf.getvalue())
+    atomic_write_json(root / "summary.json", json.loads(json.dumps(summary, default=str)))
+    atomic_write_text(root / "report.md", render_markdown(summary, root.name))
+    return summary

@@ -1,0 +1,242 @@
+"""Runs: distill a student or train a teacher, evaluate it and write a run folder.
+
+Flow of :func:`distill`: check every input -> k-shot sample (+ counterfactual rows) -> student -> trainer
+(:func:`codistill.trainer.train_classifier`) -> test metrics -> files written atomically, ``metrics.json``
+last. The training itself lives in :mod:`codistill.trainer`, which touches no file.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from codistill.config import (
+    DistillConfig,
+    LayerMatch,
+    RunConfig,
+    TrainConfig,
+    method_terms,
+    teacher_train_config,
+    uniform_layer_map,
+)
+from codistill.data import LabeledTexts, TextDataset, sample_from, stratified_subset, texts_fingerprint
+from codistill.errors import ConfigError
+from codistill.evaluate import evaluate_split
+from codistill.fileio import atomic_write_json, atomic_write_text
+from codistill.models import Classifier, check_layer_map, load_classifier, make_student, same_tokenizer
+from codistill.trainer import TrainSummary, seed_everything, train_classifier
+
+
+# -- checks made before anything trains -----------------------------------------------------------------
+
+
+def check_teacher_labels(teacher: Classifier, dataset: TextDataset) -> None:
+    """The teacher must have the dataset's classes, in the dataset's order (generic LABEL_i names pass)."""
+    config = teacher.model.config
+    if config.num_labels != dataset.num_classes:
+        raise ConfigError(f"the teacher has {config.num_labels} labels but dataset '{dataset.name}' has "
+                          f"{dataset.num_classes} ({', '.join(dataset.label_names)})")
+    names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
+    if not generic and names != list(dataset.label_names):
+        raise ConfigError(f"the teacher's labels ({', '.join(names)}) differ from the dataset's "
+                          f"({', '.join(dataset.label_names)}); pass --labels in the teacher's order")
+
+
+def _check_inputs(teacher: Classifier | None, student: Classifier, dataset: TextDataset, dcfg: DistillConfig) -> None:
+    if teacher is not None:
+        check_teacher_labels(teacher, dataset)
+    if student.model.config.num_labels != dataset.num_classes:
+        raise ConfigError(f"the student has {student.model.config.num_labels} labels but the dataset has {dataset.num_classes}")
+    for term in method_terms(dcfg):
+        if not term.uses_hidden_states:
+            continue
+        if not same_tokenizer(teacher.tokenizer, student.tokenizer):
+            raise ConfigError(
+                f"method '{dcfg.method}' matches hidden states token by token, so teacher and student need the "
+                "same tokenizer; these differ (use kd, or a student from the teacher's family)")
+        pairs: Sequence[LayerMatch] = term.layers or uniform_layer_map(student.num_layers, teacher.num_layers,
+                                                                       term.include_embeddings)
+        check_layer_map(pairs, student.num_layers, teacher.num_layers)
+
+
+def check_cod_budget(k: int, num_classes: int) -> None:
+    """CoD keeps k/2 originals, balanced over the classes."""
+    if k % 2 or (k // 2) % num_classes:
+        raise ConfigError(f"k={k}: CoD keeps k/2 originals, so k/2 must be divisible by the number of classes "
+                          f"({num_classes})")
+
+
+# -- results ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistillResult:
+    """The outcome of :func:`distill`, written to ``metrics.json`` by :meth:`to_dict` (training figures
+    flattened in). Read like a mapping too: ``result["test"]["accuracy"]``."""
+
+    dataset: str
+    method: str
+    k: int
+    seed: int
+    cod: str | None
+    n_train: int
+    n_originals: int
+    n_counterfactuals: int
+    counterfactuals_skipped: int
+    test: dict[str, float]
+    teacher_test: dict[str, float] | None
+    student_parameters: int
+    teacher_parameters: int | None
+    wall_seconds: float
+    training: TrainSummary
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "training"}
+        out.update({k: v for k, v in asdict(self.training).items() if k != "log"})
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+
+def _environment() -> dict[str, Any]:
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "device": "cuda:" + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "threads": torch.get_num_threads()}
+
+
+def write_run(out: Path, model: Classifier | None, metrics: dict, config: dict, log: list[dict]) -> None:
+    """Write the model (``save_pretrained``: the folder loads with ``transformers.pipeline``), the resolved
+    run config, the log, and ``metrics.json`` last: its presence means the run is complete."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)
+    if model is not None:
+        model.model.save_pretrained(out)
+        model.tokenizer.save_pretrained(out)
+    atomic_write_json(out / "run_config.json", config)
+    atomic_write_text(out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+    atomic_write_json(out / "metrics.json", metrics)
+
+
+# -- distill -----------------------------------------------------------------------------------------------
+
+
+def training_rows(dataset: TextDataset, run: RunConfig):
+    """The k-shot sample (k/2 originals for CoD) and the rows the student trains on, with counts of the
+    counterfactuals added and skipped."""
+    from codistill.counterfactuals.rows import cod_examples, extra_examples
+
+    if run.cod == "replace":
+        check_cod_budget(run.k, dataset.num_classes)
+    sample = sample_from(dataset, run.k // 2 if run.cod == "replace" else run.k, run.seed)
+    rows = sample.as_split()
+    info = {"added": 0, "skipped_not_flipped": 0}
+    if run.counterfactuals is not None:
+        extra, info = (extra_examples(run.counterfactuals, dataset.label_names) if run.cod is None
+                       else cod_examples(run.counterfactuals, sample, dataset.label_names))
+        rows = LabeledTexts(rows.texts + extra.texts, rows.labels + extra.labels)
+    return sample, rows, info
+
+
+def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
+            teacher_test: tuple[dict, list[int]] | None = None, save_model: bool = True,
+            progress: bool = True, record: dict[str, Any] | None = None) -> DistillResult:
+    """Distill ``run.teacher`` into a student trained on the k-shot sample of ``dataset`` (plus
+    counterfactuals), evaluate on the test split and write the run to ``out_dir``: the student
+    (``save_pretrained``), ``metrics.json``, ``run_config.json`` (resolved) and ``train_log.jsonl``.
+
+    Every input is checked before training starts. ``teacher_test`` = (metrics, predictions) of the
+    teacher on the test split when the caller already has them (a grid computes them once);
+    ``save_model=False`` skips writing the student's weights; ``record`` adds entries to both
+    ``metrics.json`` and ``run_config.json`` (a grid records the cell's key and recipe).
+    """
+    scfg, dcfg, tcfg = run.student, run.method, run.train
+    test = dataset.split("test")
+    teacher = None
+    if run.teacher is not None:
+        teacher = load_classifier(str(run.teacher), what="teacher")
+        teacher.model.requires_grad_(False)
+    sample, train_rows, cf_info = training_rows(dataset, run)
+    seed_everything(run.seed)
+    stu, student_info = make_student(scfg.model, scfg.layers, scfg.init, dataset.label_names, teacher,
+                                     scfg.freeze_embeddings)
+    _check_inputs(teacher, stu, dataset, dcfg)
+    t0 = time.perf_counter()
+    summary = train_classifier(stu, train_rows, method_terms(dcfg), tcfg, teacher=teacher,
+                               validation=dataset.splits.get("validation"), num_classes=dataset.num_classes,
+                               progress=progress)
+    teacher_metrics, teacher_pred = teacher_test if teacher_test is not None else (None, None)
+    if teacher is not None and teacher_test is None:
+        teacher_metrics, teacher_pred = evaluate_split(teacher, test, dataset.num_classes, tcfg.eval_batch_size,
+                                                       tcfg.max_length, progress=progress)
+    test_metrics, _ = evaluate_split(stu, test, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length,
+                                     teacher_pred, progress=progress)
+    result = DistillResult(
+        dataset=dataset.name, method=dcfg.method, k=run.k, seed=run.seed,
+        cod=run.cod or ("extra" if cf_info["added"] else None), n_train=len(train_rows),
+        n_originals=len(sample.texts), n_counterfactuals=cf_info["added"],
+        counterfactuals_skipped=cf_info["skipped_not_flipped"], test=test_metrics, teacher_test=teacher_metrics,
+        student_parameters=student_info["parameters"],
+        teacher_parameters=teacher.num_parameters() if teacher is not None else None,
+        wall_seconds=time.perf_counter() - t0, training=summary)
+    config = {
+        "dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names,
+                    "notes": dataset.notes},
+        **asdict(run), "student": {**asdict(scfg), **student_info},
+        "sample_indices": sample.indices, "environment": _environment(),
+    }
+    write_run(Path(out_dir), stu if save_model else None, {**result.to_dict(), **(record or {})},
+              {**config, **(record or {})}, summary.log)
+    return result
+
+
+# -- teachers ------------------------------------------------------------------------------------------------
+
+
+def train_teacher(dataset: TextDataset, model: str, out_dir: str | Path, *, train: TrainConfig | None = None,
+                  max_train: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune a teacher on the training split (CE), report validation and test accuracy, and save it
+    with ``save_pretrained`` so ``transformers.pipeline("text-classification", out_dir)`` loads it; its
+    test predictions go to ``test_predictions.json`` for grids to reuse.
+
+    ``max_train`` caps the training rows with a stratified, seeded subset (the report says so).
+    """
+    tcfg = train or teacher_train_config()
+    rows = dataset.split("train")
+    if max_train is not None and max_train < len(rows):
+        rows = stratified_subset(rows, max_train, f"teacher-cap-{tcfg.seed}")
+    seed_everything(tcfg.seed)
+    clf = load_classifier(model, dataset.label_names, what="teacher model")
+    summary = train_classifier(clf, rows, method_terms(DistillConfig(method="finetune")), tcfg,
+                               validation=dataset.splits.get("validation"), num_classes=dataset.num_classes,
+                               progress=progress)
+    metrics: dict[str, Any] = {"dataset": dataset.name, "model": model, "n_train": len(rows),
+                               "capped": max_train is not None and len(rows) < len(dataset.split("train")),
+                               "parameters": clf.num_parameters()}
+    test_predictions = None
+    for split in ("validation", "test"):
+        if split in dataset.splits:
+            metrics[split], pred = evaluate_split(clf, dataset.split(split), dataset.num_classes, tcfg.eval_batch_size,
+                                                  tcfg.max_length, progress=progress)
+            if split == "test":
+                test = dataset.split("test")
+                test_predictions = {"dataset": dataset.name, "test_sha256": texts_fingerprint(test.texts, test.labels),
+                                    "n": len(pred), "metrics": metrics["test"], "predictions": pred,
+                                    "parameters": metrics["parameters"]}
+    metrics.update({k: v for k, v in asdict(summary).items() if k != "log"})
+    config = {"dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names},
+              "model": model, "train": asdict(tcfg), "max_train": max_train, "environment": _environment()}
+    out = Path(out_dir)
+    if test_predictions is not None:  # a grid reuses them instead of evaluating the teacher again
+        atomic_write_json(out / "test_predictions.json", test_predictions)
+    write_run(out, clf, metrics, config, summary.log)
+    return metrics

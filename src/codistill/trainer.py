@@ -1,0 +1,376 @@
+"""The trainer: one loop for teacher fine-tuning and every distillation method, with the frozen teacher's
+outputs computed once per training text and cached. A method is a list of weighted loss terms
+(:mod:`codistill.losses`); this file knows no method by name and touches no file.
+
+Read in this order: :func:`encode` / :func:`collate` (tokens), :func:`build_teacher_cache` (the teacher,
+once), :class:`DistillModule` (student + terms -> loss parts), :func:`fit` (the loop), and
+:func:`train_classifier`, which puts them together.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from codistill.config import LossTerm, TrainConfig
+from codistill.data import LabeledTexts
+from codistill.evaluate import classification_metrics, predict_logits
+from codistill.losses import StepOutputs, Term, build_terms
+from codistill.models import Classifier, same_tokenizer
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# -- tokenized examples and the teacher cache ----------------------------------------------------------
+
+
+@dataclass
+class Encoded:
+    """Texts tokenized once, unpadded: one dict of token lists per text."""
+
+    features: list[dict[str, list[int]]]
+    truncated: int
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
+    """Tokenize without padding, truncating at ``max_length``; counts how many texts were truncated."""
+    full = tokenizer(list(texts), truncation=False)["input_ids"]
+    truncated = sum(len(ids) > max_length for ids in full)
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    features = [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+    return Encoded(features, truncated)
+
+
+def collate(tokenizer, encoded: Encoded, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Pad the examples ``indices`` into one batch (the tokenizer's own padding side)."""
+    return dict(tokenizer.pad([encoded.features[i] for i in indices], return_tensors="pt"))
+
+
+@dataclass
+class TeacherCache:
+    """The frozen teacher's outputs on every training text, computed once.
+
+    Attributes:
+        logits: ``(N, C)``.
+        hidden: teacher layer index -> per-example ``(T_i, D_T)`` states of the real tokens only.
+    """
+
+    logits: torch.Tensor
+    hidden: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+
+    def batch_hidden(self, layer: int, indices: Sequence[int], mask: torch.Tensor, left_padded: bool) -> torch.Tensor:
+        """Pad the cached states of ``indices`` to the batch's ``(B, T, D_T)`` layout given its mask."""
+        rows = [self.hidden[layer][i] for i in indices]
+        out = torch.zeros(len(rows), mask.shape[1], rows[0].shape[-1], dtype=rows[0].dtype)
+        for b, row in enumerate(rows):
+            n = row.shape[0]
+            if int(mask[b].sum()) != n:
+                raise RuntimeError("teacher cache and student batch disagree on a text's length")
+            if left_padded:
+                out[b, mask.shape[1] - n:] = row
+            else:
+                out[b, :n] = row
+        return out
+
+
+@torch.no_grad()
+def teacher_forward(teacher: nn.Module, batch: dict[str, torch.Tensor], layers: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Logits ``(B, C)`` and the hidden states of ``layers`` ``(B, T, D_T)`` for one padded batch."""
+    out = teacher(**batch, output_hidden_states=bool(layers))
+    hidden = [out.hidden_states[layer] for layer in layers] if layers else []
+    return out.logits.float(), [h.float() for h in hidden]
+
+
+@torch.no_grad()
+def build_teacher_cache(teacher: Classifier, encoded: Encoded, layers: Sequence[int], batch_size: int = 64,
+                        progress: bool = False) -> TeacherCache:
+    """Run the teacher (eval mode) once over all training texts; keep logits and the requested layers."""
+    from tqdm.auto import tqdm
+
+    model = teacher.model
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    logits = torch.empty(len(encoded), model.config.num_labels)
+    hidden: dict[int, list[torch.Tensor]] = {layer: [None] * len(encoded) for layer in layers}  # type: ignore[list-item]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded.features[i]["input_ids"]))
+    for start in tqdm(range(0, len(order), batch_size), desc="teacher cache", disable=not progress, leave=False):
+        idx = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(teacher.tokenizer, encoded, idx).items()}
+        z, hs = teacher_forward(model, batch, layers)
+        logits[idx] = z.cpu()
+        mask = batch["attention_mask"].bool().cpu()
+        for layer, h in zip(layers, hs):
+            h = h.cpu()
+            for b, i in enumerate(idx):
+                hidden[layer][i] = h[b][mask[b]].clone()
+    model.train(was_training)
+    return TeacherCache(logits=logits, hidden=hidden)
+
+
+# -- the module that is trained -----------------------------------------------------------------------
+
+
+class DistillModule(nn.Module):
+    """Everything that trains, in one module (so one optimizer and one ``accelerate.prepare``): the
+    student and its loss terms (with their projections or filters). ``forward`` returns each term's
+    weighted value and their sum, ``loss``."""
+
+    def __init__(self, student: nn.Module, terms: Sequence[Term]) -> None:
+        super().__init__()
+        self.student = student
+        self.terms = nn.ModuleList(terms)
+        self.teacher_layers = sorted({layer for t in terms for layer in t.teacher_layers})
+        self.needs_hidden = any(t.needs_student_hidden for t in terms)
+
+    def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits: torch.Tensor | None = None,
+                teacher_hidden: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        out = self.student(**batch, output_hidden_states=self.needs_hidden)
+        step = StepOutputs(labels=labels, mask=batch["attention_mask"], student_logits=out.logits.float(),
+                           student_hidden=out.hidden_states if self.needs_hidden else None,
+                           teacher_logits=teacher_logits,
+                           teacher_hidden=dict(zip(self.teacher_layers, teacher_hidden or [])))
+        parts = {term.name: term(step) for term in self.terms}
+        parts["loss"] = sum(parts.values())
+        return parts
+
+
+# -- the loop -------------------------------------------------------------------------------------------
+
+
+def plan_steps(n_examples: int, cfg: TrainConfig, epochs: int | None = None) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps): ``epochs`` passes, at least ``min_steps``, at most ``max_steps``."""
+    per_epoch = max(1, math.ceil(n_examples / (cfg.batch_size * cfg.grad_accum)))
+    total = max(per_epoch * (epochs if epochs is not None else cfg.epochs), cfg.min_steps)
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    return per_epoch, total
+
+
+def _batches(n: int, batch_size: int, seed: int) -> Any:
+    """Endless minibatch indices: each epoch a fresh permutation from a generator seeded by ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    epoch = 0
+    while True:
+        perm = torch.randperm(n, generator=gen).tolist()
+        for start in range(0, n, batch_size):
+            yield epoch, perm[start:start + batch_size]
+        epoch += 1
+
+
+def _param_groups(module: nn.Module, student: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: student weights (decayed), student biases/LayerNorms (not decayed), extras at head_lr."""
+    student_ids = {id(p) for p in student.parameters()}
+    decay, no_decay, extra = [], [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) not in student_ids:
+            extra.append(p)
+        elif p.ndim < 2 or "norm" in name.lower():
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
+        {"params": extra, "lr": cfg.head_lr or cfg.lr, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def make_accelerator(cfg: TrainConfig):
+    """An ``accelerate.Accelerator``: CPU when there is no GPU; mixed precision on a GPU when ``auto``."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cuda = torch.cuda.is_available()
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    return Accelerator(mixed_precision=mp, cpu=not cuda,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+@dataclass
+class FitResult:
+    steps: int
+    epochs: float
+    seconds: float
+    examples_per_second: float
+    log: list[dict[str, float]]
+    selected: dict[str, Any] | None = None
+
+
+def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequence[int], cfg: TrainConfig, *,
+        cache: TeacherCache | None = None, teacher_layers: Sequence[int] = (), epochs: int | None = None,
+        lr_override: float | None = None, validate: Callable[[], float] | None = None, accelerator=None,
+        progress: bool = True, desc: str = "train") -> FitResult:
+    """Train ``module`` (a :class:`DistillModule` or :class:`FilterStage`) for the planned budget.
+
+    Each step takes ``grad_accum`` minibatches; the teacher's outputs come from ``cache`` (indexed by the
+    examples' positions). With ``validate`` (a function returning validation accuracy), the student is
+    evaluated after every epoch and the best epoch's weights are restored at the end (``select_on=
+    validation``); the test split is never seen here.
+    """
+    from tqdm.auto import tqdm
+
+    accelerator = accelerator or make_accelerator(cfg)
+    groups = _param_groups(module, student.model, cfg)
+    if lr_override is not None:
+        for g in groups:
+            g["lr"] = lr_override
+    optimizer = torch.optim.AdamW(groups)
+    per_epoch, total = plan_steps(len(encoded), cfg, epochs)
+    warmup = int(total * cfg.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    module, optimizer = accelerator.prepare(module, optimizer)
+    device = accelerator.device
+    labels_t = torch.tensor(list(labels), dtype=torch.long)
+    left = getattr(student.tokenizer, "padding_side", "right") == "left"
+    rank, world = accelerator.process_index, accelerator.num_processes
+    batches = _batches(len(encoded), cfg.batch_size * world, cfg.seed)
+    log: list[dict[str, float]] = []
+    best: tuple[float, int, dict] | None = None
+    module.train()
+    start = time.perf_counter()
+    seen = 0
+    bar = tqdm(range(total), desc=desc, disable=not (progress and accelerator.is_local_main_process), leave=False)
+    for step in bar:
+        sums: dict[str, float] = {}
+        for _ in range(cfg.grad_accum):
+            epoch, idx = next(batches)
+            idx = idx[rank::world] or idx[:1]
+            batch = {k: v.to(device) for k, v in collate(student.tokenizer, encoded, idx).items()}
+            t_logits = cache.logits[idx].to(device) if cache is not None else None
+            t_hidden = [cache.batch_hidden(layer, idx, batch["attention_mask"].cpu(), left).to(device)
+                        for layer in teacher_layers] if cache is not None and teacher_layers else None
+            with accelerator.autocast():
+                parts = module(batch, labels_t[idx].to(device), t_logits, t_hidden)
+            accelerator.backward(parts["loss"] / cfg.grad_accum)
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
+            seen += len(idx) * world
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(module.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        row = {"step": step + 1, "epoch": round(seen / len(encoded), 4), "lr": scheduler.get_last_lr()[0], **sums}
+        bar.set_postfix(loss=f"{sums['loss']:.4f}")
+        end_of_epoch = (step + 1) % per_epoch == 0 or step + 1 == total
+        if validate is not None and end_of_epoch:
+            module.eval()
+            score = validate()
+            module.train()
+            row["validation_accuracy"] = score
+            if best is None or score > best[0]:
+                best = (score, step + 1, copy.deepcopy(student.model.state_dict()))
+        log.append(row)
+    seconds = time.perf_counter() - start
+    bar.close()
+    selected = None
+    if best is not None:
+        student.model.load_state_dict(best[2])
+        selected = {"on": "validation", "validation_accuracy": best[0], "step": best[1]}
+    module.eval()
+    return FitResult(steps=total, epochs=seen / len(encoded), seconds=seconds,
+                     examples_per_second=seen / max(seconds, 1e-9), log=log, selected=selected)
+
+
+# -- putting it together -------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainSummary:
+    """What :func:`train_classifier` did: steps, epochs, time, throughput, the teacher cache's time,
+    truncated texts, the terms used (with their layer maps), extra trainable parameters (projections,
+    filters), a first stage's figures, the epoch selected on validation, and the per-step log."""
+
+    steps: int
+    epochs: float
+    train_seconds: float
+    examples_per_second: float
+    teacher_cache_seconds: float
+    truncated_texts: int
+    terms: list[dict[str, Any]]
+    extra_trainable_parameters: int
+    first_stages: list[dict[str, Any]] = field(default_factory=list)
+    selected: dict[str, Any] | None = None
+    log: list[dict[str, float]] = field(default_factory=list)
+
+
+def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[LossTerm], tcfg: TrainConfig, *,
+                     teacher: Classifier | None = None, validation: LabeledTexts | None = None,
+                     num_classes: int, progress: bool = True) -> TrainSummary:
+    """Train ``student`` on ``train`` with the loss terms ``specs`` (teacher frozen and cached). In place."""
+    accelerator = make_accelerator(tcfg)
+    device = accelerator.device
+    student.model.to(device)
+    encoded = encode(student.tokenizer, train.texts, tcfg.max_length)
+    uses_teacher = any(s.uses_teacher for s in specs)
+    terms = build_terms(specs, student.num_layers, teacher.num_layers if teacher else None, student.hidden_size,
+                        teacher.hidden_size if teacher else None, num_classes)
+    t_layers = sorted({layer for t in terms for layer in t.teacher_layers})
+    cache, cache_seconds = None, 0.0
+    if uses_teacher:
+        teacher.model.to(device)
+        teacher.model.requires_grad_(False)
+        t0 = time.perf_counter()
+        t_encoded = encoded if same_tokenizer(teacher.tokenizer, student.tokenizer) else \
+            encode(teacher.tokenizer, train.texts, tcfg.max_length)
+        cache = build_teacher_cache(teacher, t_encoded, t_layers, tcfg.eval_batch_size, progress)
+        cache_seconds = time.perf_counter() - t0
+    first_stages = []
+    for term in terms:
+        term.to(device)
+        stage = term.first_stage(student.model)
+        if stage is not None:
+            stage_module, epochs = stage
+            r1 = fit(stage_module, student, encoded, train.labels, tcfg, cache=cache, teacher_layers=t_layers,
+                     epochs=epochs, lr_override=tcfg.head_lr or tcfg.lr, progress=progress,
+                     desc=f"{term.name}: first stage", accelerator=accelerator)
+            stage_module.finish()
+            first_stages.append({"term": term.name, "steps": r1.steps, "seconds": r1.seconds,
+                                 "final_loss": r1.log[-1]["loss"] if r1.log else None})
+    module = DistillModule(student.model, terms)
+    validate = None
+    if tcfg.select_on == "validation":
+        if validation is None or not len(validation):
+            from codistill.errors import ConfigError
+
+            raise ConfigError("select_on='validation' needs a validation split")
+
+        def validate() -> float:
+            logits = predict_logits(student.model, student.tokenizer, validation.texts, tcfg.eval_batch_size,
+                                    tcfg.max_length, device)
+            return classification_metrics(validation.labels, logits.argmax(-1).tolist(), num_classes)["accuracy"]
+
+    result = fit(module, student, encoded, train.labels, tcfg, cache=cache, teacher_layers=t_layers,
+                 validate=validate, progress=progress, desc="+".join(t.name for t in terms), accelerator=accelerator)
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    extra = trainable - sum(p.numel() for p in student.model.parameters() if p.requires_grad)
+    return TrainSummary(steps=result.steps, epochs=round(result.epochs, 3), train_seconds=result.seconds,
+                        examples_per_second=result.examples_per_second, teacher_cache_seconds=cache_seconds,
+                        truncated_texts=encoded.truncated, terms=[t.describe() for t in terms],
+                        extra_trainable_parameters=extra, first_stages=first_stages, selected=result.selected,
+                        log=result.log)
