@@ -89,7 +89,7 @@ def test_teacher_and_distill_commands(capsys, csv_folder: Path, tiny_teacher: Pa
     assert code == 0, err
     metrics = json.loads((student_out / "metrics.json").read_text())
     assert metrics["method"] == "lwd" and metrics["steps"] == 3 and metrics["k"] == 8
-    assert metrics["layer_map"] == [{"layer_T": 2, "layer_S": 1, "weight": 0.5}]
+    assert metrics["terms"][2]["layer_map"] == [{"layer_T": 2, "layer_S": 1, "weight": 0.5}]
     assert f"{metrics['test']['accuracy']:.4f}" in out
     if Path("/usr/share/wordnet/data.adj").is_file():  # --cod without a file: the edit search makes one
         cod_out = tmp_path / "cod"

@@ -7,6 +7,7 @@ import functools
 import inspect
 import re
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Optional
@@ -98,8 +99,10 @@ class OptionGroup:
             return parse_layer_map(value)
         if _mentions(tp, dict):
             return _label_map(value, flag)
-        if typing.get_origin(tp) is list or (_mentions(tp, list) and not _mentions(tp, str)):
-            inner = (typing.get_args(tp) or (str,))[0] if typing.get_origin(tp) is list else str
+        members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+        lists = [m for m in members if typing.get_origin(m) is list]
+        if str not in members and lists:
+            inner = typing.get_args(lists[0])[0]
             items = _csv_list(value) or []
             if inner is int:
                 try:

@@ -1,0 +1,110 @@
+"""Every bad input is one line naming the file, row or option, with exit status 2 (a table of cases)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from codistill.cli import main
+
+CF_ROW = {"text": "{text}", "label": 1, "counterfactual": "the film was awful", "target_label": 0, "flipped": True,
+          "use": True, "pool_index": 0}
+
+# (case, files to write {name: content}, command line, message expected in the one-line error)
+CASES = [
+    ("counterfactual row without target_label", {"cf.jsonl": [{k: v for k, v in CF_ROW.items() if k != "target_label"}]},
+     ["distill", "--counterfactuals", "{tmp}/cf.jsonl", "--cod"], "cf.jsonl, line 1: missing 'target_label'"),
+    ("pool_index that is not a number", {"cf.jsonl": [{**CF_ROW, "pool_index": "abc"}]},
+     ["distill", "--counterfactuals", "{tmp}/cf.jsonl", "--cod"],
+     "cf.jsonl, line 1: 'pool_index' must be a non-negative integer, got 'abc'"),
+    ("flipped that is not a boolean", {"cf.jsonl": [{**CF_ROW, "flipped": "yes"}]},
+     ["distill", "--counterfactuals", "{tmp}/cf.jsonl"], "cf.jsonl, line 1: 'flipped' must be true or false"),
+    ("empty counterfactual file without --cod", {"cf.jsonl": []},
+     ["distill", "--counterfactuals", "{tmp}/cf.jsonl"], "cf.jsonl: the file has no rows"),
+    ("layer map with a method that has no hidden-state term", {},
+     ["distill", "--method", "kd", "--layer-map", "1:2"], "layer_map is used only by lwd and ted; method 'kd'"),
+    ("sweep k as a word", {"s.yaml": {"k": "eight"}}, ["sweep", "{tmp}/s.yaml"],
+     "sweep.k: expected a list of integers, got 'eight'"),
+    ("sweep k as a number", {"s.yaml": {"k": 8}}, ["sweep", "{tmp}/s.yaml"],
+     "sweep.k: expected a list of integers, got 8 (e.g. k: [8, 16, 32])"),
+    ("sweep seeds as a number", {"s.yaml": {"seeds": 3}}, ["sweep", "{tmp}/s.yaml"],
+     "sweep.seeds: expected a list of integers, got 3"),
+    ("sweep seeds zero", {"s.yaml": {"seeds": 0}}, ["sweep", "{tmp}/s.yaml"],
+     "sweep.seeds: expected a list of integers, got 0"),
+    ("sweep seeds empty", {"s.yaml": {"seeds": []}}, ["sweep", "{tmp}/s.yaml"], "sweep.seeds: needs at least one value"),
+    ("sweep lr as a word", {"s.yaml": {"train": {"lr": "fast"}}}, ["sweep", "{tmp}/s.yaml"],
+     "train.lr: expected a number, got 'fast'"),
+    ("sweep methods as a string", {"s.yaml": {"methods": "kd"}}, ["sweep", "{tmp}/s.yaml"],
+     "sweep.methods: expected a list of strings, got 'kd'"),
+    ("sweep student layers as a word", {"s.yaml": {"student": {"layers": "three"}}}, ["sweep", "{tmp}/s.yaml"],
+     "student.layers: expected an integer or null, got 'three'"),
+    ("sweep generator option unknown", {"s.yaml": {"generator": {"name": "edits", "max_edit": 2}}},
+     ["sweep", "{tmp}/s.yaml"], "generator: unknown option(s) max_edit"),
+    ("sweep dataset entry not a mapping", {"s.yaml": {"datasets": ["tweets"]}}, ["sweep", "{tmp}/s.yaml"],
+     "sweep.datasets: expected a list of DatasetEntry mappings, got ['tweets']"),
+    ("report on a truncated metrics.json", {"run/cells/toy/kd/k4_s0/metrics.json": '{"dataset": "toy", "te'},
+     ["report", "{tmp}/run"], "metrics.json: not valid JSON"),
+    ("distill option of the wrong type in --config", {"c.yaml": {"train": {"epochs": "many"}}},
+     ["distill", "--config", "{tmp}/c.yaml"], "train.epochs: expected an integer, got 'many'"),
+    ("llm option with the edit search", {}, ["counterfactuals", "--generator", "edits", "--base-url", "http://x/v1"],
+     "--base-url is an option of the other generator"),
+]
+
+
+def _write(tmp: Path, name: str, content, folder: Path) -> None:
+    path = tmp / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if name.endswith(".jsonl"):
+        text = json.dumps(content[0]).replace("{text}", "the film was great number 0") + "\n" if content else ""
+        path.write_text(text)
+    elif name.endswith(".yaml"):
+        sweep = {"out": str(tmp / "sweep_out"), "datasets": [{"data": str(folder)}]} if name == "s.yaml" else {}
+        path.write_text(json.dumps({**sweep, **content}))  # JSON is YAML
+    else:
+        path.write_text(content)
+
+
+@pytest.mark.parametrize("case, files, args, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line(case, files, args, message, tmp_path: Path, csv_folder: Path, tiny_teacher: Path,
+                               capsys) -> None:
+    for name, content in files.items():
+        _write(tmp_path, name, content, csv_folder)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if argv[0] in ("distill", "counterfactuals"):
+        argv += ["--data", str(csv_folder), "--teacher", str(tiny_teacher), "--out", str(tmp_path / "out"),
+                 "--k", "4", "--student", str(tiny_teacher), "--student-layers", "1"][: None if argv[0] == "distill" else 8]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert message in " ".join(err.split()), err
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    assert not (tmp_path / "sweep_out").exists()  # a bad sweep config creates nothing
+
+
+def test_data_show_without_train_says_where_examples_come_from(tmp_path: Path, csv_folder: Path, capsys) -> None:
+    folder = tmp_path / "no_train"
+    folder.mkdir()
+    for name in ("validation.csv", "test.csv"):
+        (folder / name).write_text((csv_folder / name).read_text())
+    assert main(["data", "show", str(folder)]) == 0
+    assert "there is no train split; the examples come from 'validation'" in " ".join(capsys.readouterr().out.split())
+
+
+def test_result_files_are_readable_by_others(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from codistill.fileio import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        from codistill import fileio
+
+        path = atomic_write_json(tmp_path / "m.json", {"a": 1})
+        assert stat.S_IMODE(path.stat().st_mode) == fileio.FILE_MODE == 0o644
+    finally:
+        os.umask(old)
