@@ -471,3 +471,86 @@ def test_article_rule_by_sound_and_untouched_articles_stay() -> None:
     st = _State(("an", "awful", "movie", "and", "a", "hour"), frozenset({1}), ("-awful",), 1, 0, 1)
     assert _State(tuple(s if i != 1 else "" for i, s in enumerate(st.slots)), st.edited, st.ops, 1, 0, 1).text() == \
         "a movie and a hour"
+
+
+# -- paid calls that fail loudly ----------------------------------------------------------------------------------
+
+
+def _dead_url() -> str:
+    """A 127.0.0.1 port nothing listens on (bound, then closed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_unreachable_endpoint_writes_what_it_has_and_fails(tmp_path: Path) -> None:
+    from codistill.counterfactuals import CounterfactualsIncomplete
+
+    ds = toy_dataset(8)
+    out = tmp_path / "cf.jsonl"
+    cfg = _cfg(_dead_url(), tmp_path, max_retries=0, max_consecutive_failures=3, concurrency=1)
+    start = time.monotonic()
+    with pytest.raises(CounterfactualsIncomplete, match="4 of 4 originals got no counterfactual.*requests in a row"):
+        generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(cfg), out, k=8, progress=False)
+    assert time.monotonic() - start < 30
+    summary = json.loads(summary_path(out).read_text())
+    assert summary["complete"] is False and summary["failed_originals"] == 4 and len(out.read_text().splitlines()) == 4
+    assert summary["llm"]["requests"] == 3  # the third failure in a row stopped the run
+
+
+def test_401_is_asked_once_and_ends_the_run(tmp_path: Path) -> None:
+    from codistill.counterfactuals import CounterfactualsIncomplete
+
+    ds = toy_dataset(8)
+    with ScriptedLLM({}, default=("status", 401)) as server:
+        cfg = _cfg(server.url, tmp_path, concurrency=1)
+        with pytest.raises(CounterfactualsIncomplete, match="HTTP 401"):
+            generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(cfg), tmp_path / "cf.jsonl", k=8,
+                                     progress=False)
+        assert len(server.requests) == 1
+
+
+def test_deadline_bounds_a_black_holed_endpoint(tmp_path: Path) -> None:
+    from codistill.counterfactuals import CounterfactualsIncomplete
+
+    ds = toy_dataset(8)
+    with ScriptedLLM({}, default=("sleep", 4.0, "late")) as server:
+        cfg = _cfg(server.url, tmp_path, timeout=30.0, deadline=1.0, max_retries=0, concurrency=1)
+        start = time.monotonic()
+        with pytest.raises(CounterfactualsIncomplete):
+            generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(cfg), tmp_path / "cf.jsonl", k=8,
+                                     progress=False)
+        assert time.monotonic() - start < 3.5   # not 4 originals x 3 attempts x 4 s
+
+
+def test_two_runs_sharing_a_cache_never_pay_twice(tmp_path: Path) -> None:
+    prompts = [f"the film was great number {i}" for i in range(6)]
+    with ScriptedLLM({}, default=("sleep", 0.2, "the film was awful")) as server:
+        def run():
+            client = ChatClient(_cfg(server.url, tmp_path))
+            for text in prompts:
+                client.complete(build_messages(text, "positive", "negative", ["negative", "positive"]))
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(server.requests) == len(prompts)
+
+
+def test_sweep_against_a_dead_endpoint_trains_no_cell(tmp_path: Path, tiny_teacher: Path, csv_folder: Path) -> None:
+    from codistill.errors import CodistillError
+    from codistill.experiments import SweepConfig, run_sweep
+
+    cfg = SweepConfig(out=str(tmp_path / "sweep"), datasets=[{"data": str(csv_folder), "teacher": str(tiny_teacher)}],
+                      methods=["kd"], cod=["none", "replace"], k=[4], seeds=[0],
+                      generator={"name": "llm", "base_url": _dead_url(), "model": "x", "max_retries": 0,
+                                 "max_consecutive_failures": 1},
+                      student={"model": str(tiny_teacher), "layers": 1}, train={"epochs": 1, "min_steps": 1})
+    with pytest.raises(CodistillError, match="got no counterfactual"):
+        run_sweep(cfg, progress=False)
+    assert not list((tmp_path / "sweep").glob("cells/**/metrics.json"))
