@@ -18,7 +18,6 @@ from codistill.experiments import (
     mean_std,
     method_label,
     paired_difference,
-    plan_cells,
     read_cells,
     run_sweep,
 )
