@@ -24,6 +24,7 @@ from codistill.config import (
     TrainConfig,
     build_config,
     parse_layer_map,
+    read_yaml_mapping,
 )
 from codistill.counterfactuals.edits import EditSearchConfig
 from codistill.counterfactuals.llm import LLMConfig
@@ -164,17 +165,7 @@ CONFIG_HELP = ("YAML file of options: sections data, student, distill, train (an
 
 def read_config_file(path: Optional[Path]) -> dict:
     """The ``--config`` YAML as a mapping (empty without one)."""
-    if path is None:
-        return {}
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CodistillError(f"--config {path}: cannot read it ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise CodistillError(f"--config {path}: expected a mapping of options")
-    return raw
+    return {} if path is None else read_yaml_mapping(path, f"--config {path}")
 
 
 def merged(file_options: dict, section: str, given: dict) -> dict:

@@ -6,6 +6,7 @@ import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any, Union
 
 from codistill.errors import ConfigError
@@ -84,6 +85,20 @@ def check_types(obj: Any, section: str) -> None:
         if not ok:
             raise ConfigError(f"{section}.{f.name}: expected {_describe(hints[f.name])}, got {getattr(obj, f.name)!r}")
         setattr(obj, f.name, value)
+
+
+def read_yaml_mapping(path, where: str, what: str = "it") -> dict[str, Any]:
+    """A YAML file that must hold a mapping of options; an unreadable file or another shape is one line
+    starting with ``where``."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{where}: cannot read {what} ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of options")
+    return raw
 
 
 def build_config(cls, raw: Any, where: str):
@@ -183,6 +198,16 @@ class LayerMatch:
             raise ConfigError(f"layer map entry {self.layer_S}:{self.layer_T}: layer indices must be >= 0")
         if self.weight < 0:
             raise ConfigError(f"layer map entry {self.layer_S}:{self.layer_T}: weight must be >= 0")
+
+
+def layer_pairs(value: list | None) -> list[LayerMatch] | None:
+    """A layer map read from YAML (mappings) or built in code (:class:`LayerMatch`); an empty one is an error."""
+    if value is None:
+        return None
+    pairs = [m if isinstance(m, LayerMatch) else build_config(LayerMatch, m, "layer_map[]") for m in value]
+    if not pairs:
+        raise ConfigError("layer_map is empty")
+    return pairs
 
 
 def parse_layer_map(text: str | None) -> list[LayerMatch] | None:
@@ -311,11 +336,7 @@ class LossTerm:
             raise ConfigError(f"loss term '{self.loss}': proj must be 'linear' or 'none', got '{self.proj}'")
         if self.filter_epochs < 1:
             raise ConfigError(f"ted_filter_epochs must be >= 1, got {self.filter_epochs}")
-        if self.layers is not None:
-            self.layers = [m if isinstance(m, LayerMatch) else build_config(LayerMatch, m, "layer_map[]")
-                           for m in self.layers]
-            if not self.layers:
-                raise ConfigError("layer_map is empty")
+        self.layers = layer_pairs(self.layers)
         self.name = self.name or self.loss
 
     @property
@@ -380,11 +401,7 @@ class DistillConfig:
             raise ConfigError("alpha and beta must be >= 0")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if self.layer_map is not None:
-            self.layer_map = [m if isinstance(m, LayerMatch) else build_config(LayerMatch, m, "layer_map[]")
-                              for m in self.layer_map]
-            if not self.layer_map:
-                raise ConfigError("layer_map is empty")
+        self.layer_map = layer_pairs(self.layer_map)
         if self.ted_filter_epochs < 1:
             raise ConfigError(f"ted_filter_epochs must be >= 1, got {self.ted_filter_epochs}")
         if self.terms is not None:

@@ -14,6 +14,7 @@ from codistill.config import (
     build_config,
     check_types,
     counterfactual_k,
+    read_yaml_mapping,
 )
 from codistill.errors import ConfigError
 
@@ -145,22 +146,13 @@ class SweepConfig:
         if "method" in self.distill:
             raise ConfigError("distill.method: set the methods with the sweep's 'methods' list")
         build_config(DistillConfig, {**self.distill, "method": "lwd"}, "distill")
-        from codistill.counterfactuals import make_generator
+        from codistill.counterfactuals import generator_config
 
-        make_generator(self.generator, default_cache_dir=str(Path(self.out) / "llm_cache"), where="generator")
+        generator_config(self.generator, default_cache_dir=str(Path(self.out) / "llm_cache"), where="generator")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SweepConfig":
-        import yaml
-
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read the sweep config ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of options")
-        return build_config(cls, raw, str(path))
+        return build_config(cls, read_yaml_mapping(path, str(path), "the sweep config"), str(path))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
