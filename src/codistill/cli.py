@@ -278,9 +278,9 @@ def data_sample(
     console.print(table)
 
 
-def _print_metrics(title: str, rows: dict[str, dict]) -> None:
+def _print_metrics(title: str, rows: dict[str, dict], first: str = "split") -> None:
     table = Table(title=title)
-    table.add_column("split")
+    table.add_column(first)
     for col in ("accuracy", "macro-F1", "MCC", "agreement"):
         table.add_column(col, justify="right")
     for split, m in rows.items():
@@ -427,6 +427,65 @@ def counterfactuals_cmd(
             table.add_row(f"llm {key}", fmt(value))
     console.print(table)
     console.print(f"wrote {out} and {summary_path(out)}")
+
+
+@app.command("export")
+def export_cmd(
+    model: str = typer.Argument(..., help="A model folder codistill wrote (student or teacher), or a Hub name."),
+    out: Path = typer.Option(..., "--out", help="Output folder: model.onnx, config.json (label names), tokenizer."),
+    onnx: bool = typer.Option(False, "--onnx", help="Export to ONNX (the format there is so far)."),
+    int8: bool = typer.Option(False, "--int8", help="Quantize the weights to int8 (onnxruntime dynamic quantization)."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset. [default: 18]"),
+    check_data: Optional[Path] = typer.Option(None, "--check-data", help="CSV/TSV/JSONL whose texts (the first "
+                                              "256) check the export against PyTorch [default: 12 built-in texts]."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column of --check-data."),
+    max_length: int = typer.Option(128, "--max-length", help="Tokens per text in the check."),
+) -> None:
+    """Export a classifier to ONNX (fp32 or int8) for onnxruntime and optimum; checked against PyTorch."""
+    from codistill.data import read_texts
+    from codistill.export import OPSET, export_onnx
+
+    if not onnx:
+        raise CodistillError("choose the export format: --onnx")
+    texts = None
+    if check_data is not None:
+        texts = read_texts(check_data, None, text_column=text_column).texts
+    r = export_onnx(model, out, int8=int8, opset=opset or OPSET, check_texts=texts, max_length=max_length)
+    bound = f" (tolerance {r.tolerance:.0e})" if r.tolerance is not None else ""
+    console.print(f"exported {r.source} ({r.parameters:,} parameters) to {r.out}: {r.precision} ONNX, opset {r.opset}, "
+                  f"{r.onnx_bytes / 2**20:.1f} MiB, inputs {', '.join(r.inputs)}, {r.seconds:.1f}s")
+    console.print(f"check on {r.checked_texts} texts against PyTorch: largest probability difference "
+                  f"{r.max_abs_diff:.2e}{bound}, same class on {r.agreement:.1%}")
+
+
+@app.command("predict")
+def predict_cmd(
+    model: str = typer.Argument(..., help="A model folder: PyTorch (save_pretrained) or ONNX (codistill export)."),
+    data: Path = typer.Option(..., "--data", help="CSV, TSV or JSONL file of texts (a label column is optional)."),
+    out: Path = typer.Option(..., "--out", help="Predictions JSONL (label, probabilities per row); summary beside it."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column [default: found by name]."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column [default: found by name, "
+                                               "optional]."),
+    encoding: str = typer.Option("utf-8", "--encoding", help="Text encoding of --data."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Texts per batch."),
+    max_length: int = typer.Option(128, "--max-length", help="Tokens per text (longer texts are truncated)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads [default: all]."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Another model's predictions JSONL (from "
+                                             "predict on the same file) or model folder: prints agreement."),
+) -> None:
+    """Predict every row of a file with a PyTorch or ONNX model; with labels, print accuracy and macro-F1."""
+    from codistill.predict import predict_file, summary_file
+
+    s = predict_file(model, data, out, text_column=text_column, label_column=label_column, encoding=encoding,
+                     batch_size=batch_size, max_length=max_length, threads=threads, reference=reference)
+    console.print(f"{s['rows']:,} rows predicted by {model} ({s['backend']}, {s['precision']}) in {s['seconds']:.1f}s "
+                  f"({s['rows_per_second']:.0f} rows/s); wrote {out} and {summary_file(out)}")
+    counts = ", ".join(f"{n}: {c:,}" for n, c in s["predicted_counts"].items())
+    console.print(f"predicted classes: {counts}")
+    if s["metrics"] is not None:
+        _print_metrics(f"{data.name} ({s['rows']:,} labelled rows)", {str(model): s["metrics"]}, first="model")
+    elif s["agreement"] is not None:
+        console.print(f"agreement with {reference}: {s['agreement']:.4f}")
 
 
 @app.command("sweep")

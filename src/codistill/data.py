@@ -184,11 +184,12 @@ REGISTRY: dict[str, RegisteredDataset] = {
 
 @dataclass
 class _RawRows:
-    """Rows of one file before labels are resolved: texts, raw label values and their line numbers."""
+    """Rows of one file before labels are resolved: texts, raw label values (``None`` when the file has no
+    label column and none was required) and their line numbers."""
 
     path: str
     texts: list[str]
-    raw_labels: list[Any]
+    raw_labels: list[Any] | None
     lines: list[int]
 
 
@@ -231,7 +232,14 @@ def _join_text(parts: Iterable[Any]) -> str:
     return " ".join(str(p).strip() for p in parts if p is not None and str(p).strip())
 
 
-def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> _RawRows:
+def _label_column(columns: Sequence[str], cfg: DataConfig, where: str, required: bool) -> str | None:
+    """The label column; when labels are optional and none was named, ``None`` if no candidate exists."""
+    if not required and cfg.label_column is None and not any(c.lower() in LABEL_COLUMN_CANDIDATES for c in columns):
+        return None
+    return _pick_column(columns, cfg.label_column, LABEL_COLUMN_CANDIDATES, "label", where, "--label-column")
+
+
+def _read_delimited(path: Path, cfg: DataConfig, delimiter: str, label_required: bool = True) -> _RawRows:
     content = _decode(path.read_bytes(), path, cfg.encoding)
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, strict=True)
     try:
@@ -240,11 +248,10 @@ def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> _RawRows:
             raise DataError(f"{path}: file is empty (expected a header row with the column names)")
         header = [h.strip() for h in header]
         text_cols = _text_columns(header, cfg, str(path))
-        label_col = _pick_column(header, cfg.label_column, LABEL_COLUMN_CANDIDATES, "label", str(path),
-                                 "--label-column")
+        label_col = _label_column(header, cfg, str(path), label_required)
         text_idx = [header.index(c) for c in text_cols]
-        label_idx = header.index(label_col)
-        rows = _RawRows(str(path), [], [], [])
+        label_idx = header.index(label_col) if label_col is not None else None
+        rows = _RawRows(str(path), [], [] if label_col is not None else None, [])
         for row in reader:
             line = reader.line_num  # physical line where the row ends
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -255,7 +262,8 @@ def _read_delimited(path: Path, cfg: DataConfig, delimiter: str) -> _RawRows:
                     f"({', '.join(header)}) but found {len(row)}"
                 )
             rows.texts.append(_join_text(row[i] for i in text_idx))
-            rows.raw_labels.append(row[label_idx])
+            if label_idx is not None:
+                rows.raw_labels.append(row[label_idx])
             rows.lines.append(line)
     except csv.Error as exc:
         raise DataError(f"{path}, line {reader.line_num}: malformed row ({exc})") from None
@@ -277,7 +285,7 @@ def iter_json_lines(path: str | Path, content: str) -> Iterable[tuple[int, dict[
         yield line_no, obj
 
 
-def _read_jsonl(path: Path, cfg: DataConfig) -> _RawRows:
+def _read_jsonl(path: Path, cfg: DataConfig, label_required: bool = True) -> _RawRows:
     content = _decode(path.read_bytes(), path, cfg.encoding)
     rows = _RawRows(str(path), [], [], [])
     text_cols: list[str] | None = None
@@ -286,34 +294,38 @@ def _read_jsonl(path: Path, cfg: DataConfig) -> _RawRows:
         where = f"{path}, line {line_no}"
         if text_cols is None:
             text_cols = _text_columns(list(obj), cfg, where)
-            label_col = _pick_column(list(obj), cfg.label_column, LABEL_COLUMN_CANDIDATES, "label", where,
-                                     "--label-column")
-        missing = [c for c in [*text_cols, label_col] if c not in obj]
+            label_col = _label_column(list(obj), cfg, where, label_required)
+            if label_col is None:
+                rows.raw_labels = None
+        missing = [c for c in [*text_cols, *([label_col] if label_col else [])] if c not in obj]
         if missing:
             raise DataError(f"{where}: missing column '{missing[0]}' (keys: {', '.join(obj)})")
         for c in text_cols:
             if obj[c] is not None and not isinstance(obj[c], str):
                 raise DataError(f"{where}: text column '{c}' holds {type(obj[c]).__name__}, expected a string")
         rows.texts.append(_join_text(obj[c] for c in text_cols))
-        rows.raw_labels.append(obj[label_col])
+        if label_col is not None:
+            rows.raw_labels.append(obj[label_col])
         rows.lines.append(line_no)
     if text_cols is None:
         raise DataError(f"{path}: file is empty (expected one JSON object per line)")
     return rows
 
 
-def read_rows(path: str | Path, cfg: DataConfig) -> _RawRows:
-    """Read one CSV, TSV or JSONL file into texts and raw label values (labels not yet resolved)."""
+def read_rows(path: str | Path, cfg: DataConfig, label_required: bool = True) -> _RawRows:
+    """Read one CSV, TSV or JSONL file into texts and raw label values (labels not yet resolved). With
+    ``label_required=False`` a file without a label column (none named, no candidate present) is read with
+    ``raw_labels=None``."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        rows = _read_delimited(path, cfg, ",")
+        rows = _read_delimited(path, cfg, ",", label_required)
     elif suffix == ".tsv":
-        rows = _read_delimited(path, cfg, "\t")
+        rows = _read_delimited(path, cfg, "\t", label_required)
     elif suffix == ".jsonl":
-        rows = _read_jsonl(path, cfg)
+        rows = _read_jsonl(path, cfg, label_required)
     else:
         raise DataError(f"{path}: unsupported file type '{suffix}' (use .csv, .tsv or .jsonl)")
     return rows
@@ -624,6 +636,42 @@ def load_hub(cfg: DataConfig) -> TextDataset:
         cfg = DataConfig(**{**cfg.to_dict(), "label_names": label_names})
     notes = [spec.description] if spec else []
     return _build_dataset(spec.name if spec else hub_name, hub_name, raw, cfg, notes)
+
+
+@dataclass
+class TextRows:
+    """Texts read for prediction, with class indices when the file has a label column (else ``None``) and
+    the line of each row (for messages)."""
+
+    path: str
+    texts: list[str]
+    labels: list[int] | None
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def read_texts(path: str | Path, label_names: Sequence[str] | None, text_column: str | None = None,
+               label_column: str | None = None, encoding: str = "utf-8") -> TextRows:
+    """Read a CSV/TSV/JSONL file of texts to classify. The text column is named or found as for datasets;
+    a label column is optional (named, or one of the usual names) and its values are resolved against
+    ``label_names`` (a model's classes): a class name or an index. ``label_names=None`` reads texts only."""
+    cfg = DataConfig(source=str(path), text_column=text_column, label_column=label_column, encoding=encoding)
+    rows = read_rows(path, cfg, label_required=False)
+    if not rows.texts:
+        raise DataError(f"{path}: no rows to predict")
+    if rows.raw_labels is None or label_names is None:
+        for text, line in zip(rows.texts, rows.lines):
+            if not text.strip():
+                raise DataError(f"{path}, line {line}: empty text")
+        return TextRows(str(path), [t.strip() for t in rows.texts], None, rows.lines)
+    names = [str(n) for n in label_names]
+    mapping: dict[Any, int] = {_normalize_label(n, f"{path}: class name"): i for i, n in enumerate(names)}
+    if not any(isinstance(key, int) for key in mapping):  # names are words: integers are class indices
+        mapping.update({i: i for i in range(len(names))})
+    resolved = _resolve(rows, names, mapping, set(), "predict")
+    return TextRows(str(path), resolved.texts, resolved.labels, rows.lines)
 
 
 def load_dataset(source: str | Path | DataConfig = "tweets", **options: Any) -> TextDataset:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> list[list[int]]:
@@ -66,27 +69,38 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_cla
     return out
 
 
+def batched_logits(texts: Sequence[str], forward: Callable[[list[str]], "np.ndarray | torch.Tensor"],
+                   num_labels: int, batch_size: int = 64, progress: bool = False, desc: str = "predict") -> torch.Tensor:
+    """Logits ``(N, C)`` of ``texts`` from ``forward`` (a batch of texts -> its logits), any backend: texts
+    are sorted by length so each batch pads little, and the result is put back in the input order."""
+    from tqdm.auto import tqdm
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.empty(len(texts), num_labels)
+    with tqdm(total=len(texts), desc=desc, disable=not progress, leave=False, unit="text") as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            out[idx] = torch.as_tensor(forward([texts[i] for i in idx])).float().cpu()
+            bar.update(len(idx))
+    return out
+
+
 @torch.no_grad()
 def predict_logits(model, tokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
                    device: torch.device | str | None = None, progress: bool = False, desc: str = "predict") -> torch.Tensor:
-    """Logits ``(N, C)`` for ``texts``, in eval mode, batched; texts sorted by length for speed and the
-    result put back in the input order."""
-    from tqdm.auto import tqdm
-
+    """Logits ``(N, C)`` of a PyTorch classifier for ``texts``, in eval mode, batched (:func:`batched_logits`)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out = torch.empty(len(texts), model.config.num_labels)
-    batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt").to(device)
-        logits = model(**enc).logits.float().cpu()
-        out[idx] = logits
-    model.train(was_training)
-    return out
+
+    def forward(batch: list[str]) -> torch.Tensor:
+        enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+        return model(**enc).logits
+
+    try:
+        return batched_logits(texts, forward, model.config.num_labels, batch_size, progress, desc)
+    finally:
+        model.train(was_training)
 
 
 def evaluate_texts(model, tokenizer, texts: Sequence[str], labels: Sequence[int], num_classes: int,

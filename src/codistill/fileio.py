@@ -16,6 +16,7 @@ def _umask() -> int:
 
 
 FILE_MODE = 0o666 & ~_umask()  # what open() would give: a temp file starts at 0600
+DIR_MODE = 0o777 & ~_umask()  # what mkdir() would give: a temp folder starts at 0700
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
