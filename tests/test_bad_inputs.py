@@ -50,13 +50,44 @@ CASES = [
      ["distill", "--config", "{tmp}/c.yaml"], "train.epochs: expected an integer, got 'many'"),
     ("llm option with the edit search", {}, ["counterfactuals", "--generator", "edits", "--base-url", "http://x/v1"],
      "--base-url is an option of the other generator"),
+    # serving: predict and export ({model} is the tiny teacher's folder)
+    ("predict: no text column", {"p.csv": "body,label\nhello,0\n"}, ["predict", "{model}", "--data", "{tmp}/p.csv"],
+     "p.csv: cannot tell which column is the text (columns: body, label); pass --text-column"),
+    ("predict: named text column missing", {"p.csv": "text\nhello\n"},
+     ["predict", "{model}", "--data", "{tmp}/p.csv", "--text-column", "review"], "p.csv: no text column 'review'"),
+    ("predict: label not one of the model's classes", {"p.csv": "text,label\ngreat film,1\ndull,fantastic\n"},
+     ["predict", "{model}", "--data", "{tmp}/p.csv"],
+     "p.csv, line 3: label 'fantastic' is not in the label set (LABEL_0, LABEL_1)"),
+    ("predict: empty text", {"p.csv": "text,id\ngreat,1\n\"  \",2\n"}, ["predict", "{model}", "--data", "{tmp}/p.csv"],
+     "p.csv, line 3: empty text"),
+    ("predict: malformed JSONL", {"p.jsonl": '{"text": "a"}\n{"text": \n'}, ["predict", "{model}", "--data", "{tmp}/p.jsonl"],
+     "p.jsonl, line 2: not valid JSON"),
+    ("predict: unsupported file type", {"p.txt": "great film\n"}, ["predict", "{model}", "--data", "{tmp}/p.txt"],
+     "p.txt: unsupported file type '.txt' (use .csv, .tsv or .jsonl)"),
+    ("predict: a file with only a header", {"p.csv": "text,label\n"}, ["predict", "{model}", "--data", "{tmp}/p.csv"],
+     "p.csv: no rows to predict"),
+    ("predict: output not JSONL", {"p.csv": "text\ngreat\n"},
+     ["predict", "{model}", "--data", "{tmp}/p.csv", "--out", "{tmp}/out/p.csv"], "predictions are written as JSONL"),
+    ("predict: model folder missing", {"p.csv": "text\ngreat\n"}, ["predict", "{tmp}/nothing", "--data", "{tmp}/p.csv"],
+     "model '{tmp}/nothing': no such folder"),
+    ("predict: reference of another length", {"p.csv": "text\ngreat\nawful\n", "ref.jsonl": [{"label_id": 0}]},
+     ["predict", "{model}", "--data", "{tmp}/p.csv", "--reference", "{tmp}/ref.jsonl"],
+     "ref.jsonl: 1 predictions for the 2 rows of"),
+    ("predict: reference label not a class index", {"p.csv": "text\ngreat\n", "ref.jsonl": [{"label_id": 7}]},
+     ["predict", "{model}", "--data", "{tmp}/p.csv", "--reference", "{tmp}/ref.jsonl"],
+     "ref.jsonl, line 1: 'label_id' must be a class index 0..1"),
+    ("export without a format", {}, ["export", "{model}", "--out", "{tmp}/out/x"], "choose the export format: --onnx"),
+    ("export over a folder that is not an export", {"mine/keep.txt": "mine"},
+     ["export", "{model}", "--onnx", "--out", "{tmp}/mine"], "--out {tmp}/mine exists and is not a codistill export folder"),
+    ("export of a folder that does not exist", {}, ["export", "{tmp}/nothing", "--onnx", "--out", "{tmp}/out/x"],
+     "model '{tmp}/nothing': no such folder"),
 ]
 
 
 def _write(tmp: Path, name: str, content, folder: Path) -> None:
     path = tmp / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    if name.endswith(".jsonl"):
+    if name.endswith(".jsonl") and not isinstance(content, str):
         text = json.dumps(content[0]).replace("{text}", "the film was great number 0") + "\n" if content else ""
         path.write_text(text)
     elif name.endswith(".yaml"):
@@ -71,7 +102,10 @@ def test_bad_input_is_one_line(case, files, args, message, tmp_path: Path, csv_f
                                capsys) -> None:
     for name, content in files.items():
         _write(tmp_path, name, content, csv_folder)
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{model}", str(tiny_teacher)) for a in args]
+    message = message.replace("{tmp}", str(tmp_path))
+    if argv[0] == "predict" and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out" / "p.jsonl")]
     if argv[0] in ("distill", "counterfactuals"):
         argv += ["--data", str(csv_folder), "--teacher", str(tiny_teacher), "--out", str(tmp_path / "out"),
                  "--k", "4", "--student", str(tiny_teacher), "--student-layers", "1"][: None if argv[0] == "distill" else 8]
@@ -81,7 +115,8 @@ def test_bad_input_is_one_line(case, files, args, message, tmp_path: Path, csv_f
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), err
     assert message in " ".join(err.split()), err
-    assert not (tmp_path / "out" / "metrics.json").exists()
+    assert not (tmp_path / "out" / "metrics.json").exists() and not (tmp_path / "out" / "p.jsonl").exists()
+    assert not (tmp_path / "out" / "x").exists()  # no export folder either
     assert not (tmp_path / "sweep_out").exists()  # a bad sweep config creates nothing
 
 
