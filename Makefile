@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install wordnet demo test test-slow mpnet clean
+.PHONY: install wordnet demo test test-slow mpnet optimum-venv clean
 
 install: $(VENV)/.installed wordnet
 
@@ -36,6 +36,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 mpnet: install
 	$(VENV)/bin/codistill fetch mpnet
 
+# optimum-onnx pins transformers < 4.58, so the check that optimum loads our ONNX exports
+# (benchmarks/optimum_check.py, and the slow test that runs it) uses an environment of its own.
+optimum-venv: .venv-optimum/.installed
+
+.venv-optimum/.installed: constraints.txt
+	$(PYTHON) -m venv .venv-optimum
+	.venv-optimum/bin/python -m pip install -c constraints.txt torch==2.13.0
+	.venv-optimum/bin/python -m pip install -c constraints.txt optimum-onnx onnxruntime
+	touch $@
+
 demo: install
 	$(VENV)/bin/codistill demo
 
@@ -46,4 +56,4 @@ test-slow: install
 	$(PY) -m pytest -m slow
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-optimum build src/*.egg-info .pytest_cache

@@ -245,3 +245,32 @@ def test_export_and_predict_commands(models, tmp_path: Path, capsys) -> None:
     out = " ".join(capsys.readouterr().out.split())
     assert "12 rows predicted" in out and "(onnx, int8)" in out and "accuracy" in out
     assert len(_read_jsonl(tmp_path / "p.jsonl")) == 12
+
+
+OPTIMUM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-optimum" / "bin" / "python"
+
+
+@pytest.mark.slow
+def test_optimum_loads_the_exports(models, tmp_path: Path) -> None:
+    """optimum's ORTModelForSequenceClassification and pipeline read our folders and give our probabilities
+    (in optimum's own environment: `make optimum-venv`, since optimum-onnx pins transformers < 4.58)."""
+    import subprocess
+
+    from codistill.export import export_onnx
+    from codistill.predict import predict_file
+
+    if not OPTIMUM_PYTHON.is_file():
+        pytest.skip("needs optimum's environment: make optimum-venv")
+    data = write_csv(tmp_path / "in.csv", [{"text": t} for t in TEXTS])
+    pairs = []
+    for kind, int8 in (("bert-binary", False), ("bert-binary", True), ("bert-3-class", False), ("qwen-decoder", False)):
+        folder = tmp_path / f"{kind}-{'int8' if int8 else 'fp32'}"
+        export_onnx(models[kind], folder, int8=int8)
+        predict_file(folder, data, folder.with_suffix(".jsonl"), batch_size=1, progress=False)
+        pairs += [str(folder), str(folder.with_suffix(".jsonl"))]
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "optimum_check.py"
+    proc = subprocess.run([str(OPTIMUM_PYTHON), str(script), *pairs], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 4 and all(r["ok"] and r["same_class"] == 1.0 for r in reports)
+    assert reports[2]["labels"] == ["LABEL_0", "LABEL_1", "LABEL_2"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import json
 import logging
 import os
 import shutil
@@ -186,6 +187,16 @@ def _quantize_int8(src: Path, dst: Path) -> None:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
 
+def _portable_tokenizer_class(folder: Path) -> None:
+    """transformers 5 names a plain fast tokenizer ``TokenizersBackend``, a class transformers 4 (which
+    optimum-onnx requires) lacks; ``PreTrainedTokenizerFast`` names the same class in both."""
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        atomic_write_json(path, config)
+
+
 def _prepare_out(out: Path, source: Path) -> None:
     if out.resolve() == source.resolve():
         raise ConfigError(f"--out {out} is the model folder itself; choose a new folder")
@@ -243,6 +254,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
         shutil.rmtree(staged)
         clf.model.config.save_pretrained(tmp)
         clf.tokenizer.save_pretrained(tmp)
+        _portable_tokenizer_class(tmp)
         manifest: dict[str, Any] = {
             "format": "onnx", "precision": "int8" if int8 else "fp32", "opset": opset, "inputs": input_names,
             "outputs": ["logits"], "source": str(model_dir), "label_names": [
