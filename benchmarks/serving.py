@@ -1,7 +1,7 @@
 """Serving benchmark (issue 14): what a distilled student costs to run, against its teacher.
 
     python benchmarks/serving.py --teacher runs/teacher_sst2 --student runs/student_lwd_k64 \
-        --data ../shared/data/sst2 --out benchmarks/results/serving_sst2
+        --data ../shared/data/sst2 --out benchmarks/results/serving_sst2 --models runs/serving_models
 
 Rows: the teacher (PyTorch fp32), the student (PyTorch fp32, ONNX fp32, ONNX int8) and, to tell what
 distillation buys from what export buys, the teacher as ONNX int8. The ONNX folders are made with
@@ -93,10 +93,13 @@ def main() -> None:
     ap.add_argument("--teacher", required=True, help="the teacher's folder")
     ap.add_argument("--student", required=True, help="a student folder written by codistill distill")
     ap.add_argument("--data", default="../shared/data/sst2")
-    ap.add_argument("--out", default="benchmarks/results/serving_sst2")
+    ap.add_argument("--out", default="benchmarks/results/serving_sst2", help="where the tables and plot go")
+    ap.add_argument("--models", default="runs/serving_models", help="where the ONNX exports go (large; not results)")
     ap.add_argument("--latency-texts", type=int, default=150, help="test texts timed one by one per round")
     ap.add_argument("--throughput-texts", type=int, default=640, help="test texts timed at batch 64 per round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--teacher-name", default="teacher", help="label of the teacher's rows")
+    ap.add_argument("--student-name", default="student", help="label of the student's rows")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--max-length", type=int, default=128)
     args = ap.parse_args()
@@ -108,15 +111,16 @@ def main() -> None:
     exports = {}
     for name, source, int8 in (("student-onnx-fp32", student, False), ("student-onnx-int8", student, True),
                                ("teacher-onnx-int8", teacher, True)):
-        report = export_onnx(source, out / "models" / name, int8=int8, max_length=args.max_length,
+        report = export_onnx(source, Path(args.models) / name, int8=int8, max_length=args.max_length,
                              check_texts=test.texts[:256])
         exports[name] = report
         print(f"exported {name}: max |p_onnx - p_torch| = {report.max_abs_diff:.2e}, same class on "
               f"{report.agreement:.1%} of 256 test texts, {report.onnx_bytes / 2**20:.1f} MiB, {report.seconds:.0f}s")
-    models = {"teacher (pytorch fp32)": teacher, "student (pytorch fp32)": student,
-              "student (onnx fp32)": out / "models" / "student-onnx-fp32",
-              "student (onnx int8)": out / "models" / "student-onnx-int8",
-              "teacher (onnx int8)": out / "models" / "teacher-onnx-int8"}
+    tn, sn = args.teacher_name, args.student_name
+    models = {f"{tn} (pytorch fp32)": teacher, f"{sn} (pytorch fp32)": student,
+              f"{sn} (onnx fp32)": Path(args.models) / "student-onnx-fp32",
+              f"{sn} (onnx int8)": Path(args.models) / "student-onnx-int8",
+              f"{tn} (onnx int8)": Path(args.models) / "teacher-onnx-int8"}
     threads = [int(t) for t in args.threads.split(",")]
     rng = random.Random(0)
     lat_texts = rng.sample(test.texts, args.latency_texts)
@@ -127,7 +131,7 @@ def main() -> None:
     for name, folder in models.items():
         predictor = load_predictor(folder, args.max_length, threads=max(threads))
         preds[name] = predictor.logits(test.texts, 64, progress=True).argmax(-1).tolist()
-    teacher_pred = preds["teacher (pytorch fp32)"]
+    teacher_pred = preds[f"{tn} (pytorch fp32)"]
 
     # speed: per thread count, rounds visiting every model in turn
     lat: dict = {(n, t): [] for n in models for t in threads}

@@ -274,3 +274,17 @@ def test_optimum_loads_the_exports(models, tmp_path: Path) -> None:
     reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(reports) == 4 and all(r["ok"] and r["same_class"] == 1.0 for r in reports)
     assert reports[2]["labels"] == ["LABEL_0", "LABEL_1", "LABEL_2"]
+
+
+def test_a_multi_label_model_is_refused_not_softmaxed(tmp_path: Path) -> None:
+    from transformers import AutoConfig
+
+    from codistill.errors import ConfigError
+    from codistill.predict import load_predictor
+
+    folder = save_tiny_bert(tmp_path / "multi", layers=1, width=16, seed=0, num_labels=3)
+    config = AutoConfig.from_pretrained(folder)
+    config.problem_type = "multi_label_classification"
+    config.save_pretrained(folder)
+    with pytest.raises(ConfigError, match="multi-label models"):
+        load_predictor(folder)

@@ -80,6 +80,11 @@ class Predictor:
 
 
 def _label_names(config) -> list[str]:
+    """Class names in index order; a multi-label model (sigmoid per class) is refused, since every figure here
+    assumes one class per text (softmax)."""
+    if getattr(config, "problem_type", None) == "multi_label_classification":
+        raise ConfigError("multi-label models (problem_type 'multi_label_classification') are not supported: "
+                          "predict gives one class per text")
     return [str(config.id2label[i]) for i in range(int(config.num_labels))]
 
 
