@@ -1,15 +1,16 @@
 """Serving benchmark (issue 14): what a distilled student costs to run, against its teacher.
 
-    python benchmarks/serving.py --teacher runs/teacher_sst2 --student runs/student_lwd_k64 \
-        --data ../shared/data/sst2 --out benchmarks/results/serving_sst2 --models runs/serving_models
+    python benchmarks/serving.py --teacher mpnet=runs/teacher_mpnet --student minilm-3=runs/kd3 \
+        --student minilm-6=runs/kd6 --data ../shared/data/sst2 --out benchmarks/results/serving_sst2_mpnet \
+        --models runs/serving_models
 
-Rows: the teacher (PyTorch fp32), the student (PyTorch fp32, ONNX fp32, ONNX int8) and, to tell what
-distillation buys from what export buys, the teacher as ONNX int8. The ONNX folders are made with
-``codistill export``'s code. For each: parameters, size on disk, latency at batch 1 (p50 / p95, one text per
-call, tokenization included, as a server answering single requests pays it) and throughput at batch 64 on 1
-and 2 threads, accuracy and agreement with the teacher on the whole test split. All figures come from one
-run, in rounds that visit every model in turn so that a noisy neighbour hurts all rows alike; the table gives
-ratios to the teacher. Writes serving.json, serving.csv, serving.md and serving.png.
+Rows: the teacher (PyTorch fp32, and ONNX int8 to tell what distillation buys from what export buys) and
+each student (PyTorch fp32, ONNX fp32, ONNX int8). The ONNX folders are made with ``codistill export``'s
+code. For each: parameters, size on disk, latency at batch 1 (p50 / p95, one text per call, tokenization
+included, as a server answering single requests pays it) and throughput at batch 64 on 1 and 2 threads,
+accuracy and agreement with the teacher on the whole test split. All figures come from one run, in rounds
+that visit every model in turn so that a noisy neighbour hurts all rows alike; the table gives ratios to
+the teacher (PyTorch fp32). Writes serving.json, serving.csv, serving.md and serving.png.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def disk_bytes(folder: Path) -> int:
     """Bytes of the weights: the safetensors / bin files, or the ONNX file(s)."""
     names = [p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.startswith(ONNX_FILE)]
     return sum(p.stat().st_size for p in names)
+
+
+def named(spec: str, default: str) -> tuple[str, Path]:
+    """``NAME=FOLDER`` or ``FOLDER`` -> (name, folder)."""
+    name, sep, folder = spec.partition("=")
+    return (name, Path(folder)) if sep else (default, Path(spec))
 
 
 def parameters(folder: Path) -> int:
@@ -90,37 +97,38 @@ def plot(rows: list[dict], threads: list[int], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", required=True, help="the teacher's folder")
-    ap.add_argument("--student", required=True, help="a student folder written by codistill distill")
+    ap.add_argument("--teacher", required=True, help="the teacher's folder, or NAME=FOLDER to label its rows")
+    ap.add_argument("--student", required=True, action="append",
+                    help="a student folder written by codistill distill, or NAME=FOLDER; repeat for several")
     ap.add_argument("--data", default="../shared/data/sst2")
     ap.add_argument("--out", default="benchmarks/results/serving_sst2", help="where the tables and plot go")
     ap.add_argument("--models", default="runs/serving_models", help="where the ONNX exports go (large; not results)")
     ap.add_argument("--latency-texts", type=int, default=150, help="test texts timed one by one per round")
     ap.add_argument("--throughput-texts", type=int, default=640, help="test texts timed at batch 64 per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--teacher-name", default="teacher", help="label of the teacher's rows")
-    ap.add_argument("--student-name", default="student", help="label of the student's rows")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--max-length", type=int, default=128)
     args = ap.parse_args()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    teacher, student = Path(args.teacher), Path(args.student)
+    tn, teacher = named(args.teacher, "teacher")
+    students = [named(spec, f"student {i + 1}" if len(args.student) > 1 else "student") for i, spec in enumerate(args.student)]
     test = load_dataset(args.data)["test"]
+    models = {f"{tn} (pytorch fp32)": teacher}
     exports = {}
-    for name, source, int8 in (("student-onnx-fp32", student, False), ("student-onnx-int8", student, True),
-                               ("teacher-onnx-int8", teacher, True)):
-        report = export_onnx(source, Path(args.models) / name, int8=int8, max_length=args.max_length,
-                             check_texts=test.texts[:256])
-        exports[name] = report
-        print(f"exported {name}: max |p_onnx - p_torch| = {report.max_abs_diff:.2e}, same class on "
+    for name, source, int8 in [(tn, teacher, True)] + [(sn, s, q) for sn, s in students for q in (False, True)]:
+        precision = "int8" if int8 else "fp32"
+        folder = Path(args.models) / f"{name.replace(' ', '_')}-onnx-{precision}"
+        report = export_onnx(source, folder, int8=int8, max_length=args.max_length, check_texts=test.texts[:256])
+        exports[f"{name} (onnx {precision})"] = report
+        print(f"exported {name} ({precision}): max |p_onnx - p_torch| = {report.max_abs_diff:.2e}, same class on "
               f"{report.agreement:.1%} of 256 test texts, {report.onnx_bytes / 2**20:.1f} MiB, {report.seconds:.0f}s")
-    tn, sn = args.teacher_name, args.student_name
-    models = {f"{tn} (pytorch fp32)": teacher, f"{sn} (pytorch fp32)": student,
-              f"{sn} (onnx fp32)": Path(args.models) / "student-onnx-fp32",
-              f"{sn} (onnx int8)": Path(args.models) / "student-onnx-int8",
-              f"{tn} (onnx int8)": Path(args.models) / "teacher-onnx-int8"}
+    models[f"{tn} (onnx int8)"] = Path(exports[f"{tn} (onnx int8)"].out)
+    for sn, source in students:
+        models[f"{sn} (pytorch fp32)"] = source
+        models[f"{sn} (onnx fp32)"] = Path(exports[f"{sn} (onnx fp32)"].out)
+        models[f"{sn} (onnx int8)"] = Path(exports[f"{sn} (onnx int8)"].out)
     threads = [int(t) for t in args.threads.split(",")]
     rng = random.Random(0)
     lat_texts = rng.sample(test.texts, args.latency_texts)
@@ -165,7 +173,7 @@ def main() -> None:
             row[f"speedup_b1_t{t}"] = base[f"p50_ms_t{t}"] / row[f"p50_ms_t{t}"]
             row[f"speedup_b64_t{t}"] = row[f"throughput_t{t}"] / base[f"throughput_t{t}"]
 
-    info = {"teacher": str(teacher), "student": str(student), "data": args.data, "test_rows": len(test),
+    info = {"teacher": str(teacher), "students": {n: str(f) for n, f in students}, "data": args.data, "test_rows": len(test),
             "latency_texts": args.latency_texts, "throughput_texts": args.throughput_texts, "rounds": args.rounds,
             "threads": threads, "max_length": args.max_length, "torch": torch.__version__,
             "exports": {k: {"max_abs_diff": v.max_abs_diff, "agreement": v.agreement} for k, v in exports.items()},
@@ -176,7 +184,8 @@ def main() -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "serving.csv", buf.getvalue())
-    lines = [f"Teacher `{teacher}`, student `{student}`; test split of `{args.data}` ({len(test):,} rows). "
+    shown = ", ".join(f"{n} `{f}`" for n, f in students)
+    lines = [f"Teacher ({tn}) `{teacher}`; students: {shown}; test split of `{args.data}` ({len(test):,} rows). "
              f"Latency: {args.latency_texts} test texts one at a time x {args.rounds} rounds; throughput: "
              f"{args.throughput_texts} texts at batch 64, median of {args.rounds} rounds. Ratios are to the teacher.",
              ""]

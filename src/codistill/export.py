@@ -180,11 +180,13 @@ def _torch_to_onnx(clf, input_names: Sequence[str], path: Path, opset: int) -> N
 
 
 def _quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantization: int8 weights, activations quantized per batch at run time."""
+    """Dynamic int8 quantization: int8 weights with one scale per output channel, activations quantized per
+    batch at run time. Per channel rather than per tensor: on SST-2 it kept the mpnet teacher at 92.70%
+    (fp32 93.25%) where one scale per tensor dropped it to 89.73%, for about 10% more latency at batch 1."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def _portable_tokenizer_class(folder: Path) -> None:
