@@ -68,7 +68,7 @@ def test_demo_config_is_the_documented_grid() -> None:
 
 def test_help_on_every_command() -> None:
     for args in ([], ["data"], ["data", "show"], ["data", "sample"], ["demo"], ["teacher"], ["distill"],
-                 ["counterfactuals"], ["sweep"], ["report"], ["export"], ["predict"]):
+                 ["counterfactuals"], ["sweep"], ["report"], ["export"], ["predict"], ["fetch"]):
         proc = subprocess.run([sys.executable, "-m", "codistill", *args, "--help"], capture_output=True, text=True)
         assert proc.returncode == 0, (args, proc.stderr)
         assert "Usage" in proc.stdout
