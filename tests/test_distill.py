@@ -311,3 +311,34 @@ def test_augment_at_k_equals_cod_at_2k(tmp_path: Path, trained_teacher: Path, ti
     cod = run_distill(toy, trained_teacher, tmp_path / "cod", k=16, cod="replace", **common)
     assert augment["n_originals"] == cod["n_originals"] == 8
     assert augment["test"] == cod["test"] and augment["cod"] == "augment"
+
+
+def test_teacher_cache_pools_each_text_over_its_own_tokens(tiny_teacher: Path, tiny_qwen: Path, toy) -> None:
+    """The cached sentence embedding of a text is the mean of the last layer over its real tokens, whatever
+    it was padded with in its batch (right-padded BERT and left-padded Qwen)."""
+    for folder in (tiny_teacher, tiny_qwen):
+        teacher = load_classifier(str(folder), ["negative", "positive"])
+        texts = toy["train"].texts[:5]
+        texts[2] = texts[2] + " and the plot was fine and the movie was very lovely"
+        enc = encode(teacher.tokenizer, texts, 32)
+        cache = build_teacher_cache(teacher, enc, [], batch_size=3, pooled=True)
+        assert cache.hidden == {} and cache.pooled.shape == (5, teacher.hidden_size)
+        with torch.no_grad():
+            for i, text in enumerate(texts):
+                alone = teacher.model(**teacher.tokenizer([text], return_tensors="pt"), output_hidden_states=True)
+                assert torch.allclose(cache.pooled[i], alone.hidden_states[-1][0].mean(0), atol=1e-5)
+
+
+def test_kd_rep_distills_across_tokenizers(tmp_path: Path, trained_teacher: Path, tiny_qwen: Path, toy) -> None:
+    """A BERT teacher and a Qwen student share no tokenizer: LWD refuses, KD + sentence embeddings trains
+    (the projection is extra trainable: D_S x D_T + D_T) and logs the pooled term."""
+    student = StudentConfig(model=str(tiny_qwen), layers=None)
+    with pytest.raises(ConfigError, match="same tokenizer"):
+        run_distill(toy, trained_teacher, tmp_path / "lwd", k=8, student=student, method=DistillConfig(method="lwd"),
+                    train=FAST, progress=False)
+    m = run_distill(toy, trained_teacher, tmp_path / "rep", k=8, student=student,
+                    method=DistillConfig(method="kd_rep", beta=2.0), train=FAST, progress=False)
+    assert m["extra_trainable_parameters"] == 32 * 32 + 32
+    assert [t["name"] for t in m["terms"]] == ["ce", "kd", "pooled"] and m["terms"][2]["weight"] == 2.0
+    log = [json.loads(r) for r in (tmp_path / "rep" / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["pooled"] > 0 and r["loss"] == pytest.approx(r["ce"] + r["kd"] + r["pooled"], rel=1e-5) for r in log)

@@ -101,3 +101,39 @@ def test_ted_filters_task_loss_and_matching() -> None:
 def test_masked_mean_pool_ignores_padding() -> None:
     h = torch.tensor([[[1.0], [3.0], [99.0]]])
     assert masked_mean_pool(h, torch.tensor([[1, 1, 0]])).item() == pytest.approx(2.0)
+
+
+def test_pooled_loss_formulas() -> None:
+    from codistill.losses import pooled_loss
+
+    s = torch.tensor([[1.0, 2.0, 2.0], [0.0, 3.0, 4.0]])
+    t = torch.tensor([[1.0, 0.0, 2.0], [0.0, 6.0, 8.0]])
+    assert pooled_loss(s, t).item() == pytest.approx(((0 + 4 + 0) + (0 + 9 + 16)) / 6)
+    # cosine: row 1 cos = (1 + 0 + 4) / (3 * sqrt(5)); row 2 is parallel (cos 1)
+    assert pooled_loss(s, t, "cosine").item() == pytest.approx(((1 - 5 / (3 * math.sqrt(5))) + 0.0) / 2, rel=1e-6)
+    assert pooled_loss(t, t).item() == 0.0 and pooled_loss(2 * t, t, "cosine").item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pooled_term_projects_the_masked_mean_of_the_last_layer() -> None:
+    from codistill.config import LossTerm
+    from codistill.losses import PooledTerm, StepOutputs
+
+    torch.manual_seed(0)
+    term = PooledTerm(LossTerm("pooled", weight=0.5), student_dim=4, teacher_dim=6)
+    hidden = [torch.randn(2, 3, 4), torch.randn(2, 3, 4)]  # embeddings, last layer
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    teacher = torch.randn(2, 6)
+    out = StepOutputs(labels=torch.tensor([0, 1]), mask=mask, student_logits=torch.zeros(2, 2),
+                      student_hidden=hidden, teacher_pooled=teacher)
+    pooled = torch.stack([hidden[-1][0, :2].mean(0), hidden[-1][1].mean(0)])  # padding left out
+    expected = 0.5 * ((term.projection(pooled) - teacher) ** 2).mean()
+    loss = term(out)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    assert term.projection.weight.grad is not None and term.projection.weight.grad.abs().sum() > 0
+    from codistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs equal widths"):
+        PooledTerm(LossTerm("pooled", proj="none"), student_dim=4, teacher_dim=6)
+    with pytest.raises(ConfigError, match="distance must be 'mse' or 'cosine'"):
+        LossTerm("pooled", distance="l1")

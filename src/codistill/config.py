@@ -172,7 +172,7 @@ class DataConfig:
         return asdict(self)
 
 
-METHODS = ("finetune", "kd", "lwd", "ted")
+METHODS = ("finetune", "kd", "lwd", "ted", "kd_rep")
 
 
 @dataclass
@@ -290,8 +290,9 @@ class TrainConfig:
             raise ConfigError(f"mixed_precision must be no, fp16, bf16 or auto, got '{self.mixed_precision}'")
 
 
-LOSSES = ("ce", "kd", "hidden_mse", "filtered_mse")
+LOSSES = ("ce", "kd", "hidden_mse", "filtered_mse", "pooled")
 PROJECTIONS = ("linear", "none")
+DISTANCES = ("mse", "cosine")
 
 
 @dataclass
@@ -301,14 +302,18 @@ class LossTerm:
     Attributes:
         loss: ``ce`` (cross-entropy on the hard labels), ``kd`` (tau^2 KL to the teacher's softened
             logits), ``hidden_mse`` (layer-wise MSE over real tokens between student and teacher hidden
-            states, LWD) or ``filtered_mse`` (MSE between task-aware filtered states, TED).
+            states, LWD), ``filtered_mse`` (MSE between task-aware filtered states, TED) or ``pooled``
+            (the student's sentence embedding, the mean of its last layer over real tokens, matched to
+            the teacher's through a trained projection; needs no shared tokenizer).
         weight: multiplies the term in the total loss.
         temperature: ``kd``: the softmax temperature tau.
         layers: ``hidden_mse`` / ``filtered_mse``: pairs of ``layer_T``, ``layer_S`` and a per-pair weight
             (``None``: student layer i <-> teacher layer i * L_T / L_S).
         include_embeddings: with the default pairs, also match the embedding outputs (layer 0 to 0).
-        proj: ``hidden_mse``: ``linear`` (a trainable map from the student's width to the teacher's when
-            they differ; in the optimizer) or ``none`` (widths must agree).
+        proj: ``hidden_mse`` / ``pooled``: ``linear`` (a trainable map from the student's width to the
+            teacher's; for ``hidden_mse`` only when they differ; in the optimizer) or ``none`` (widths must
+            agree).
+        distance: ``pooled``: ``mse`` (mean squared difference per dimension) or ``cosine`` (1 - cosine).
         filter_dim: ``filtered_mse``: width of the filters (``None``: the teacher's hidden size).
         filter_epochs: ``filtered_mse``: epochs of the first stage that trains the filters.
         name: how the term is logged (default: ``loss``).
@@ -322,6 +327,7 @@ class LossTerm:
     proj: str = "linear"
     filter_dim: int | None = None
     filter_epochs: int = 10
+    distance: str = "mse"
     name: str | None = None
 
     def __post_init__(self) -> None:
@@ -336,6 +342,8 @@ class LossTerm:
             raise ConfigError(f"loss term '{self.loss}': proj must be 'linear' or 'none', got '{self.proj}'")
         if self.filter_epochs < 1:
             raise ConfigError(f"ted_filter_epochs must be >= 1, got {self.filter_epochs}")
+        if self.distance not in DISTANCES:
+            raise ConfigError(f"loss term '{self.loss}': distance must be 'mse' or 'cosine', got '{self.distance}'")
         self.layers = layer_pairs(self.layers)
         self.name = self.name or self.loss
 
@@ -367,14 +375,18 @@ class DistillConfig:
     A method is a preset list of :class:`LossTerm` (see :func:`method_terms`): ``finetune`` is CE only (no
     teacher); ``kd`` adds the KL term; ``lwd`` adds the layer-wise term on hidden states (trainable
     projections ``P_l`` when widths differ); ``ted`` matches task-aware filtered states instead (Liang et al.
-    2023), after a first stage that trains the filters. ``terms`` replaces the preset by any list.
+    2023), after a first stage that trains the filters; ``kd_rep`` adds to KD the match of sentence embeddings
+    (``pooled``: mean of the last layer over real tokens, projected to the teacher's width), which works
+    across tokenizers. ``terms`` replaces the preset by any list.
 
     Attributes:
-        method: ``finetune``, ``kd``, ``lwd`` or ``ted`` (the name reports use; with ``terms``, a label).
+        method: ``finetune``, ``kd``, ``lwd``, ``ted`` or ``kd_rep`` (the name reports use; with ``terms``, a
+            label).
         alpha: weight of the KD term (used by kd, lwd and ted). The reference code used 20 with tau=2;
             the default 1.0 balances CE and KD on few-shot sets.
         temperature: softmax temperature tau of the KD term (reference code: 2).
-        beta: weight of the layer-wise term (lwd, ted). The paper says 5 and its code used 0.05 on LWD.
+        beta: weight of the layer-wise term (lwd, ted) or of the sentence-embedding term (kd_rep). The paper
+            says 5 and its code used 0.05 on LWD.
         layer_map: pairs of student/teacher layers for lwd and ted; ``None`` maps student layer i to teacher
             layer i * L_T / L_S for i = 1..L_S.
         include_embeddings: with the default map, also match the embedding outputs (layer 0 to 0).
@@ -435,6 +447,7 @@ def method_terms(cfg: DistillConfig) -> list[LossTerm]:
         "ted": [ce, kd, LossTerm("filtered_mse", weight=cfg.beta, layers=cfg.layer_map,
                                  include_embeddings=cfg.include_embeddings, filter_dim=cfg.ted_filter_dim,
                                  filter_epochs=cfg.ted_filter_epochs)],
+        "kd_rep": [ce, kd, LossTerm("pooled", weight=cfg.beta, proj="linear")],
     }
     return presets[cfg.method]
 

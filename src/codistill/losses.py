@@ -90,6 +90,14 @@ def masked_mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+def pooled_loss(student_pooled: torch.Tensor, teacher_pooled: torch.Tensor, distance: str = "mse") -> torch.Tensor:
+    """Sentence-embedding match: ``mse`` = mean over batch and dimensions of (s - t)^2; ``cosine`` = mean over
+    the batch of 1 - cos(s, t). Args: both ``(B, D)`` (the student's already projected). Returns a scalar."""
+    if distance == "cosine":
+        return (1.0 - F.cosine_similarity(student_pooled, teacher_pooled.to(student_pooled.dtype), dim=-1)).mean()
+    return F.mse_loss(student_pooled, teacher_pooled.to(student_pooled.dtype))
+
+
 class TaskFilter(nn.Module):
     """TED's task-aware filter (Liang et al., ICML 2023) on one layer: a linear map ``R^{D_in} -> R^{D_f}``
     of every token's hidden state, with a linear task head on the masked mean of the filtered states.
@@ -147,6 +155,8 @@ class StepOutputs:
         student_logits: ``(B, C)``; student_hidden: the student's ``hidden_states`` (embeddings first),
             each ``(B, T, D_S)``, when a term needs them.
         teacher_logits: ``(B, C)`` cached teacher logits; teacher_hidden: teacher layer -> ``(B, T, D_T)``.
+        teacher_pooled: ``(B, D_T)`` the teacher's cached sentence embeddings (mean of its last layer over
+            its own real tokens), when a term needs them.
     """
 
     labels: torch.Tensor
@@ -155,6 +165,7 @@ class StepOutputs:
     student_hidden: Sequence[torch.Tensor] | None = None
     teacher_logits: torch.Tensor | None = None
     teacher_hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+    teacher_pooled: torch.Tensor | None = None
 
 
 class Term(nn.Module):
@@ -165,6 +176,7 @@ class Term(nn.Module):
 
     needs_teacher = False
     needs_student_hidden = False
+    needs_teacher_pooled = False
 
     def __init__(self, spec: LossTerm) -> None:
         super().__init__()
@@ -206,6 +218,33 @@ class KDTerm(Term):
 
     def describe(self) -> dict:
         return {**super().describe(), "temperature": self.temperature}
+
+
+class PooledTerm(Term):
+    """``weight * distance(P pool(h_s[L_S]), pool_T)``: the student's sentence embedding (mean of its last layer
+    over its real tokens) through a trainable linear ``P`` (``proj: linear``; identity with ``none``, widths
+    equal) against the teacher's cached one. Each side pools its own tokens, so the tokenizers may differ."""
+
+    needs_teacher = True
+    needs_student_hidden = True
+    needs_teacher_pooled = True
+
+    def __init__(self, spec: LossTerm, student_dim: int, teacher_dim: int) -> None:
+        super().__init__(spec)
+        self.distance = spec.distance
+        if spec.proj == "none" and student_dim != teacher_dim:
+            from codistill.errors import ConfigError
+
+            raise ConfigError(f"pooled with proj 'none' needs equal widths (student {student_dim}, teacher {teacher_dim})")
+        self.projection = nn.Linear(student_dim, teacher_dim) if spec.proj == "linear" else nn.Identity()
+
+    def value(self, out: StepOutputs) -> torch.Tensor:
+        pooled = masked_mean_pool(out.student_hidden[-1].float(), out.mask)
+        return pooled_loss(self.projection(pooled), out.teacher_pooled, self.distance)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "distance": self.distance,
+                "proj": "linear" if isinstance(self.projection, nn.Linear) else "none"}
 
 
 class _LayerTerm(Term):
@@ -276,7 +315,7 @@ class FilterStage(nn.Module):
         self.teacher_layers = sorted(set(teacher_filters.layers))
 
     def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits=None,
-                teacher_hidden: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                teacher_hidden: Sequence[torch.Tensor] | None = None, teacher_pooled=None) -> dict[str, torch.Tensor]:
         self.student.eval()  # frozen here: no dropout either
         with torch.no_grad():
             hs = [h.float() for h in self.student(**batch, output_hidden_states=True).hidden_states]
@@ -294,7 +333,8 @@ class FilterStage(nn.Module):
 
 
 # loss name -> term class; a new term is one class and one entry here
-TERMS: dict[str, type[Term]] = {"ce": CETerm, "kd": KDTerm, "hidden_mse": HiddenMSETerm, "filtered_mse": FilteredMSETerm}
+TERMS: dict[str, type[Term]] = {"ce": CETerm, "kd": KDTerm, "hidden_mse": HiddenMSETerm, "filtered_mse": FilteredMSETerm,
+                                 "pooled": PooledTerm}
 
 
 def build_terms(specs: Sequence[LossTerm], student_layers: int, teacher_layers: int | None, student_dim: int,
@@ -306,6 +346,8 @@ def build_terms(specs: Sequence[LossTerm], student_layers: int, teacher_layers: 
         if issubclass(cls, _LayerTerm):
             pairs = spec.layers or uniform_layer_map(student_layers, teacher_layers, spec.include_embeddings)
             terms.append(cls(spec, pairs, student_dim, teacher_dim, num_classes))
+        elif cls is PooledTerm:
+            terms.append(cls(spec, student_dim, teacher_dim))
         else:
             terms.append(cls(spec))
     return terms

@@ -22,7 +22,7 @@ from torch import nn
 from codistill.config import LossTerm, TrainConfig
 from codistill.data import LabeledTexts
 from codistill.evaluate import classification_metrics, predict_logits
-from codistill.losses import StepOutputs, Term, build_terms
+from codistill.losses import StepOutputs, Term, build_terms, masked_mean_pool
 from codistill.models import Classifier, same_tokenizer
 
 
@@ -71,10 +71,13 @@ class TeacherCache:
     Attributes:
         logits: ``(N, C)``.
         hidden: teacher layer index -> per-example ``(T_i, D_T)`` states of the real tokens only.
+        pooled: ``(N, D_T)`` sentence embeddings, the mean of the last layer over each text's real tokens
+            (when a term matches them), else ``None``.
     """
 
     logits: torch.Tensor
     hidden: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    pooled: torch.Tensor | None = None
 
     def batch_hidden(self, layer: int, indices: Sequence[int], mask: torch.Tensor, left_padded: bool) -> torch.Tensor:
         """Pad the cached states of ``indices`` to the batch's ``(B, T, D_T)`` layout given its mask."""
@@ -101,8 +104,9 @@ def teacher_forward(teacher: nn.Module, batch: dict[str, torch.Tensor], layers: 
 
 @torch.no_grad()
 def build_teacher_cache(teacher: Classifier, encoded: Encoded, layers: Sequence[int], batch_size: int = 64,
-                        progress: bool = False) -> TeacherCache:
-    """Run the teacher (eval mode) once over all training texts; keep logits and the requested layers."""
+                        progress: bool = False, pooled: bool = False) -> TeacherCache:
+    """Run the teacher (eval mode) once over all training texts; keep logits, the requested layers and,
+    with ``pooled``, the mean of the last layer over each text's real tokens."""
     from tqdm.auto import tqdm
 
     model = teacher.model
@@ -111,19 +115,25 @@ def build_teacher_cache(teacher: Classifier, encoded: Encoded, layers: Sequence[
     model.eval()
     logits = torch.empty(len(encoded), model.config.num_labels)
     hidden: dict[int, list[torch.Tensor]] = {layer: [None] * len(encoded) for layer in layers}  # type: ignore[list-item]
+    last = teacher.num_layers
+    forward_layers = sorted(set(layers) | ({last} if pooled else set()))
+    sentence = torch.empty(len(encoded), teacher.hidden_size) if pooled else None
     order = sorted(range(len(encoded)), key=lambda i: len(encoded.features[i]["input_ids"]))
     for start in tqdm(range(0, len(order), batch_size), desc="teacher cache", disable=not progress, leave=False):
         idx = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate(teacher.tokenizer, encoded, idx).items()}
-        z, hs = teacher_forward(model, batch, layers)
+        z, hs = teacher_forward(model, batch, forward_layers)
         logits[idx] = z.cpu()
         mask = batch["attention_mask"].bool().cpu()
-        for layer, h in zip(layers, hs):
-            h = h.cpu()
+        by_layer = dict(zip(forward_layers, hs))
+        if sentence is not None:
+            sentence[idx] = masked_mean_pool(by_layer[last].cpu(), mask)
+        for layer in layers:
+            h = by_layer[layer].cpu()
             for b, i in enumerate(idx):
                 hidden[layer][i] = h[b][mask[b]].clone()
     model.train(was_training)
-    return TeacherCache(logits=logits, hidden=hidden)
+    return TeacherCache(logits=logits, hidden=hidden, pooled=sentence)
 
 
 # -- the module that is trained -----------------------------------------------------------------------
@@ -142,12 +152,14 @@ class DistillModule(nn.Module):
         self.needs_hidden = any(t.needs_student_hidden for t in terms)
 
     def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits: torch.Tensor | None = None,
-                teacher_hidden: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                teacher_hidden: Sequence[torch.Tensor] | None = None,
+                teacher_pooled: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         out = self.student(**batch, output_hidden_states=self.needs_hidden)
         step = StepOutputs(labels=labels, mask=batch["attention_mask"], student_logits=out.logits.float(),
                            student_hidden=out.hidden_states if self.needs_hidden else None,
                            teacher_logits=teacher_logits,
-                           teacher_hidden=dict(zip(self.teacher_layers, teacher_hidden or [])))
+                           teacher_hidden=dict(zip(self.teacher_layers, teacher_hidden or [])),
+                           teacher_pooled=teacher_pooled)
         parts = {term.name: term(step) for term in self.terms}
         parts["loss"] = sum(parts.values())
         return parts
@@ -264,8 +276,9 @@ def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequen
             t_logits = cache.logits[idx].to(device) if cache is not None else None
             t_hidden = [cache.batch_hidden(layer, idx, batch["attention_mask"].cpu(), left).to(device)
                         for layer in teacher_layers] if cache is not None and teacher_layers else None
+            t_pooled = cache.pooled[idx].to(device) if cache is not None and cache.pooled is not None else None
             with accelerator.autocast():
-                parts = module(batch, labels_t[idx].to(device), t_logits, t_hidden)
+                parts = module(batch, labels_t[idx].to(device), t_logits, t_hidden, t_pooled)
             accelerator.backward(parts["loss"] / cfg.grad_accum)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
@@ -338,7 +351,8 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
         t0 = time.perf_counter()
         t_encoded = encoded if same_tokenizer(teacher.tokenizer, student.tokenizer) else \
             encode(teacher.tokenizer, train.texts, tcfg.max_length)
-        cache = build_teacher_cache(teacher, t_encoded, t_layers, tcfg.eval_batch_size, progress)
+        cache = build_teacher_cache(teacher, t_encoded, t_layers, tcfg.eval_batch_size, progress,
+                                    pooled=any(t.needs_teacher_pooled for t in terms))
         cache_seconds = time.perf_counter() - t0
     first_stages = []
     for term in terms:
