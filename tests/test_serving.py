@@ -288,3 +288,16 @@ def test_a_multi_label_model_is_refused_not_softmaxed(tmp_path: Path) -> None:
     config.save_pretrained(folder)
     with pytest.raises(ConfigError, match="multi-label models"):
         load_predictor(folder)
+
+
+def test_an_int8_export_that_changes_predictions_says_so(models, tmp_path: Path, monkeypatch) -> None:
+    from codistill import export
+
+    quiet = export.export_onnx(models["bert-binary"], tmp_path / "a", int8=True)
+    assert quiet.warning is None and quiet.agreement >= export.INT8_AGREEMENT_WARNING
+    monkeypatch.setattr(export, "INT8_AGREEMENT_WARNING", 1.01)  # any export now falls short
+    loud = export.export_onnx(models["bert-binary"], tmp_path / "b", int8=True)
+    assert loud.warning.startswith("int8 changed the predicted class of 0.0% of the check texts")
+    assert json.loads((tmp_path / "b" / "codistill_export.json").read_text())["check"]["warning"] == loud.warning
+    fp32 = export.export_onnx(models["bert-binary"], tmp_path / "c")
+    assert fp32.warning is None  # fp32 is bounded by the tolerance instead

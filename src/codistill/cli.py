@@ -456,6 +456,8 @@ def export_cmd(
                   f"{r.onnx_bytes / 2**20:.1f} MiB, inputs {', '.join(r.inputs)}, {r.seconds:.1f}s")
     console.print(f"check on {r.checked_texts} texts against PyTorch: largest probability difference "
                   f"{r.max_abs_diff:.2e}{bound}, same class on {r.agreement:.1%}")
+    if r.warning:
+        console.print(f"[yellow]warning:[/yellow] {r.warning}")
 
 
 @app.command("predict")
