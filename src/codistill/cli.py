@@ -36,8 +36,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Inspect datasets and draw k-shot samples.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect datasets and draw k-shot samples.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
 console = Console()
