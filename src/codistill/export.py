@@ -238,7 +238,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
     ``out`` and check it against PyTorch on ``check_texts`` (default: :data:`CHECK_TEXTS`)."""
     import onnxruntime
 
-    from codistill.models import load_classifier
+    from codistill.evaluate import agreement
+    from codistill.models import label_names, load_classifier
 
     onnx = require_onnx()
     start = time.perf_counter()
@@ -269,8 +270,7 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
         _portable_tokenizer_class(tmp)
         manifest: dict[str, Any] = {
             "format": "onnx", "precision": "int8" if int8 else "fp32", "opset": opset, "inputs": input_names,
-            "outputs": ["logits"], "source": str(model_dir), "label_names": [
-                str(clf.model.config.id2label[i]) for i in range(clf.model.config.num_labels)],
+            "outputs": ["logits"], "source": str(model_dir), "label_names": label_names(clf.model.config),
             "is_decoder": clf.is_decoder, "parameters": clf.num_parameters(),
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         }
@@ -278,12 +278,12 @@ def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, o
         exported = load_predictor(tmp, max_length=max_length).probabilities(texts)
         reference = torch_predictor(clf, max_length).probabilities(texts)
         diff = float(np.abs(exported - reference).max())
-        agree = float(np.mean(exported.argmax(-1) == reference.argmax(-1)))
+        agree = agreement(exported.argmax(-1).tolist(), reference.argmax(-1).tolist())
         if not int8 and not diff <= tolerance:
             raise CodistillError(f"the ONNX export of '{model_dir}' differs from PyTorch by {diff:.2e} in a class "
                                  f"probability (tolerance {tolerance:.0e}); nothing was written")
         report = ExportReport(out=str(out), source=str(model_dir), precision=manifest["precision"], opset=opset,
-                              inputs=input_names, parameters=clf.num_parameters(), onnx_bytes=_onnx_bytes(tmp),
+                              inputs=input_names, parameters=manifest["parameters"], onnx_bytes=_onnx_bytes(tmp),
                               checked_texts=len(texts), max_abs_diff=diff, agreement=agree,
                               tolerance=None if int8 else tolerance, seconds=time.perf_counter() - start)
         if int8 and agree < INT8_AGREEMENT_WARNING:

@@ -72,6 +72,11 @@ class Classifier:
         return sum(p.numel() for p in self.model.parameters())
 
 
+def label_names(config) -> list[str]:
+    """A classifier's class names in index order (``id2label``; ``LABEL_i`` when it was never named)."""
+    return [str(config.id2label[i]) for i in range(int(config.num_labels))]
+
+
 def is_decoder_config(config) -> bool:
     """Decoder-only LLMs (Qwen, Llama, GPT-2, ...) pool the last non-pad token instead of [CLS]."""
     return bool(getattr(config, "is_decoder", False)) or config.model_type in {

@@ -19,7 +19,7 @@ import torch
 
 from codistill.data import TextRows, iter_json_lines, read_texts
 from codistill.errors import ConfigError, DataError
-from codistill.evaluate import batched_logits, classification_metrics
+from codistill.evaluate import agreement, batched_logits, classification_metrics
 from codistill.fileio import atomic_write_json, atomic_write_text
 
 ONNX_FILE = "model.onnx"
@@ -85,7 +85,9 @@ def _label_names(config) -> list[str]:
     if getattr(config, "problem_type", None) == "multi_label_classification":
         raise ConfigError("multi-label models (problem_type 'multi_label_classification') are not supported: "
                           "predict gives one class per text")
-    return [str(config.id2label[i]) for i in range(int(config.num_labels))]
+    from codistill.models import label_names
+
+    return label_names(config)
 
 
 def is_onnx_folder(folder: str | Path) -> bool:
@@ -220,7 +222,7 @@ def predict_file(model: str | Path, data: str | Path, out: str | Path, *, text_c
         "metrics": None, "reference": str(reference) if reference is not None else None, "agreement": None,
     }
     if ref is not None:
-        summary["agreement"] = float(np.mean(np.asarray(ref) == np.asarray(pred)))
+        summary["agreement"] = agreement(pred, ref)
     if rows.labels is not None:
         summary["metrics"] = classification_metrics(rows.labels, pred, len(names), ref)
     atomic_write_json(summary_file(out), summary)

@@ -29,7 +29,7 @@ from codistill.data import LabeledTexts, TextDataset, sample_from, stratified_su
 from codistill.errors import ConfigError
 from codistill.evaluate import evaluate_split
 from codistill.fileio import atomic_write_json, atomic_write_text
-from codistill.models import Classifier, check_layer_map, load_classifier, make_student, same_tokenizer
+from codistill.models import Classifier, check_layer_map, label_names, load_classifier, make_student, same_tokenizer
 from codistill.trainer import TrainSummary, seed_everything, train_classifier
 
 
@@ -42,7 +42,7 @@ def check_teacher_labels(teacher: Classifier, dataset: TextDataset) -> None:
     if config.num_labels != dataset.num_classes:
         raise ConfigError(f"the teacher has {config.num_labels} labels but dataset '{dataset.name}' has "
                           f"{dataset.num_classes} ({', '.join(dataset.label_names)})")
-    names = [str(config.id2label[i]) for i in range(config.num_labels)]
+    names = label_names(config)
     generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
     if not generic and names != list(dataset.label_names):
         raise ConfigError(f"the teacher's labels ({', '.join(names)}) differ from the dataset's "
