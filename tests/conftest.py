@@ -134,6 +134,29 @@ def save_tiny_qwen(folder: Path, layers: int, width: int, seed: int, num_labels:
     return folder
 
 
+def save_tiny_causal_lm(folder: Path, layers: int = 2, width: int = 32, seed: int = 3) -> Path:
+    """A random Qwen2 causal LM with the toy byte-level tokenizer (a stand-in for SmolLM2 in fluency and
+    proposal tests)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = make_qwen_tokenizer()
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=128, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.eos_token_id)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random causal LM folder."""
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("lm"))
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory) -> Path:
     """A 4-layer, 32-wide random BERT classifier (2 labels)."""

@@ -412,7 +412,8 @@ def test_llm_config_errors() -> None:
 # -- the tiny real teacher verifies, through the CLI ------------------------------------------------------
 
 
-def test_cli_counterfactuals_with_tiny_teacher(tmp_path: Path, tiny_teacher: Path, csv_folder: Path, capsys) -> None:
+def test_cli_counterfactuals_with_tiny_teacher(tmp_path: Path, tiny_teacher: Path, tiny_lm: Path, csv_folder: Path,
+                                               capsys) -> None:
     from codistill.cli import main
     from codistill.counterfactuals.rows import extra_examples as read_extra_examples
 
@@ -420,10 +421,14 @@ def test_cli_counterfactuals_with_tiny_teacher(tmp_path: Path, tiny_teacher: Pat
     lexicon.write_text(json.dumps({w: ["awful", "dull"] for w in ["great", "lovely", "superb", "fine"]}))
     out = tmp_path / "cf.jsonl"
     code = main(["counterfactuals", "--data", str(csv_folder), "--teacher", str(tiny_teacher), "--k", "8",
-                 "--generator", "edits", "--lexicon", str(lexicon), "--out", str(out), "--on-failure", "keep-best"])
+                 "--generator", "edits", "--lexicon", str(lexicon), "--out", str(out), "--on-failure", "keep-best",
+                 "--fluency-lm", str(tiny_lm), "--judge", str(tiny_teacher)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "flip_rate" in captured.out
+    assert "flip_rate" in captured.out and "fluency_ratio_median" in captured.out
+    summary = json.loads(summary_path(out).read_text())
+    assert summary["quality"] == {"lm": str(tiny_lm), "judge": str(tiny_teacher)}
+    assert summary["judge_accuracy_originals"] is not None
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4
     verifier = Verifier.from_classifier(__import__("codistill.models", fromlist=["x"]).load_classifier(str(tiny_teacher)))
@@ -550,7 +555,8 @@ def test_sweep_against_a_dead_endpoint_trains_no_cell(tmp_path: Path, tiny_teach
                       methods=["kd"], cod=["none", "replace"], k=[4], seeds=[0],
                       generator={"name": "llm", "base_url": _dead_url(), "model": "x", "max_retries": 0,
                                  "max_consecutive_failures": 1},
-                      student={"model": str(tiny_teacher), "layers": 1}, train={"epochs": 1, "min_steps": 1})
+                      student={"model": str(tiny_teacher), "layers": 1}, train={"epochs": 1, "min_steps": 1},
+                      fluency_lm=None)
     with pytest.raises(CodistillError, match="got no counterfactual"):
         run_sweep(cfg, progress=False)
     assert not list((tmp_path / "sweep").glob("cells/**/metrics.json"))

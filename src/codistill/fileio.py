@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from codistill.errors import ConfigError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -40,3 +42,14 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """:func:`atomic_write_text` of ``obj`` as indented JSON (NaN written as null is the caller's job)."""
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """A JSON result file; a damaged one is one line naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated or damaged? "
+                          "delete it and run again to remake it)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 from codistill.counterfactuals.base import REQUEST_FAILED, Attempt, CFRequest, CFResult, CounterfactualGenerator
 from codistill.counterfactuals.edits import DictLexicon, EditSearchConfig, EditSearchGenerator, WordNetLexicon
 from codistill.counterfactuals.llm import ChatClient, LLMConfig, LLMGenerator
-from codistill.counterfactuals.metrics import quality_summary, word_edit_distance
+from codistill.counterfactuals.metrics import edit_kind, edit_ops, quality_summary, word_edit_distance
+from codistill.counterfactuals.quality import QualityScorer, score_file
 from codistill.counterfactuals.verify import Verifier, check_candidate
 from codistill.data import TextDataset, sample_from
 from codistill.errors import CodistillError, ConfigError
@@ -23,9 +24,10 @@ from codistill.fileio import atomic_write_json, atomic_write_text
 
 __all__ = [
     "Attempt", "CFRequest", "CFResult", "ChatClient", "CounterfactualGenerator", "CounterfactualsIncomplete",
-    "DictLexicon", "EditSearchConfig", "EditSearchGenerator", "LLMConfig", "LLMGenerator", "Verifier",
-    "WordNetLexicon", "check_candidate", "choose_targets", "generate_counterfactuals", "generator_config",
-    "make_generator", "quality_summary", "summary_path", "word_edit_distance",
+    "DictLexicon", "EditSearchConfig", "EditSearchGenerator", "LLMConfig", "LLMGenerator", "QualityScorer",
+    "Verifier", "WordNetLexicon", "check_candidate", "choose_targets", "edit_kind", "edit_ops",
+    "generate_counterfactuals", "generator_config", "make_generator", "quality_summary", "score_file",
+    "summary_path", "word_edit_distance",
 ]
 
 GENERATORS = {"edits": EditSearchConfig, "llm": LLMConfig}
@@ -71,12 +73,13 @@ def summary_path(out: str | Path) -> Path:
 
 def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator: CounterfactualGenerator,
                              out: str | Path, *, k: int, seed: int = 0, on_failure: str = "skip",
-                             progress: bool = True) -> dict[str, Any]:
+                             progress: bool = True, scorer: QualityScorer | None = None) -> dict[str, Any]:
     """Counterfactuals for the CoD half of the k-shot sample of ``dataset`` (seed ``seed``), written to
     ``out`` (JSONL, one row per original) and ``summary_path(out)``. Returns the summary.
 
     ``on_failure``: ``skip`` marks originals without a flipping candidate ``"use": false`` (distill leaves
     them out); ``keep-best`` uses the candidate closest to the target instead, labelled with the target.
+    ``scorer`` adds fluency and validity (:mod:`.quality`) to the rows and the summary.
     """
     if on_failure not in ("skip", "keep-best"):
         raise ConfigError(f"--on-failure must be 'skip' or 'keep-best', got '{on_failure}'")
@@ -99,8 +102,11 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
         row["pool_index"] = pool_index
         row["use"] = bool(row["counterfactual"]) and (row["flipped"] or on_failure == "keep-best")
         rows.append(row)
+    if scorer is not None and scorer.active:
+        scorer.score(rows, where=str(out))
     summary = quality_summary(rows)
     summary.update({
+        "quality": scorer.recipe if scorer is not None and scorer.active else None,
         "dataset": dataset.name, "k": k, "seed": seed, "generator": generator.name, "on_failure": on_failure,
         "used": sum(r["use"] for r in rows), "seconds": seconds,
         "counterfactuals_per_second": len(rows) / seconds if seconds > 0 else None,

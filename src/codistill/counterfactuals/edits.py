@@ -10,6 +10,14 @@ Edits, in the order a reader most readily accepts them:
      ``n't``, ``isn't`` -> ``is``); never next to another negation and at most one per candidate,
   4. deleting one of the words whose removal most lowers the teacher's probability of the current label
      (at most one deletion per candidate).
+With a small causal LM (``lm``, e.g. SmolLM2-135M-Instruct), two more things happen:
+  5. in-context substitution: at the important content words (nouns and verbs too, not only adjectives)
+     the LM proposes the words that fit the left context after a prompt naming the target label, ranked
+     contrastively against the current label (:meth:`~.lm.CausalLM.propose_words`); only dictionary words,
+  6. fluency decides: among the flipping candidates of the first depth that flips, the ``fluency_candidates``
+     best by edit kind and target probability are read by the LM and the one with the lowest perplexity
+     relative to the original wins.
+Emoticons swap polarity (``:)`` <-> ``:(``, ``<3`` <-> ``</3``) as antonyms do.
 Function words (articles, prepositions, pronouns) are neither substituted nor deleted; substitutions and
 deletions only touch the ``top_positions`` words whose removal most lowers the current label.
 
@@ -54,7 +62,19 @@ QUANTIFIERS = {"more", "most", "less", "least", "much", "many", "few", "fewer", 
                "unlike", "same", "own", "other", "such", "certain", "several", "whole", "entire", "single",
                "first", "last", "next"}
 CONTRACTIONS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "is", "cannot": "can"}
-EDIT_COST = {"antonym": 0, "substitute": 1, "negation": 1, "delete": 2}
+EDIT_COST = {"antonym": 0, "substitute": 1, "lm": 1, "negation": 1, "delete": 2}
+# emoticons and emoji swapped for their opposite (both directions)
+EMOTICONS = {":)": ":(", ":-)": ":-(", ":d": ":(", "=)": "=(", ";)": ":(", "<3": "</3", ":]": ":[",
+             "\U0001F60A": "\U0001F61E", "\U0001F600": "\U0001F620", "\U0001F60D": "\U0001F612",
+             "\U0001F642": "\U0001F641", "\U0001F44D": "\U0001F44E", "\u2764\ufe0f": "\U0001F494",
+             "\u2764": "\U0001F494"}
+EMOTICONS.update({b: a for a, b in list(EMOTICONS.items()) if b not in EMOTICONS})
+# words a language model proposes that carry no content of their own (besides STOPWORDS and AUXILIARIES)
+FUNCTION_WORDS = {"because", "while", "although", "though", "since", "until", "unless", "whether", "would",
+                  "should", "could", "will", "can", "might", "must", "shall", "doesn", "didn", "isn", "wasn",
+                  "don", "aren", "weren", "hasn", "haven", "won", "wouldn", "couldn", "shouldn", "one", "ones",
+                  "something", "anything", "everything", "someone", "anyone", "everyone", "itself", "himself",
+                  "herself", "themselves", "yourself", "myself", "ourselves", "both", "either", "another"}
 
 # suffix -> (part of speech of the base form, possible endings of the base form); tried in order
 _SUFFIXES = [("iest", "a", ["y"]), ("ier", "a", ["y"]), ("ied", "v", ["y"]), ("ily", "a", ["y"]),
@@ -72,6 +92,10 @@ class Lexicon(Protocol):
 
     def common_adjectives(self) -> list[str]:
         """Frequent single-word adjectives: the pool that substitutes are drawn from."""
+
+    def is_lemma(self, word: str) -> bool:
+        """Whether a lower-case word is a dictionary word (base form): proposals that are not (a language
+        model's word fragments, ``omin``) are dropped."""
 
 
 @dataclass
@@ -96,6 +120,9 @@ class DictLexicon:
 
     def common_adjectives(self) -> list[str]:
         return sorted(self._table)
+
+    def is_lemma(self, word: str) -> bool:
+        return True  # a hand-made list names antonyms, not a vocabulary
 
     @classmethod
     def from_json(cls, path: str | Path) -> "DictLexicon":
@@ -131,11 +158,16 @@ class WordNetLexicon:
         self._verbs: set[str] = set()
         self._polar: set[str] = set()  # adjectives with a direct antonym (good/bad, interesting/boring...)
         self._tagged: dict[tuple[str, str], int] = {}  # (pos, word) -> senses tagged in the corpus
+        self._lemmas: set[str] = set()  # single-word lemmas of every part of speech
         self._tables = {pos: self._load(pos, name) for pos, name in _POS_FILES.items()}
         nouns = self.folder / "index.noun"
         for line in nouns.read_text(encoding="latin-1").splitlines() if nouns.is_file() else []:
             fields = line.split()
-            if not line.startswith(" ") and fields[0] in self._adjectives:
+            if line.startswith(" "):
+                continue
+            if "_" not in fields[0]:
+                self._lemmas.add(fields[0])
+            if fields[0] in self._adjectives:
                 self._tagged[("n", fields[0])] = int(fields[-int(fields[2]) - 1])
         exc = self.folder / "verb.exc"
         lines = exc.read_text(encoding="latin-1").splitlines() if exc.is_file() else []
@@ -145,6 +177,9 @@ class WordNetLexicon:
         return (word in self._adjectives and not self._is_past_participle(word)
                 and self._tagged.get(("a", word), 0) >= max(self._tagged.get(("n", word), 0),
                                                            self._tagged.get(("v", word), 0)))
+
+    def is_lemma(self, word: str) -> bool:
+        return word in self._lemmas
 
     def common_adjectives(self) -> list[str]:
         # polar ones only (a direct antonym), so that topical adjectives a teacher happens to like
@@ -208,6 +243,7 @@ class WordNetLexicon:
                 lemma, n_synsets = fields[0].lower(), int(fields[2])
                 if "_" in lemma:
                     continue
+                self._lemmas.add(lemma)
                 self._tagged[(pos, lemma)] = int(fields[-n_synsets - 1])
                 if pos == "v":
                     self._verbs.add(lemma)
@@ -282,6 +318,19 @@ def _inflect(base: str, suffix: str) -> str:
             return base[:-1] + "ily"
         return base + "ly"
     return base
+
+
+def known_word(word: str, lexicon: Lexicon) -> bool:
+    """Whether lower-case ``word`` is a dictionary word or an inflection of one (``hated`` -> ``hate``)."""
+    if lexicon.is_lemma(word):
+        return True
+    for suffix, _, endings in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 2:
+            stem = word[: -len(suffix)]
+            if any(lexicon.is_lemma(stem + e) for e in endings) or (
+                    len(stem) > 2 and stem[-1] == stem[-2] and lexicon.is_lemma(stem[:-1])):
+                return True
+    return False
 
 
 def antonym_forms(word: str, lexicon: Lexicon) -> list[str]:
@@ -371,6 +420,12 @@ class EditSearchConfig:
         top_positions: words considered for deletion and substitution (the most important ones).
         substitutes: teacher-chosen polar adjectives per label tried as swaps (``0``: none).
         lexicon: a JSON file of word -> antonyms (``None``: WordNet's files).
+        lm: a causal LM (folder, Hub name, or ``smollm2`` once fetched) that proposes in-context
+            substitutions and picks the most fluent flip (``None``: the plain search).
+        lm_substitutes: words the LM proposes per important position.
+        lm_prompt: the prompt the LM reads before the text; ``{label}`` is the target label's name (and the
+            current label's in the contrast prompt).
+        fluency_candidates: flipping candidates per original whose fluency the LM compares.
     """
 
     max_edits: int = 3
@@ -378,6 +433,10 @@ class EditSearchConfig:
     top_positions: int = 8
     substitutes: int = 8
     lexicon: str | None = None
+    lm: str | None = None
+    lm_substitutes: int = 6
+    lm_prompt: str = "Here is a very {label} text:\n"
+    fluency_candidates: int = 8
 
     def __post_init__(self) -> None:
         from codistill.config import check_types
@@ -385,11 +444,20 @@ class EditSearchConfig:
         check_types(self, "generator")
         if self.max_edits < 1 or self.beam_width < 1 or self.top_positions < 0 or self.substitutes < 0:
             raise ConfigError("generator: max_edits and beam_width must be >= 1, top_positions and substitutes >= 0")
+        if self.lm_substitutes < 0 or self.fluency_candidates < 1:
+            raise ConfigError("generator: lm_substitutes must be >= 0 and fluency_candidates >= 1")
+        if "{label}" not in self.lm_prompt:
+            raise ConfigError(f"generator.lm_prompt must contain '{{label}}', got {self.lm_prompt!r}")
 
     def build(self) -> "EditSearchGenerator":
+        from codistill.counterfactuals.lm import CausalLM
+
         lexicon = DictLexicon.from_json(self.lexicon) if self.lexicon else None
         return EditSearchGenerator(lexicon, max_edits=self.max_edits, beam_width=self.beam_width,
-                                   top_positions=self.top_positions, substitutes=self.substitutes)
+                                   top_positions=self.top_positions, substitutes=self.substitutes,
+                                   lm=CausalLM.load(self.lm) if self.lm else None,
+                                   lm_substitutes=self.lm_substitutes, lm_prompt=self.lm_prompt,
+                                   fluency_candidates=self.fluency_candidates)
 
 
 class EditSearchGenerator(CounterfactualGenerator):
@@ -402,12 +470,16 @@ class EditSearchGenerator(CounterfactualGenerator):
         top_positions: words considered for deletion and substitution (the most important ones by
             leave-one-out).
         substitutes: adjectives per target label tried as replacements (``0`` disables substitution).
+        lm: a :class:`~.lm.CausalLM` (or anything with its ``propose_words`` and ``log_perplexity``) for
+            in-context substitutions and the fluency choice; ``None``: neither.
+        lm_substitutes, lm_prompt, fluency_candidates: see :class:`EditSearchConfig`.
     """
 
     name = "edits"
 
     def __init__(self, lexicon: Lexicon | None = None, max_edits: int = 3, beam_width: int = 4,
-                 top_positions: int = 8, substitutes: int = 8) -> None:
+                 top_positions: int = 8, substitutes: int = 8, lm=None, lm_substitutes: int = 6,
+                 lm_prompt: str = "Here is a very {label} text:\n", fluency_candidates: int = 8) -> None:
         if max_edits < 1 or beam_width < 1 or top_positions < 0 or substitutes < 0:
             raise ConfigError("max_edits and beam_width must be >= 1, top_positions and substitutes >= 0")
         self.lexicon = lexicon if lexicon is not None else WordNetLexicon()
@@ -415,6 +487,12 @@ class EditSearchGenerator(CounterfactualGenerator):
         self.beam_width = beam_width
         self.top_positions = top_positions
         self.substitutes = substitutes
+        self.lm = lm
+        self.lm_substitutes = lm_substitutes
+        self.lm_prompt = lm_prompt
+        self.fluency_candidates = fluency_candidates
+        if lm is not None:
+            self.name = "edits+lm"
         self._targets: tuple[int, int, list[list[str]]] | None = None
 
     def target_adjectives(self, verifier, num_labels: int) -> list[list[str]]:
@@ -432,9 +510,16 @@ class EditSearchGenerator(CounterfactualGenerator):
         return found
 
     # one edit at position i of state s
-    def _children(self, s: _State, i: int, important: bool, substitutes: Sequence[str] = ()) -> Iterable[_State]:
+    def _children(self, s: _State, i: int, important: bool, substitutes: Sequence[str] = (),
+                  proposals: Sequence[str] = ()) -> Iterable[_State]:
         word = s.slots[i]
         pre, core, post = _split(word)
+        if word.lower() in EMOTICONS:
+            slots = list(s.slots)
+            slots[i] = _match_case(word, EMOTICONS[word.lower()])
+            yield _State(tuple(slots), s.edited | {i}, s.ops + (f"{word}->{slots[i]}",),
+                         s.cost + EDIT_COST["antonym"], s.negations, s.deletions)
+            return
         if not core:
             return
         low = core.lower()
@@ -455,6 +540,10 @@ class EditSearchGenerator(CounterfactualGenerator):
                     sub = _match_case(core, sub)
                     if sub.lower() != low and sub not in antonyms:
                         yield child(pre + sub + post, f"{core}->{sub}", "substitute")
+            for sub in proposals:
+                sub = _match_case(core, sub)
+                if sub.lower() != low and sub not in antonyms:
+                    yield child(pre + sub + post, f"{core}->{sub} (lm)", "lm")
         neighbours = [s.slots[j] for j in (i - 1, i + 1) if 0 <= j < len(s.slots) and s.slots[j]]
         if s.negations == 0:
             if low in AUXILIARIES and not any(_is_negation(n) for n in neighbours):
@@ -488,6 +577,8 @@ class EditSearchGenerator(CounterfactualGenerator):
             importance[qi][i] = float(before[qi][label] - loo[row][label])
         important = [set(sorted(imp, key=imp.get, reverse=True)[: self.top_positions]) for imp in importance]
         target_words = self.target_adjectives(verifier, len(label_names)) if requests else []
+        proposals = [self._proposals(r, st.slots, important[qi], label_names)
+                     for qi, (r, st) in enumerate(zip(requests, originals))]
 
         beams: dict[int, list[_State]] = {qi: [st] for qi, st in enumerate(originals)}
         best_seen: dict[int, tuple[float, _State, list[float]]] = {}
@@ -499,7 +590,8 @@ class EditSearchGenerator(CounterfactualGenerator):
                     for i in range(len(st.slots)):
                         if i in st.edited:
                             continue
-                        for ch in self._children(st, i, i in important[qi], target_words[requests[qi].target]):
+                        for ch in self._children(st, i, i in important[qi], target_words[requests[qi].target],
+                                                 proposals[qi].get(i, ())):
                             t = ch.text()
                             if t and t not in seen and t != requests[qi].text:
                                 seen.add(t)
@@ -511,19 +603,20 @@ class EditSearchGenerator(CounterfactualGenerator):
             for (qi, ch), p in zip(children, probs.tolist()):
                 by_request.setdefault(qi, []).append((ch, p))
             next_beams: dict[int, list[_State]] = {}
-            chosen: list[tuple[int, _State]] = []
+            flipping: dict[int, list[_State]] = {}
             for qi, scored in by_request.items():
                 target = requests[qi].target
                 flips = [(ch, p) for ch, p in scored if is_flip(p, target)]
                 if flips:
-                    chosen.append((qi, min(flips, key=lambda cp: (cp[0].cost, -cp[1][target]))[0]))
+                    flips.sort(key=lambda cp: (cp[0].cost, -cp[1][target]))
+                    flipping[qi] = [ch for ch, _ in flips]
                     continue
                 scored.sort(key=lambda cp: -cp[1][target])
                 top_p, top_state = scored[0][1][target], scored[0][0]
                 if qi not in best_seen or top_p > best_seen[qi][0]:
                     best_seen[qi] = (top_p, top_state, scored[0][1])
                 next_beams[qi] = [ch for ch, _ in scored[: self.beam_width]]
-            self._record(results, chosen, verifier)
+            self._record(results, self._most_fluent(flipping, requests), verifier)
             beams = next_beams
             if not beams:
                 break
@@ -534,6 +627,42 @@ class EditSearchGenerator(CounterfactualGenerator):
             if not results[qi].attempts:
                 results[qi].attempts.append(Attempt(None, NO_EDIT_FOUND, "no applicable edit"))
         return results
+
+    def _proposals(self, request: CFRequest, slots: Sequence[str], important: set[int],
+                   label_names: Sequence[str]) -> dict[int, list[str]]:
+        """The LM's in-context substitutes at the important plain content words of one original."""
+        if self.lm is None or not self.lm_substitutes:
+            return {}
+        positions = []
+        for i in sorted(important):
+            pre, core, _ = _split(slots[i])
+            low = core.lower()
+            if (core.isalpha() and not pre.endswith(("@", "#")) and low not in STOPWORDS and low not in AUXILIARIES
+                    and low not in NEGATIONS and low not in FUNCTION_WORDS):
+                positions.append(i)
+        prompt = self.lm_prompt.format(label=label_names[request.target])
+        contrast = self.lm_prompt.format(label=label_names[request.label])
+        found = self.lm.propose_words(slots, positions, prompt, contrast, top=8 * self.lm_substitutes)
+        keep = {}
+        for i, words in found.items():
+            ok = [w for w in words if w not in STOPWORDS and w not in AUXILIARIES and w not in NEGATIONS
+                  and w not in FUNCTION_WORDS and w not in QUANTIFIERS and known_word(w, self.lexicon)]
+            keep[i] = ok[: self.lm_substitutes]
+        return keep
+
+    def _most_fluent(self, flipping: dict[int, list[_State]], requests: Sequence[CFRequest]) -> list[tuple[int, _State]]:
+        """Per original, its first flipping candidate; with an LM, the one of the first ``fluency_candidates``
+        whose perplexity is lowest (one batched LM pass over all originals' candidates)."""
+        if self.lm is None:
+            return [(qi, states[0]) for qi, states in flipping.items()]
+        shortlist = {qi: states[: self.fluency_candidates] for qi, states in flipping.items()}
+        texts = [st.text() for states in shortlist.values() for st in states]
+        scores = iter(self.lm.log_perplexity(texts)) if texts else iter(())
+        chosen = []
+        for qi, states in shortlist.items():
+            lp = [next(scores) for _ in states]
+            chosen.append((qi, states[min(range(len(states)), key=lp.__getitem__)]))
+        return chosen
 
     @staticmethod
     def _record(results: list[CFResult], chosen: list[tuple[int, _State]], verifier, prefix: str = "") -> None:

@@ -1,17 +1,54 @@
-"""Quality of a counterfactual set: flip rate, teacher confidence in the target, edit size, length."""
+"""Quality of a counterfactual set: flip rate, teacher confidence in the target, edit size and kind,
+diversity, length, and (when :mod:`.quality` scored the rows) fluency and validity by a judge."""
 
 from __future__ import annotations
 
+import difflib
 import re
 import statistics
 from typing import Any, Sequence
 
-_WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
+# links, @mentions, #hashtags and emoticons are one token each; then words (with inner apostrophes) and
+# single punctuation marks
+_WORD = re.compile(r"https?://\S+|www\.\S+|[@#]\w+|[:;=][-']?[()\[\]dp/|]|</?3|\w+(?:['’]\w+)*|[^\w\s]")
+_TAG = re.compile(r"^(?:[@#]\w+|https?://\S+|www\.\S+)$")
+NEGATION_WORDS = {"not", "no", "never", "n't", "nothing", "none", "nobody", "neither", "nor", "cannot"}
+EXAMPLES = 10
 
 
 def words(text: str | None) -> list[str]:
-    """Lower-cased word and punctuation tokens (the unit of edit distances)."""
+    """Lower-cased tokens (the unit of edit distances): a link, mention, hashtag or emoticon is one."""
     return _WORD.findall(text.lower()) if text else []
+
+
+def _negation(tokens: Sequence[str]) -> bool:
+    return any(t in NEGATION_WORDS or t.endswith("n't") for t in tokens)
+
+
+def edit_ops(original: str, counterfactual: str) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """The word edits turning ``original`` into ``counterfactual``: ``(kind, removed, added)`` per changed
+    span. Kinds: ``tag_deletion`` (only links, mentions or hashtags removed), ``negation`` (a negation added
+    or removed), ``substitution``, ``deletion``, ``insertion``."""
+    a, b = words(original), words(counterfactual)
+    ops = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        removed, added = tuple(a[i1:i2]), tuple(b[j1:j2])
+        if not added and removed and all(_TAG.match(t) for t in removed):
+            kind = "tag_deletion"
+        elif _negation(removed) != _negation(added):
+            kind = "negation"
+        else:
+            kind = {"replace": "substitution", "delete": "deletion", "insert": "insertion"}[tag]
+        ops.append((kind, removed, added))
+    return ops
+
+
+def edit_kind(original: str, counterfactual: str) -> str:
+    """One kind per counterfactual: its edits' kind when they share one, else ``mixed`` (``none``: no edit)."""
+    kinds = {k for k, _, _ in edit_ops(original, counterfactual)}
+    return kinds.pop() if len(kinds) == 1 else ("none" if not kinds else "mixed")
 
 
 def word_edit_distance(a: str, b: str) -> int:
@@ -39,6 +76,13 @@ def quality_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     length_ratio_mean (candidate words / original words): over originals that have a candidate.
     unchanged_share: candidates equal to their original; duplicate_share: candidates that repeat another
     candidate of the set. rejected: count of candidates per rejection reason (all attempts).
+
+    Over the flipped counterfactuals: edit_kinds (count per :func:`edit_kind`); distinct_edits and
+    distinct_edit_share (distinct ``removed -> added`` edits / all edits: 1.0 when no edit repeats);
+    fluency_ratio_median and fluency_share_le_1_5 (perplexity ratio to the original, from rows scored by
+    :mod:`.quality`); validity (share whose target the judge also predicts) and judge_accuracy_originals
+    (the judge's accuracy on the originals, to read validity against); examples: the first ten pairs.
+    Model-based figures are ``None`` when the rows were not scored.
     """
     n = len(rows)
     with_cf = [r for r in rows if r.get("counterfactual")]
@@ -54,6 +98,16 @@ def quality_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for r in rows:
         for c in r.get("candidates", []):
             reasons[c["reason"]] = reasons.get(c["reason"], 0) + 1
+    good = [r for r in flipped if r.get("counterfactual")]
+    kinds: dict[str, int] = {}
+    all_ops = []
+    for r in good:
+        kind = edit_kind(r["text"], r["counterfactual"])
+        kinds[kind] = kinds.get(kind, 0) + 1
+        all_ops += [f"{' '.join(rm)} -> {' '.join(ad)}" for _, rm, ad in edit_ops(r["text"], r["counterfactual"])]
+    ratios = [r["fluency_ratio"] for r in good if r.get("fluency_ratio") is not None]
+    judged = [r for r in good if r.get("judge_label") is not None]
+    judged_originals = [r for r in rows if r.get("judge_original_label") is not None]
     return {
         "originals": n,
         "flipped": len(flipped),
@@ -67,4 +121,18 @@ def quality_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "duplicate_share": duplicates / len(with_cf) if with_cf else None,
         "attempts_mean": _mean([r.get("attempts", 0) for r in rows]),
         "candidates_by_reason": dict(sorted(reasons.items())),
+        "edit_kinds": dict(sorted(kinds.items())),
+        "distinct_edits": len(set(all_ops)),
+        "distinct_edit_share": len(set(all_ops)) / len(all_ops) if all_ops else None,
+        "fluency_ratio_median": statistics.median(ratios) if ratios else None,
+        "fluency_share_le_1_5": sum(x <= 1.5 for x in ratios) / len(ratios) if ratios else None,
+        "validity": sum(r["judge_label"] == r["target_label"] for r in judged) / len(judged) if judged else None,
+        "judge_accuracy_originals": (sum(r["judge_original_label"] == r["label"] for r in judged_originals)
+                                     / len(judged_originals) if judged_originals else None),
+        "examples": [{"text": r["text"], "counterfactual": r["counterfactual"],
+                      "label": r.get("label_name", r.get("label")), "target": r.get("target_name", r["target_label"]),
+                      "target_prob": (r.get("probs_after") or [None] * (r["target_label"] + 1))[r["target_label"]],
+                      "fluency_ratio": r.get("fluency_ratio"), "judge_agrees": (
+                          r["judge_label"] == r["target_label"] if r.get("judge_label") is not None else None)}
+                     for r in good[:EXAMPLES]],
     }

@@ -18,7 +18,7 @@ from typing import Any
 from codistill.config import RunConfig, teacher_train_config
 from codistill.data import TextDataset, sample_from, texts_fingerprint
 from codistill.errors import ConfigError
-from codistill.fileio import atomic_write_json
+from codistill.fileio import atomic_write_json, read_json
 
 
 def config_hash(recipe: Any) -> str:
@@ -43,17 +43,6 @@ def folder_fingerprint(folder: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
-
-
-def read_json(path: Path) -> Any:
-    """A JSON result file; a damaged one is one line naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated or damaged? "
-                          "delete it and rerun the sweep to remake it)") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
 
 
 # -- teachers ------------------------------------------------------------------------------------------------
@@ -122,12 +111,21 @@ def generator_recipe(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teacher: dict[str, Any], root: Path,
-                            progress: bool = True) -> dict[int, dict[str, Any]]:
+                            progress: bool = True, judge: str | None = None) -> dict[int, dict[str, Any]]:
     """One counterfactual file per seed for the largest k any cell needs, keyed by the dataset, the teacher's
     key, the generator and its options, ``on_failure``, k and the seed. A file is reused only when its
     summary says it is complete; otherwise it is made again (an LLM's answers come from its cache).
+    Each file is then scored for quality (:mod:`codistill.counterfactuals.quality`: the sweep's
+    ``fluency_lm``, the dataset's ``judge``) unless it was already scored by the same LM and judge.
     Returns, per seed, the file's path and recipe."""
-    from codistill.counterfactuals import Verifier, generate_counterfactuals, make_generator, summary_path
+    from codistill.counterfactuals import (
+        QualityScorer,
+        Verifier,
+        generate_counterfactuals,
+        make_generator,
+        score_file,
+        summary_path,
+    )
     from codistill.models import load_classifier
 
     k_max = cfg.counterfactual_k()
@@ -151,6 +149,12 @@ def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teacher: dict[
         generate_counterfactuals(dataset, verifier, generator, path, k=k_max, seed=seed,
                                  on_failure=cfg.on_failure, progress=progress)
         atomic_write_json(summary, {**read_json(summary), "artifact": {"key": key, "recipe": recipe}})
+    wanted = {"lm": cfg.fluency_lm, "judge": judge}
+    scorer = None
+    for f in files.values():
+        if (cfg.fluency_lm or judge) and read_json(summary_path(f["path"])).get("quality") != wanted:
+            scorer = scorer or QualityScorer.load(cfg.fluency_lm, judge)
+            score_file(f["path"], scorer)
     return files
 
 

@@ -42,6 +42,8 @@ class DatasetEntry:
         max_eval: evaluate on a stratified subset of this many validation and test rows (fixed, seed 0,
             the same for the teacher and every cell; recorded in the dataset's notes). ``None``: all rows.
         name: short name in reports (default: the dataset's own name).
+        judge: a classifier over the same labels, independent of the teacher (another backbone or training
+            data), that scores the validity of the counterfactuals (``None``: validity is not measured).
         options: extra :class:`~codistill.config.DataConfig` fields (text_column, label_names, ...).
     """
 
@@ -53,6 +55,7 @@ class DatasetEntry:
     teacher_max_train: int | None = None
     max_eval: int | None = None
     name: str | None = None
+    judge: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +91,8 @@ class SweepConfig:
         generator: ``{"name": "edits", "max_edits": 3, "beam_width": 4, "lexicon": null}`` or
             ``{"name": "llm", "base_url": ..., "model": ..., ...}`` (fields of :class:`LLMConfig`).
         on_failure: ``skip`` or ``keep-best`` for originals without a flipping counterfactual.
+        fluency_lm: the causal LM that scores the counterfactuals' fluency (``smollm2``, a folder, a Hub
+            name; ``None``: not measured).
         student, train, distill: fields of :class:`StudentConfig`, :class:`TrainConfig`,
             :class:`DistillConfig` (method excluded).
         workers: cells run in parallel processes (each with its share of the CPU threads).
@@ -105,6 +110,7 @@ class SweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     generator: dict[str, Any] = field(default_factory=lambda: {"name": "edits"})
     on_failure: str = "skip"
+    fluency_lm: str | None = "smollm2"
     student: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     distill: dict[str, Any] = field(default_factory=dict)

@@ -172,17 +172,38 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
                                      f"({d['wins']}/{d['n']})")
                 md.append(f"| {name.replace(' - ', ' − ')} | " + " | ".join(texts) + " |")
         if ds["counterfactuals"]:
-            md += ["", "Counterfactual sets (one per seed, for the largest k; smaller k use their nested prefix):", "",
-                   "| file | originals | flip rate | target prob | edited words mean / median | length ratio | seconds |",
-                   "|---|---|---|---|---|---|---|"]
+            md += ["", "Counterfactual sets (one per seed, for the largest k; smaller k use their nested prefix). "
+                   "Fluency: perplexity ratio to the original under the LM (median; share ≤ 1.5); validity: share "
+                   "of flips whose target the judge also predicts; distinct: distinct edits / edits.", "",
+                   "| file | originals | flip rate | target prob | edited words mean / median | length ratio | "
+                   "fluency median (≤ 1.5) | validity | distinct | edit kinds | seconds |",
+                   "|---|---|---|---|---|---|---|---|---|---|---|"]
             for s in ds["counterfactuals"]:
+                kinds = ", ".join(f"{k} {v}" for k, v in (s.get("edit_kinds") or {}).items()) or "-"
                 md.append(f"| {s['file'].replace('.summary.json', '')} | {s['originals']} | {_fmt(s['flip_rate'])} | "
                           f"{_fmt(s['mean_target_prob'])} | {_fmt(s['edited_words_mean'])} / "
-                          f"{_fmt(s['edited_words_median'], 1)} | {_fmt(s['length_ratio_mean'])} | {_fmt(s['seconds'], 0)} |")
+                          f"{_fmt(s['edited_words_median'], 1)} | {_fmt(s['length_ratio_mean'])} | "
+                          f"{_fmt(s.get('fluency_ratio_median'))} ({_fmt(s.get('fluency_share_le_1_5'))}) | "
+                          f"{_fmt(s.get('validity'))} | {_fmt(s.get('distinct_edit_share'))} | {kinds} | "
+                          f"{_fmt(s['seconds'], 0)} |")
+            quality = ds["counterfactuals"][0].get("quality") or {}
+            md += ["", f"LM for fluency: {quality.get('lm') or 'none'}; judge: {quality.get('judge') or 'none'}.", "",
+                   f"Pairs from {ds['counterfactuals'][0]['file'].replace('.summary.json', '')} (original → "
+                   "counterfactual):", ""]
+            for e in ds["counterfactuals"][0].get("examples", []):
+                notes = [f"fluency ×{e['fluency_ratio']:.2f}" if e.get("fluency_ratio") is not None else "",
+                         {True: "judge agrees", False: "judge disagrees", None: ""}[e.get("judge_agrees")]]
+                md.append(f"- *{e['label']} → {e['target']}*: {_md_text(e['text'])} → **{_md_text(e['counterfactual'])}**"
+                          + (f" ({', '.join(n for n in notes if n)})" if any(notes) else ""))
         for metric in ("accuracy", "agreement"):
             md += ["", f"![{metric} vs k]({plot_name(dataset, metric)})"]
         md.append("")
     return "\n".join(md) + "\n"
+
+
+def _md_text(text: str) -> str:
+    """A text safe inside a Markdown list item (no line breaks, no emphasis or table marks)."""
+    return " ".join(text.split()).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
 
 
 def plot_name(dataset: str, metric: str) -> str:

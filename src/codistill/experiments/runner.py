@@ -211,7 +211,7 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
     context = {}
     for name, (i, dataset) in datasets.items():
         teacher = prepare_teacher(cfg.datasets[i], dataset, name, root, progress)
-        cf_files = prepare_counterfactuals(cfg, dataset, name, teacher, root, progress)
+        cf_files = prepare_counterfactuals(cfg, dataset, name, teacher, root, progress, cfg.datasets[i].judge)
         context[name] = (i, dataset, teacher, cf_files)
         artifacts[name] = {"teacher": teacher["path"], "teacher_key": teacher["key"],
                            "teacher_predictions": str(Path(teacher["predictions_path"]).relative_to(root))
