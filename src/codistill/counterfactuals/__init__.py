@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from codistill.counterfactuals.base import REQUEST_FAILED, Attempt, CFRequest, CFResult, CounterfactualGenerator
+from codistill.counterfactuals.chain import ChainConfig, ChainGenerator
 from codistill.counterfactuals.edits import DictLexicon, EditSearchConfig, EditSearchGenerator, WordNetLexicon
 from codistill.counterfactuals.llm import ChatClient, LLMConfig, LLMGenerator
 from codistill.counterfactuals.metrics import edit_kind, edit_ops, quality_summary, word_edit_distance
@@ -23,18 +24,18 @@ from codistill.errors import CodistillError, ConfigError
 from codistill.fileio import atomic_write_json, atomic_write_text
 
 __all__ = [
-    "Attempt", "CFRequest", "CFResult", "ChatClient", "CounterfactualGenerator", "CounterfactualsIncomplete",
+    "Attempt", "CFRequest", "CFResult", "ChainConfig", "ChainGenerator", "ChatClient", "CounterfactualGenerator", "CounterfactualsIncomplete",
     "DictLexicon", "EditSearchConfig", "EditSearchGenerator", "LLMConfig", "LLMGenerator", "QualityScorer",
     "Verifier", "WordNetLexicon", "check_candidate", "choose_targets", "edit_kind", "edit_ops",
     "generate_counterfactuals", "generator_config", "make_generator", "quality_summary", "score_file",
     "summary_path", "word_edit_distance",
 ]
 
-GENERATORS = {"edits": EditSearchConfig, "llm": LLMConfig}
+GENERATORS = {"edits": EditSearchConfig, "llm": LLMConfig, "chain": ChainConfig}
 
 
 def generator_config(spec: dict, default_cache_dir: str | None = None, where: str = "generator"):
-    """The validated options of a generator spec ``{"name": "edits" | "llm", **options}``."""
+    """The validated options of a generator spec ``{"name": "edits" | "llm" | "chain", **options}``."""
     from codistill.config import build_config
 
     if not isinstance(spec, dict) or spec.get("name") not in GENERATORS:
@@ -48,7 +49,8 @@ def generator_config(spec: dict, default_cache_dir: str | None = None, where: st
 
 def make_generator(spec: dict, default_cache_dir: str | None = None, where: str = "generator") -> CounterfactualGenerator:
     """A generator from its spec (what sweeps and the command line both use)."""
-    return generator_config(spec, default_cache_dir, where).build()
+    cfg = generator_config(spec, default_cache_dir, where)
+    return cfg.build(default_cache_dir) if isinstance(cfg, ChainConfig) else cfg.build()
 
 
 class CounterfactualsIncomplete(CodistillError):
@@ -116,9 +118,12 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
               if not res.flipped and any(a.reason == REQUEST_FAILED for a in res.attempts)]
     fatal = getattr(generator, "fatal", None)
     summary.update({"failed_originals": len(failed), "complete": not failed and fatal is None, "fatal": fatal})
-    if isinstance(generator, LLMGenerator):
-        summary["llm"] = {"base_url": generator.cfg.base_url, "model": generator.cfg.model,
-                          **generator.client.stats.as_dict()}
+    llms = [g for g in getattr(generator, "generators", [generator]) if isinstance(g, LLMGenerator)]
+    if llms:
+        summary["llm"] = {"base_url": llms[0].cfg.base_url, "model": llms[0].cfg.model,
+                          **llms[0].client.stats.as_dict()}
+        summary["generated_by"] = {name: sum(r["flipped"] and r["generator"] == name for r in rows)
+                                   for name in sorted({r["generator"] for r in rows})}
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     atomic_write_json(summary_path(out), summary)
     if not summary["complete"]:

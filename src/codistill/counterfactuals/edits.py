@@ -643,10 +643,13 @@ class EditSearchGenerator(CounterfactualGenerator):
         prompt = self.lm_prompt.format(label=label_names[request.target])
         contrast = self.lm_prompt.format(label=label_names[request.label])
         found = self.lm.propose_words(slots, positions, prompt, contrast, top=8 * self.lm_substitutes)
+        # the prompt's own words ("positive", "text") are echoes of the prompt, not edits of the text
+        echoes = {w.lower() for w in re.findall(r"[A-Za-z]+", prompt + " " + contrast + " " + " ".join(label_names))}
         keep = {}
         for i, words in found.items():
             ok = [w for w in words if w not in STOPWORDS and w not in AUXILIARIES and w not in NEGATIONS
-                  and w not in FUNCTION_WORDS and w not in QUANTIFIERS and known_word(w, self.lexicon)]
+                  and w not in FUNCTION_WORDS and w not in QUANTIFIERS and w not in echoes
+                  and known_word(w, self.lexicon)]
             keep[i] = ok[: self.lm_substitutes]
         return keep
 

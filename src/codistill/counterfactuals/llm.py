@@ -229,21 +229,31 @@ class ChatClient:
 # -- prompts and answers --------------------------------------------------------------------------------
 
 SYSTEM_PROMPT = (
-    "You edit short texts for a text classifier. Given a text, its current label and a target label, "
-    "rewrite the text so that a careful reader would give it the target label, changing as few words as "
-    "possible and keeping everything else (wording, style, length, punctuation) the same. "
-    "Reply with the edited text only: no quotes, no explanation."
+    "You edit short texts for a text classifier. Given a text, its current label and a target label, change "
+    "as few words as possible (one or two is best) so that a careful reader would give the text the target "
+    "label. Keep every other word exactly as it is: the same casing, spacing, punctuation and tokenization "
+    "(if the text writes \"do n't\" or is all lower case, so does your edit). Do not rewrite or summarize, "
+    "do not add explanations. Reply with the edited text only."
+)
+
+# a worked example in the prompt (our own, in the labels of a made-up task): minimal, same style
+EXAMPLE = (
+    "Labels: complaint, praise.\nCurrent label: complaint\nTarget label: praise\n"
+    "Text: the staff were rude and the room was cold .\nEdited text:",
+    "the staff were kind and the room was warm .",
 )
 
 
 def build_messages(text: str, label: str, target: str, label_names: Sequence[str],
                    feedback: str | None = None) -> list[dict[str, str]]:
-    """The chat messages for one original (and, on a retry, why the previous answer did not count)."""
+    """The chat messages for one original (and, on a retry, why the previous answer did not count): the
+    instructions, the worked example as a first exchange, then the text."""
     user = (f"Labels: {', '.join(label_names)}.\n"
             f"Current label: {label}\nTarget label: {target}\n"
             f"Text: {text}\n"
             f"Edited text:")
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": EXAMPLE[0]},
+                {"role": "assistant", "content": EXAMPLE[1]}, {"role": "user", "content": user}]
     if feedback:
         messages.append({"role": "user", "content": feedback})
     return messages

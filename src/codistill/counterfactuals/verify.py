@@ -69,18 +69,23 @@ def is_flip(probs: Sequence[float], target: int) -> bool:
     return all(probs[target] > q for c, q in enumerate(probs) if c != target)
 
 
+def _letters(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text.lower())
+
+
 def check_candidate(original: str, candidate: str | None, max_changed_share: float = 0.5,
                     max_length_ratio: float = 2.0) -> str | None:
     """Why ``candidate`` is not an acceptable minimal edit of ``original`` (``None`` when it is).
 
-    Rejected: empty; identical to the original (ignoring case and spacing); a refusal; text that talks
+    Rejected: empty; identical to the original (ignoring case, spacing, punctuation and tokenization:
+    ``We don't`` echoes ``we do n't``); a refusal; text that talks
     about the task or echoes the prompt instead of rewriting; much longer than the original; or a
     rewrite that changes more than ``max_changed_share`` of the words (a flip by wholesale rewrite is
     not a counterfactual).
     """
     if candidate is None or not candidate.strip():
         return "empty"
-    if " ".join(words(candidate)) == " ".join(words(original)):
+    if _letters(candidate) == _letters(original):  # an echo, however re-cased, re-spaced or re-tokenized
         return "unchanged"
     if REFUSAL.search(candidate):
         return "refusal"

@@ -105,6 +105,9 @@ def generator_recipe(spec: dict[str, Any]) -> dict[str, Any]:
     """A generator spec without the options that change how hard it tries but not what it produces."""
     from codistill.counterfactuals import generator_config
 
+    if spec.get("name") == "chain":
+        generator_config(spec)
+        return {"name": "chain", "generators": [generator_recipe(g) for g in spec["generators"]]}
     cfg = generator_config(spec)
     operational = getattr(cfg, "OPERATIONAL", ())
     return {"name": spec["name"], **{k: v for k, v in asdict(cfg).items() if k not in operational}}
