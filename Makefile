@@ -61,9 +61,13 @@ LLM_PORT ?= 8080
 LLM_THREADS ?= 2
 llm-venv: .venv-llm/.installed
 
+# llama.cpp's native build (-march=native) uses AMX here, and every completion then crashed (SIGSEGV) on
+# this machine's Xeon; a portable AVX2 build works everywhere x86-64-v3 does.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
+  -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF
 .venv-llm/.installed:
 	$(PYTHON) -m venv .venv-llm
-	.venv-llm/bin/python -m pip install 'llama-cpp-python[server]==0.3.36'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" .venv-llm/bin/python -m pip install --no-cache-dir 'llama-cpp-python[server]==0.3.36'
 	touch $@
 
 llm-server: install llm-venv
