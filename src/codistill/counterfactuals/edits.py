@@ -420,7 +420,7 @@ class EditSearchConfig:
         top_positions: words considered for deletion and substitution (the most important ones).
         substitutes: teacher-chosen polar adjectives per label tried as swaps (``0``: none).
         lexicon: a JSON file of word -> antonyms (``None``: WordNet's files).
-        lm: a causal LM (folder, Hub name, or ``smollm2`` once fetched) that proposes in-context
+        lm: a causal LM (folder, Hub name, or ``smollm2``, fetched on first use) that proposes in-context
             substitutions and picks the most fluent flip (``None``: the plain search).
         lm_substitutes: words the LM proposes per important position.
         lm_prompt: the prompt the LM reads before the text; ``{label}`` is the target label's name (and the
