@@ -54,6 +54,8 @@ def main() -> None:
         for metric in ("accuracy", "agreement"):
             xa = {s: r[metric] for (d, m, kk, s), r in a.items() if (d, m, kk) == (dataset, method, k)}
             xb = {s: r[metric] for (d, m, kk, s), r in b.items() if (d, m, kk) == (dataset, method, k)}
+            seeds = sorted(set(xa) & set(xb))  # means over the seeds both sweeps finished
+            xa, xb = {s: xa[s] for s in seeds}, {s: xb[s] for s in seeds}
             p = paired_difference(xb, xa)
             ci = (f"{100 * p['mean']:+.1f} [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] ({p['wins']}/{p['n']})"
                   if p["n"] > 1 else f"{100 * p['mean']:+.1f} ({p['wins']}/{p['n']})")
