@@ -68,13 +68,14 @@ def test_demo_config_is_the_documented_grid() -> None:
 
 def test_help_on_every_command() -> None:
     for args in ([], ["data"], ["data", "show"], ["data", "sample"], ["demo"], ["teacher"], ["distill"],
-                 ["counterfactuals"], ["sweep"], ["report"], ["export"], ["predict"], ["fetch"]):
+                 ["counterfactuals"], ["quality"], ["sweep"], ["report"], ["export"], ["predict"], ["fetch"]):
         proc = subprocess.run([sys.executable, "-m", "codistill", *args, "--help"], capture_output=True, text=True)
         assert proc.returncode == 0, (args, proc.stderr)
         assert "Usage" in proc.stdout
 
 
-def test_teacher_and_distill_commands(capsys, csv_folder: Path, tiny_teacher: Path, tiny_student: Path, tmp_path: Path) -> None:
+def test_teacher_and_distill_commands(capsys, csv_folder: Path, tiny_teacher: Path, tiny_student: Path, tiny_lm: Path,
+                                      tmp_path: Path) -> None:
     teacher_out = tmp_path / "teacher"
     code, out, err = run(capsys, "teacher", "--data", str(csv_folder), "--model", str(tiny_teacher), "--out",
                          str(teacher_out), "--epochs", "2", "--batch-size", "8", "--max-length", "32")
@@ -95,9 +96,13 @@ def test_teacher_and_distill_commands(capsys, csv_folder: Path, tiny_teacher: Pa
         cod_out = tmp_path / "cod"
         code, out, err = run(capsys, "distill", "--data", str(csv_folder), "--teacher", str(teacher_out), "--student",
                              str(tiny_student), "--student-layers", "1", "--method", "kd", "--k", "8", "--cod",
-                             "--out", str(cod_out), "--epochs", "1", "--min-steps", "2")
+                             "--out", str(cod_out), "--epochs", "1", "--min-steps", "2", "--fluency-lm", str(tiny_lm))
         assert code == 0, err
         assert "counterfactuals (edit search)" in out and (cod_out / "counterfactuals.jsonl").is_file()
+        cf_summary = json.loads((cod_out / "counterfactuals.summary.json").read_text())
+        assert cf_summary["quality"] == {"lm": str(tiny_lm), "judge": None}
+        if cf_summary["flipped"]:
+            assert f"median fluency ratio {cf_summary['fluency_ratio_median']:.2f}" in out
         m = json.loads((cod_out / "metrics.json").read_text())
         assert m["cod"] == "replace" and m["n_originals"] == 4 and "kd+cod" in out
 

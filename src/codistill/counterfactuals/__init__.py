@@ -137,14 +137,15 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
 
 def counterfactuals_for_run(dataset: TextDataset, teacher: str, out: str | Path, *, k: int, seed: int = 0,
                             cod: str = "replace", generator: dict | None = None, on_failure: str = "skip",
-                            progress: bool = True) -> dict[str, Any]:
+                            progress: bool = True, fluency_lm: str | None = None) -> dict[str, Any]:
     """Counterfactuals for a distillation run at budget ``k``: the CoD half of the k-shot sample (of the
-    2k sample for ``augment``), made by ``generator`` (default: the edit search) and verified by the
-    teacher. Returns the summary."""
+    2k sample for ``augment``), made by ``generator`` (default: the edit search), verified by the
+    teacher and scored for fluency by ``fluency_lm`` (``None``: not scored). Returns the summary."""
     from codistill.config import counterfactual_k
     from codistill.models import load_classifier
 
     verifier = Verifier.from_classifier(load_classifier(teacher, what="teacher"))
     gen = make_generator(generator or {"name": "edits"}, default_cache_dir=str(Path(out).parent / ".llm_cache"))
+    scorer = QualityScorer.load(fluency_lm) if fluency_lm else None
     return generate_counterfactuals(dataset, verifier, gen, out, k=counterfactual_k(k, cod), seed=seed,
-                                    on_failure=on_failure, progress=progress)
+                                    on_failure=on_failure, progress=progress, scorer=scorer)
