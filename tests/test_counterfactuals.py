@@ -591,3 +591,26 @@ def test_sweep_against_a_dead_endpoint_trains_no_cell(tmp_path: Path, tiny_teach
     with pytest.raises(CodistillError, match="got no counterfactual"):
         run_sweep(cfg, progress=False)
     assert not list((tmp_path / "sweep").glob("cells/**/metrics.json"))
+
+
+def test_edit_search_keeps_several_counterfactuals_at_different_positions(tmp_path: Path) -> None:
+    verifier = Verifier(toy_scorer)
+    request = CFRequest(0, "great but dull and good", 1, 0)  # two antonym flips at depth 1: great, good
+    one = EditSearchGenerator(LEXICON, max_edits=2, top_positions=0).generate([request], verifier, ["negative", "positive"],
+                                                                               progress=False)[0]
+    two = EditSearchGenerator(LEXICON, max_edits=2, top_positions=0, per_original=2).generate(
+        [request], verifier, ["negative", "positive"], progress=False)[0]
+    assert one.to_row(["negative", "positive"])["more_counterfactuals"] == []
+    row = two.to_row(["negative", "positive"])
+    assert row["counterfactual"] == one.best.text                   # the first is the one a single search keeps
+    assert sorted([row["counterfactual"]] + row["more_counterfactuals"]) == ["awful but dull and good",
+                                                                           "great but dull and bad"]
+    # a file of such rows reads back with its extras; a malformed list is one line naming the row
+    from codistill.counterfactuals.rows import read_counterfactual_rows
+
+    path = tmp_path / "cf.jsonl"
+    path.write_text(json.dumps({**row, "pool_index": 0}) + "\n" + json.dumps({**row, "more_counterfactuals": [""]}) + "\n")
+    with pytest.raises(Exception, match=r"cf.jsonl, line 2: 'more_counterfactuals' must be a list of non-empty strings"):
+        read_counterfactual_rows(path, ["negative", "positive"])
+    path.write_text(json.dumps({**row, "pool_index": 0}) + "\n")
+    assert read_counterfactual_rows(path, ["negative", "positive"])[0].more == tuple(row["more_counterfactuals"])

@@ -342,3 +342,31 @@ def test_kd_rep_distills_across_tokenizers(tmp_path: Path, trained_teacher: Path
     assert [t["name"] for t in m["terms"]] == ["ce", "kd", "pooled"] and m["terms"][2]["weight"] == 2.0
     log = [json.loads(r) for r in (tmp_path / "rep" / "train_log.jsonl").read_text().splitlines()]
     assert all(r["pooled"] > 0 and r["loss"] == pytest.approx(r["ce"] + r["kd"] + r["pooled"], rel=1e-5) for r in log)
+
+
+def test_cod_multi_trains_on_every_counterfactual_of_the_same_originals(tmp_path: Path, trained_teacher: Path,
+                                                                       tiny_student: Path, toy, cf_files) -> None:
+    from codistill.counterfactuals.rows import cod_examples
+
+    rows = [json.loads(line) for line in cf_files["k8"].read_text().splitlines()]
+    # a second counterfactual for two of the four originals (as the edit search writes with per_original 2)
+    for r in rows[:2]:
+        r["more_counterfactuals"] = [r["text"].replace("the film", "the movie")]
+    multi_file = tmp_path / "multi.jsonl"
+    multi_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = dict(seed=0, student=StudentConfig(model=str(tiny_student), layers=1), train=FAST, progress=False,
+                  save_model=False, counterfactuals=str(multi_file))
+    one = run_distill(toy, trained_teacher, tmp_path / "one", k=8, cod="replace", **common)
+    multi = run_distill(toy, trained_teacher, tmp_path / "multi", k=8, cod="multi", **common)
+    used = [r for r in rows if r["use"]]
+    assert one["n_counterfactuals"] == len(used)                                     # replace ignores the extras
+    assert multi["n_counterfactuals"] == len(used) + sum(bool(r.get("more_counterfactuals")) for r in used)
+    assert multi["n_originals"] == one["n_originals"] == 4 and multi["cod"] == "multi"
+    assert _train_rows(tmp_path / "multi")[0] == _train_rows(tmp_path / "one")[0]   # the same originals
+    from codistill.data import sample_from
+
+    extra, _ = cod_examples(multi_file, sample_from(toy, 4, 0), toy.label_names, every=True)
+    first = next(r for r in used if r.get("more_counterfactuals"))
+    i = extra.texts.index(first["counterfactual"])
+    assert extra.texts[i + 1] == first["more_counterfactuals"][0]                   # its extras follow it
+    assert extra.labels[i] == extra.labels[i + 1] == first["target_label"]

@@ -185,6 +185,26 @@ def test_example_configs_parse_and_a_tiny_version_runs(example: str, grid_setup:
     assert result["finished"] == result["cells"] == len(tiny.cod)
 
 
+def test_cod_multi_is_its_own_method_paired_with_cod(grid_setup: dict, tmp_path: Path) -> None:
+    base = {**grid_setup["base"], "methods": ["kd"], "k": [4], "seeds": [0, 1], "fluency_lm": None}
+    with pytest.raises(ConfigError, match="per_original >= 2"):
+        SweepConfig(out=str(tmp_path / "x"), **{**base, "cod": ["replace", "multi"]})
+    cfg = SweepConfig(out=str(tmp_path / "m"), **{**base, "cod": ["replace", "multi"],
+                                                   "generator": {**base["generator"], "per_original": 2}})
+    assert run_sweep(cfg, progress=False)["finished"] == 4
+    cells = {(c["cod"], c["seed"]): c for c in read_cells(Path(cfg.out) / "cells")}
+    files = sorted((Path(cfg.out) / "counterfactuals" / "toy").glob("*.jsonl"))
+    for seed, path in zip((0, 1), files):
+        rows = [json.loads(line) for line in path.read_text().splitlines()][:2]  # the k=4 cells' originals
+        used = [r for r in rows if r["use"]]
+        assert cells[("replace", seed)]["n_counterfactuals"] == len(used)
+        assert cells[("multi", seed)]["n_counterfactuals"] == len(used) + sum(len(r["more_counterfactuals"]) for r in used)
+    assert any(cells[("multi", s)]["n_counterfactuals"] > cells[("replace", s)]["n_counterfactuals"] for s in (0, 1))
+    summary = build_report(cfg.out)
+    assert "kd+cod-multi - kd+cod" in summary["datasets"]["toy"]["paired"]
+    assert "| kd+cod-multi |" in (Path(cfg.out) / "report.md").read_text()
+
+
 def test_a_changed_config_reruns_exactly_what_it_changes(grid_setup: dict, tmp_path: Path) -> None:
     base = {**grid_setup["base"], "methods": ["kd"], "cod": ["none", "replace"], "k": [4], "seeds": [0]}
     out = tmp_path / "s"

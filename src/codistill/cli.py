@@ -343,7 +343,7 @@ def distill_cmd(
     counterfactuals: Optional[Path] = typer.Option(None, "--counterfactuals", help="JSONL of counterfactual (or text,label) rows."),
     cod: bool = typer.Option(False, "--cod", help="CoD at budget k: k/2 originals + their counterfactuals "
                              "(from --counterfactuals, else generated with the edit search)."),
-    cod_mode: str = typer.Option("replace", "--cod-mode", help="With --cod: 'replace' (k/2 + CFs) or 'augment' (k + CFs)."),
+    cod_mode: str = typer.Option("replace", "--cod-mode", help="With --cod: 'replace' (k/2 + CFs), 'multi' (k/2 + every CF of each: a file made with --per-original N) or 'augment' (k + CFs)."),
     fluency_lm: Optional[str] = typer.Option(None, "--fluency-lm", help="With --cod and no --counterfactuals: " + FLUENCY_HELP),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     options: dict = None,

@@ -483,7 +483,7 @@ class StudentConfig:
             raise ConfigError(f"student init must be 'pretrained' or 'teacher', got '{self.init}'")
 
 
-COD_MODES = ("replace", "augment")
+COD_MODES = ("replace", "augment", "multi")
 
 
 @dataclass
@@ -496,8 +496,10 @@ class RunConfig:
         seed: sampling and training seed (overrides ``train.seed``).
         counterfactuals: JSONL of counterfactual rows (``codistill counterfactuals``) or ``text,label`` rows.
         cod: ``None`` (every usable row of ``counterfactuals`` is added to the k originals), ``replace`` (CoD
-            at budget k: k/2 originals + their counterfactuals) or ``augment`` (k originals + counterfactuals
-            of all k, a larger set).
+            at budget k: k/2 originals + their counterfactuals), ``multi`` (the same k/2 originals, each with
+            every counterfactual its row holds: the first and its ``more_counterfactuals``, made by a
+            generator with ``per_original`` > 1) or ``augment`` (k originals + counterfactuals of all k, a
+            larger set).
         student, method, train: the option groups.
     """
 

@@ -135,14 +135,15 @@ def training_rows(dataset: TextDataset, run: RunConfig):
     counterfactuals added and skipped."""
     from codistill.counterfactuals.rows import cod_examples, extra_examples
 
-    if run.cod == "replace":
+    half = run.cod in ("replace", "multi")  # CoD at budget k keeps k/2 originals
+    if half:
         check_cod_budget(run.k, dataset.num_classes)
-    sample = sample_from(dataset, run.k // 2 if run.cod == "replace" else run.k, run.seed)
+    sample = sample_from(dataset, run.k // 2 if half else run.k, run.seed)
     rows = sample.as_split()
     info = {"added": 0, "skipped_not_flipped": 0}
     if run.counterfactuals is not None:
         extra, info = (extra_examples(run.counterfactuals, dataset.label_names) if run.cod is None
-                       else cod_examples(run.counterfactuals, sample, dataset.label_names))
+                       else cod_examples(run.counterfactuals, sample, dataset.label_names, every=run.cod == "multi"))
         rows = LabeledTexts(rows.texts + extra.texts, rows.labels + extra.labels)
     return sample, rows, info
 

@@ -81,12 +81,14 @@ class CFResult:
 
         best = self.best
         text = best.text if best is not None else None
+        more = [a.text for a in self.attempts if a.flipped and a is not best]
         return {
             "index": self.request.index,
             "text": self.request.text,
             "label": self.request.label,
             "label_name": label_names[self.request.label],
             "counterfactual": text,
+            "more_counterfactuals": more,
             "target_label": self.request.target,
             "target_name": label_names[self.request.target],
             "probs_before": self.probs_before,

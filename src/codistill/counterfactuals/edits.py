@@ -426,6 +426,9 @@ class EditSearchConfig:
         lm_prompt: the prompt the LM reads before the text; ``{label}`` is the target label's name (and the
             current label's in the contrast prompt).
         fluency_candidates: flipping candidates per original whose fluency the LM compares.
+        per_original: counterfactuals kept per original (at the first depth that flips, each at positions
+            no other kept one edits); the first is the row's ``counterfactual``, the others its
+            ``more_counterfactuals`` (CoD ``multi`` trains on all).
     """
 
     max_edits: int = 3
@@ -437,6 +440,7 @@ class EditSearchConfig:
     lm_substitutes: int = 6
     lm_prompt: str = "Here is a very {label} text:\n"
     fluency_candidates: int = 8
+    per_original: int = 1
 
     def __post_init__(self) -> None:
         from codistill.config import check_types
@@ -444,8 +448,8 @@ class EditSearchConfig:
         check_types(self, "generator")
         if self.max_edits < 1 or self.beam_width < 1 or self.top_positions < 0 or self.substitutes < 0:
             raise ConfigError("generator: max_edits and beam_width must be >= 1, top_positions and substitutes >= 0")
-        if self.lm_substitutes < 0 or self.fluency_candidates < 1:
-            raise ConfigError("generator: lm_substitutes must be >= 0 and fluency_candidates >= 1")
+        if self.lm_substitutes < 0 or self.fluency_candidates < 1 or self.per_original < 1:
+            raise ConfigError("generator: lm_substitutes must be >= 0, fluency_candidates and per_original >= 1")
         if "{label}" not in self.lm_prompt:
             raise ConfigError(f"generator.lm_prompt must contain '{{label}}', got {self.lm_prompt!r}")
 
@@ -457,7 +461,7 @@ class EditSearchConfig:
                                    top_positions=self.top_positions, substitutes=self.substitutes,
                                    lm=CausalLM.load(self.lm) if self.lm else None,
                                    lm_substitutes=self.lm_substitutes, lm_prompt=self.lm_prompt,
-                                   fluency_candidates=self.fluency_candidates)
+                                   fluency_candidates=self.fluency_candidates, per_original=self.per_original)
 
 
 class EditSearchGenerator(CounterfactualGenerator):
@@ -472,14 +476,15 @@ class EditSearchGenerator(CounterfactualGenerator):
         substitutes: adjectives per target label tried as replacements (``0`` disables substitution).
         lm: a :class:`~.lm.CausalLM` (or anything with its ``propose_words`` and ``log_perplexity``) for
             in-context substitutions and the fluency choice; ``None``: neither.
-        lm_substitutes, lm_prompt, fluency_candidates: see :class:`EditSearchConfig`.
+        lm_substitutes, lm_prompt, fluency_candidates, per_original: see :class:`EditSearchConfig`.
     """
 
     name = "edits"
 
     def __init__(self, lexicon: Lexicon | None = None, max_edits: int = 3, beam_width: int = 4,
                  top_positions: int = 8, substitutes: int = 8, lm=None, lm_substitutes: int = 6,
-                 lm_prompt: str = "Here is a very {label} text:\n", fluency_candidates: int = 8) -> None:
+                 lm_prompt: str = "Here is a very {label} text:\n", fluency_candidates: int = 8,
+                 per_original: int = 1) -> None:
         if max_edits < 1 or beam_width < 1 or top_positions < 0 or substitutes < 0:
             raise ConfigError("max_edits and beam_width must be >= 1, top_positions and substitutes >= 0")
         self.lexicon = lexicon if lexicon is not None else WordNetLexicon()
@@ -491,6 +496,7 @@ class EditSearchGenerator(CounterfactualGenerator):
         self.lm_substitutes = lm_substitutes
         self.lm_prompt = lm_prompt
         self.fluency_candidates = fluency_candidates
+        self.per_original = per_original
         if lm is not None:
             self.name = "edits+lm"
         self._targets: tuple[int, int, list[list[str]]] | None = None
@@ -616,7 +622,7 @@ class EditSearchGenerator(CounterfactualGenerator):
                 if qi not in best_seen or top_p > best_seen[qi][0]:
                     best_seen[qi] = (top_p, top_state, scored[0][1])
                 next_beams[qi] = [ch for ch, _ in scored[: self.beam_width]]
-            self._record(results, self._most_fluent(flipping, requests), verifier)
+            self._record(results, self._choose(flipping), verifier)
             beams = next_beams
             if not beams:
                 break
@@ -653,18 +659,30 @@ class EditSearchGenerator(CounterfactualGenerator):
             keep[i] = ok[: self.lm_substitutes]
         return keep
 
-    def _most_fluent(self, flipping: dict[int, list[_State]], requests: Sequence[CFRequest]) -> list[tuple[int, _State]]:
-        """Per original, its first flipping candidate; with an LM, the one of the first ``fluency_candidates``
-        whose perplexity is lowest (one batched LM pass over all originals' candidates)."""
-        if self.lm is None:
-            return [(qi, states[0]) for qi, states in flipping.items()]
-        shortlist = {qi: states[: self.fluency_candidates] for qi, states in flipping.items()}
-        texts = [st.text() for states in shortlist.values() for st in states]
-        scores = iter(self.lm.log_perplexity(texts)) if texts else iter(())
+    def _choose(self, flipping: dict[int, list[_State]]) -> list[tuple[int, _State]]:
+        """Per original, its first flipping candidate (with an LM: the least surprising of the first
+        ``fluency_candidates``), then up to ``per_original - 1`` more that edit none of the positions the
+        kept ones edit. One batched LM pass over every original's shortlist."""
+        ordered = dict(flipping)
+        if self.lm is not None:
+            shortlist = {qi: states[: max(self.fluency_candidates, self.per_original)] for qi, states in flipping.items()}
+            texts = [st.text() for states in shortlist.values() for st in states]
+            scores = iter(self.lm.log_perplexity(texts)) if texts else iter(())
+            for qi, states in shortlist.items():
+                lp = [next(scores) for _ in states]
+                ordered[qi] = [states[j] for j in sorted(range(len(states)), key=lp.__getitem__)]
         chosen = []
-        for qi, states in shortlist.items():
-            lp = [next(scores) for _ in states]
-            chosen.append((qi, states[min(range(len(states)), key=lp.__getitem__)]))
+        for qi, states in ordered.items():
+            used: set[int] = set()
+            kept = 0
+            for st in states:
+                if kept and st.edited & used:
+                    continue
+                chosen.append((qi, st))
+                used |= st.edited
+                kept += 1
+                if kept == self.per_original:
+                    break
         return chosen
 
     @staticmethod

@@ -77,7 +77,8 @@ def quality_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     unchanged_share: candidates equal to their original; duplicate_share: candidates that repeat another
     candidate of the set. rejected: count of candidates per rejection reason (all attempts).
 
-    Over the flipped counterfactuals: edit_kinds (count per :func:`edit_kind`); distinct_edits and
+    more_counterfactuals: further flips kept beside the originals' first (``per_original`` > 1). Over the
+    first flipped counterfactuals: edit_kinds (count per :func:`edit_kind`); distinct_edits and
     distinct_edit_share (distinct ``removed -> added`` edits / all edits: 1.0 when no edit repeats);
     fluency_ratio_median and fluency_share_le_1_5 (perplexity ratio to the original, from rows scored by
     :mod:`.quality`); validity (share whose target the judge also predicts) and judge_accuracy_originals
@@ -121,6 +122,7 @@ def quality_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "duplicate_share": duplicates / len(with_cf) if with_cf else None,
         "attempts_mean": _mean([r.get("attempts", 0) for r in rows]),
         "candidates_by_reason": dict(sorted(reasons.items())),
+        "more_counterfactuals": sum(len(r.get("more_counterfactuals") or []) for r in good),
         "edit_kinds": dict(sorted(kinds.items())),
         "distinct_edits": len(set(all_ops)),
         "distinct_edit_share": len(set(all_ops)) / len(all_ops) if all_ops else None,

@@ -28,6 +28,7 @@ class CounterfactualRow:
     target: int | None
     use: bool
     pool_index: int | None
+    more: tuple[str, ...] = ()  # further counterfactuals of the same original and target (CoD "multi")
 
     @property
     def example(self) -> tuple[str, int]:
@@ -75,7 +76,11 @@ def parse_row(row: dict[str, Any], label_names: Sequence[str], where: str) -> Co
     label = label_index(row["label"], label_names, where) if "label" in row else None
     flipped = _flag(row, "flipped", False, where)
     use = _flag(row, "use", flipped, where) and cf is not None
-    return CounterfactualRow(where_line(where), text or "", label, cf.strip() if cf else None, target, use, pool_index)
+    more = row.get("more_counterfactuals") or []
+    if not isinstance(more, list) or not all(isinstance(m, str) and m.strip() for m in more):
+        raise DataError(f"{where}: 'more_counterfactuals' must be a list of non-empty strings, got {more!r}")
+    return CounterfactualRow(where_line(where), text or "", label, cf.strip() if cf else None, target, use, pool_index,
+                             tuple(m.strip() for m in more))
 
 
 def where_line(where: str) -> int:
@@ -105,10 +110,12 @@ def extra_examples(path: str | Path, label_names: Sequence[str]) -> tuple[Labele
             {"added": len(used), "skipped_not_flipped": len(rows) - len(used)})
 
 
-def cod_examples(path: str | Path, sample, label_names: Sequence[str]) -> tuple[LabeledTexts, dict[str, int]]:
+def cod_examples(path: str | Path, sample, label_names: Sequence[str],
+                 every: bool = False) -> tuple[LabeledTexts, dict[str, int]]:
     """The counterfactuals of ``path`` that belong to the originals of ``sample`` (matched by their row in
-    the pool and checked by text), in the sample's order. A file generated for a larger k of the same seed
-    covers every smaller k, since samples are nested; a file for another seed or dataset is refused."""
+    the pool and checked by text), in the sample's order; with ``every``, each original's further
+    counterfactuals (``more_counterfactuals``) follow its first. A file generated for a larger k of the same
+    seed covers every smaller k, since samples are nested; a file for another seed or dataset is refused."""
     by_index: dict[int, CounterfactualRow] = {}
     for row in read_counterfactual_rows(path, label_names):
         if row.pool_index is None or row.target is None:
@@ -127,6 +134,7 @@ def cod_examples(path: str | Path, sample, label_names: Sequence[str]) -> tuple[
         if not row.use or row.counterfactual is None:
             skipped += 1
             continue
-        texts.append(row.counterfactual)
-        labels.append(row.target)
+        for text in (row.counterfactual, *(row.more if every else ())):
+            texts.append(text)
+            labels.append(row.target)
     return LabeledTexts(texts, labels), {"added": len(texts), "skipped_not_flipped": skipped}

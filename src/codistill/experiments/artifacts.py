@@ -165,11 +165,13 @@ def counterfactual_rows_hash(path: Path, dataset: TextDataset, run: RunConfig) -
     """SHA-256 of the counterfactual rows a cell trains on (those of its own originals)."""
     from codistill.counterfactuals.rows import read_counterfactual_rows
 
-    n = run.k // 2 if run.cod == "replace" else run.k
+    n = run.k // 2 if run.cod in ("replace", "multi") else run.k
     wanted = set(sample_from(dataset, n, run.seed).indices)
     rows = [asdict(r) for r in read_counterfactual_rows(path, dataset.label_names) if r.pool_index in wanted]
     for r in rows:
         r.pop("line")
+        if run.cod != "multi" or not r["more"]:  # only "multi" trains on them (and older keys stay valid)
+            r.pop("more")
     return config_hash(sorted(rows, key=lambda r: r["pool_index"]))
 
 

@@ -18,14 +18,16 @@ from codistill.config import (
 )
 from codistill.errors import ConfigError
 
-COD_CHOICES = ("none", "replace", "augment")
+COD_CHOICES = ("none", "replace", "augment", "multi")
 EXECUTORS = ("local", "ray")
 
 
 def method_label(method: str, cod: str | None) -> str:
-    """How a run is named in tables: ``kd``, ``kd+cod`` (CoD at the same budget), ``kd+cod-augment``
-    (k originals plus their counterfactuals: a larger set), ``kd+extra`` (rows added by hand)."""
-    suffix = {None: "", "none": "", "replace": "+cod", "augment": "+cod-augment", "extra": "+extra"}[cod]
+    """How a run is named in tables: ``kd``, ``kd+cod`` (CoD at the same budget), ``kd+cod-multi`` (the
+    same k/2 originals with several counterfactuals each), ``kd+cod-augment`` (k originals plus their
+    counterfactuals: a larger set), ``kd+extra`` (rows added by hand)."""
+    suffix = {None: "", "none": "", "replace": "+cod", "augment": "+cod-augment", "multi": "+cod-multi",
+              "extra": "+extra"}[cod]
     return method + suffix
 
 
@@ -86,6 +88,7 @@ class SweepConfig:
         datasets: :class:`DatasetEntry` list.
         methods: among finetune, kd, lwd, ted.
         cod: among ``none`` (baseline on k originals), ``replace`` (CoD: k/2 originals + counterfactuals),
+            ``multi`` (the k/2 originals + up to the generator's ``per_original`` counterfactuals each),
             ``augment`` (k originals + counterfactuals of all k).
         k: budgets; seeds: sampling/training seeds.
         generator: ``{"name": "edits", "max_edits": 3, "beam_width": 4, "lexicon": null}`` or
@@ -138,8 +141,11 @@ class SweepConfig:
                 raise ConfigError(f"sweep.cod: unknown cod mode '{c}' (choose from {', '.join(COD_CHOICES)})")
         if any(k < 1 for k in self.k):
             raise ConfigError(f"sweep.k: every k must be >= 1, got {self.k}")
-        if self.generator.get("name") not in ("edits", "llm"):
-            raise ConfigError(f"sweep.generator.name: must be 'edits' or 'llm', got {self.generator.get('name')!r}")
+        if self.generator.get("name") not in ("edits", "llm", "chain"):
+            raise ConfigError(f"sweep.generator.name: must be 'edits', 'llm' or 'chain', got {self.generator.get('name')!r}")
+        if "multi" in self.cod and int(self.generator.get("per_original", 1)) < 2:
+            raise ConfigError("sweep.cod: 'multi' trains on several counterfactuals per original; give the "
+                              "generator per_original >= 2 (e.g. generator: {name: edits, per_original: 3})")
         if self.on_failure not in ("skip", "keep-best"):
             raise ConfigError(f"sweep.on_failure: must be 'skip' or 'keep-best', got '{self.on_failure}'")
         if self.workers < 1:

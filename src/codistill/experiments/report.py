@@ -115,10 +115,10 @@ def summarize(root: Path) -> dict[str, Any]:
             stats = aggregate([r for r in data if r[metric] is not None], ["label", "k"], lambda r: r[metric])
             ds[metric] = {label: {str(k): dict(zip(("mean", "std", "n"), stats[(label, k)]))
                                   for k in ks if (label, k) in stats} for label in labels}
-        for cod_label in labels:
-            base = cod_label.split("+")[0]
-            if "+cod" not in cod_label or base not in labels:
-                continue
+        pairs = [(c, c.split("+")[0]) for c in labels if "+cod" in c and c.split("+")[0] in labels]
+        pairs += [(c, c.replace("+cod-multi", "+cod")) for c in labels  # several CFs per original vs one
+                  if c.endswith("+cod-multi") and c.replace("+cod-multi", "+cod") in labels]
+        for cod_label, base in pairs:
             for k in ks:
                 a = {r["seed"]: r["accuracy"] for r in data if r["label"] == cod_label and r["k"] == k}
                 b = {r["seed"]: r["accuracy"] for r in data if r["label"] == base and r["k"] == k}
