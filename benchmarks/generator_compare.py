@@ -1,5 +1,6 @@
 """Issue 12's outcome table: CoD with one counterfactual generator against CoD with another, paired on the
-same samples and seeds (two sweeps that differ only in ``generator``), and the quality of their sets.
+same samples and seeds (two sweeps that differ only in ``generator``, or, for issue 13, plain CoD against
+CoD ``multi``), and the quality of their sets.
 
     codistill sweep benchmarks/cod_generators/sst2_edits.yaml
     codistill sweep benchmarks/cod_generators/sst2_edits_lm.yaml
@@ -59,7 +60,8 @@ def main() -> None:
             p = paired_difference(xb, xa)
             ci = (f"{100 * p['mean']:+.1f} [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] ({p['wins']}/{p['n']})"
                   if p["n"] > 1 else f"{100 * p['mean']:+.1f} ({p['wins']}/{p['n']})")
-            print(f"| {dataset} | {method}+cod | {k} | {metric} | {format_mean_std(mean_std(list(xa.values())))} | "
+            labels = sorted({r["label"] for rows in (a, b) for key, r in rows.items() if key[:3] == (dataset, method, k)})
+            print(f"| {dataset} | {' vs '.join(labels)} | {k} | {metric} | {format_mean_std(mean_std(list(xa.values())))} | "
                   f"{format_mean_std(mean_std(list(xb.values())))} | {ci} |")
     print("\nCounterfactual sets (mean over the seeds' files):\n")
     print("| sweep | files | originals | " + " | ".join(QUALITY) + " |")
