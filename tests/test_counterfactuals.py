@@ -399,10 +399,16 @@ def test_llm_end_to_end_file_has_tokens_and_time(tmp_path: Path) -> None:
                for t in ds["train"].texts}
     with ScriptedLLM(answers) as server:
         out = tmp_path / "cf.jsonl"
-        summary = generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(_cfg(server.url, tmp_path)), out,
-                                           k=4, progress=False)
+        gen = LLMGenerator(_cfg(server.url, tmp_path))
+        summary = generate_counterfactuals(ds, Verifier(toy_scorer), gen, out, k=4, progress=False)
+        # the same generator (as a sweep reuses it) for another seed: its file counts only its own requests
+        again = generate_counterfactuals(ds, Verifier(toy_scorer), gen, tmp_path / "s1.jsonl", k=4, seed=1,
+                                         progress=False)
     assert summary["flip_rate"] == 1.0 and summary["llm"]["requests"] == 2
     assert summary["llm"]["completion_tokens"] == 6 and summary["seconds"] > 0
+    new = len(set(sample_from(ds, 2, 1).texts) - set(sample_from(ds, 2, 0).texts))
+    assert again["llm"]["requests"] == new and again["llm"]["cache_hits"] == 2 - new
+    assert again["llm"]["completion_tokens"] == 3 * new
 
 
 def test_llm_then_edits_chain_fills_what_the_llm_could_not_flip(tmp_path: Path, capsys) -> None:

@@ -95,6 +95,8 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
         raise ConfigError(f"the teacher has {before.shape[1]} labels but dataset '{dataset.name}' has "
                           f"{dataset.num_classes} ({', '.join(dataset.label_names)})")
     targets = choose_targets(before, sample.labels)
+    llms = [g for g in getattr(generator, "generators", [generator]) if isinstance(g, LLMGenerator)]
+    stats_before = llms[0].client.stats.as_dict() if llms else {}  # a sweep reuses one client for every seed
     requests = [CFRequest(i, t, y, tg) for i, (t, y, tg) in enumerate(zip(sample.texts, sample.labels, targets))]
     results = generator.generate(requests, verifier, dataset.label_names, progress=progress)
     seconds = time.perf_counter() - start
@@ -118,10 +120,10 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
               if not res.flipped and any(a.reason == REQUEST_FAILED for a in res.attempts)]
     fatal = getattr(generator, "fatal", None)
     summary.update({"failed_originals": len(failed), "complete": not failed and fatal is None, "fatal": fatal})
-    llms = [g for g in getattr(generator, "generators", [generator]) if isinstance(g, LLMGenerator)]
     if llms:
+        after = llms[0].client.stats.as_dict()
         summary["llm"] = {"base_url": llms[0].cfg.base_url, "model": llms[0].cfg.model,
-                          **llms[0].client.stats.as_dict()}
+                          **{key: after[key] - stats_before[key] for key in after}}
         summary["generated_by"] = {name: sum(r["flipped"] and r["generator"] == name for r in rows)
                                    for name in sorted({r["generator"] for r in rows})}
     atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
