@@ -138,7 +138,8 @@ class CausalLM:
                 out[i] = []
                 continue
             best = lt.topk(min(pool, len(ids))).indices
-            score = lt[best] if "contrast" not in scored else 2 * lt[best] - scored["contrast"][i][best]
+            lc = scored.get("contrast", {}).get(i)  # None without a contrast prompt (or past max_length)
+            score = lt[best] if lc is None else 2 * lt[best] - lc[best]
             order = best[score.argsort(descending=True)]
             current = words[i].lower().strip(".,!?;:\"'()")
             picked = []
