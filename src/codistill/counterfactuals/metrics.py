@@ -47,7 +47,11 @@ def edit_ops(original: str, counterfactual: str) -> list[tuple[str, tuple[str, .
 
 def edit_kind(original: str, counterfactual: str) -> str:
     """One kind per counterfactual: its edits' kind when they share one, else ``mixed`` (``none``: no edit)."""
-    kinds = {k for k, _, _ in edit_ops(original, counterfactual)}
+    return _kind_of(edit_ops(original, counterfactual))
+
+
+def _kind_of(ops: Sequence[tuple[str, tuple[str, ...], tuple[str, ...]]]) -> str:
+    kinds = {k for k, _, _ in ops}
     return kinds.pop() if len(kinds) == 1 else ("none" if not kinds else "mixed")
 
 
@@ -103,9 +107,10 @@ def quality_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     kinds: dict[str, int] = {}
     all_ops = []
     for r in good:
-        kind = edit_kind(r["text"], r["counterfactual"])
+        ops = edit_ops(r["text"], r["counterfactual"])  # one alignment per row, for its kind and its edits
+        kind = _kind_of(ops)
         kinds[kind] = kinds.get(kind, 0) + 1
-        all_ops += [f"{' '.join(rm)} -> {' '.join(ad)}" for _, rm, ad in edit_ops(r["text"], r["counterfactual"])]
+        all_ops += [f"{' '.join(rm)} -> {' '.join(ad)}" for _, rm, ad in ops]
     ratios = [r["fluency_ratio"] for r in good if r.get("fluency_ratio") is not None]
     judged = [r for r in good if r.get("judge_label") is not None]
     judged_originals = [r for r in rows if r.get("judge_original_label") is not None]
