@@ -129,6 +129,7 @@ def test_distill_end_to_end_each_method(method: str, tmp_path: Path, trained_tea
         assert (out / name).is_file(), name
     assert m["method"] == method and m["n_train"] == 8 and m["steps"] == 4
     assert 0.0 <= m["test"]["accuracy"] <= 1.0 and m["test"]["n"] == 24
+    assert m["validation"]["n"] == 12 and 0.0 <= m["validation"]["accuracy"] <= 1.0
     assert "agreement" in m["test"] and m["teacher_test"]["accuracy"] > 0.5
     log = [json.loads(r) for r in (out / "train_log.jsonl").read_text().splitlines()]
     expected_parts = {"finetune": {"ce"}, "kd": {"ce", "kd"}, "lwd": {"ce", "kd", "hidden_mse"},
@@ -370,3 +371,55 @@ def test_cod_multi_trains_on_every_counterfactual_of_the_same_originals(tmp_path
     i = extra.texts.index(first["counterfactual"])
     assert extra.texts[i + 1] == first["more_counterfactuals"][0]                   # its extras follow it
     assert extra.labels[i] == extra.labels[i + 1] == first["target_label"]
+
+
+def test_kd_con_on_a_mean_head_trains_and_exports(tmp_path: Path, trained_teacher: Path, tiny_student: Path,
+                                                  toy) -> None:
+    """kd_con logs its three terms; the contrastive term moves the encoder; the saved mean-head student loads
+    with transformers' pipeline (codistill imported) and exports to ONNX with PyTorch's probabilities."""
+    from transformers import pipeline
+
+    from codistill.export import export_onnx
+
+    out = tmp_path / "con"
+    m = run_distill(toy, trained_teacher, out, k=8, seed=0,
+                    student=StudentConfig(model=str(tiny_student), layers=1, pooling="mean"),
+                    method=DistillConfig(method="kd_con", gamma=2.0), train=FAST, progress=False)
+    log = [json.loads(r) for r in (out / "train_log.jsonl").read_text().splitlines()]
+    assert {"ce", "kd", "contrastive"} <= set(log[0]) and m["method"] == "kd_con"
+    assert [t for t in m["terms"] if t["name"] == "contrastive"][0]["weight"] == 2.0
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["student"]["pooling"] == "mean"
+    assert json.loads((out / "config.json").read_text())["model_type"] == "codistill_bert_mean"
+    clf = pipeline("text-classification", model=str(out), tokenizer=str(out))
+    assert clf("the film was great")[0]["label"] in ("negative", "positive")
+    report = export_onnx(out, tmp_path / "onnx")
+    assert report.max_abs_diff < 1e-4 and report.agreement == 1.0
+
+
+def test_contrastive_term_alone_changes_only_the_encoder(tiny_teacher: Path, tiny_student: Path, toy) -> None:
+    """A step of the contrastive term alone moves the encoder layers and leaves the classifier head untouched
+    (the term never reads the logits), and its value equals the formula on the batch it saw."""
+    from codistill.config import LossTerm
+    from codistill.losses import build_terms, masked_mean_pool, pair_similarity_loss
+
+    torch.manual_seed(0)
+    student, _ = make_student(str(tiny_student), None, "pretrained", ["negative", "positive"], pooling="mean")
+    terms = build_terms([LossTerm("contrastive")], student.num_layers, None, student.hidden_size, None, 2)
+    module = DistillModule(student.model, terms)
+    train = toy.splits["train"]
+    encoded = encode(student.tokenizer, train.texts[:8], 32)
+    batch = collate(student.tokenizer, encoded, list(range(8)))
+    labels = torch.tensor(train.labels[:8])
+    module.eval()
+    with torch.no_grad():
+        parts = module(batch, labels)
+        hidden = student.model(**batch, output_hidden_states=True).hidden_states[-1]
+    expected = pair_similarity_loss(masked_mean_pool(hidden, batch["attention_mask"]), labels)
+    assert parts["contrastive"].item() == pytest.approx(expected.item(), rel=1e-5)
+    before = {n: p.detach().clone() for n, p in student.model.named_parameters()}
+    fit(module, student, encoded, train.labels[:8], replace(FAST, min_steps=3, epochs=1), progress=False)
+    after = dict(student.model.named_parameters())
+    assert torch.equal(before["classifier.weight"], after["classifier.weight"])
+    assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"],
+                           after["bert.encoder.layer.0.attention.self.query.weight"])

@@ -167,6 +167,7 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     with open(Path(full.out) / "cells.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 16 and {r["label"] for r in rows} == {"kd", "kd+cod", "finetune", "finetune+cod"}
+    assert all(0.0 <= float(r["validation_accuracy"]) <= 1.0 for r in rows)  # what a recipe is chosen on
     # counterfactuals were generated once per seed, for the largest k
     assert sorted(p.name.split("-")[0] for p in (Path(full.out) / "counterfactuals" / "toy").glob("*.jsonl")) == \
         ["edits_k8_s0", "edits_k8_s1"]

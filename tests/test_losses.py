@@ -137,3 +137,37 @@ def test_pooled_term_projects_the_masked_mean_of_the_last_layer() -> None:
         PooledTerm(LossTerm("pooled", proj="none"), student_dim=4, teacher_dim=6)
     with pytest.raises(ConfigError, match="distance must be 'mse' or 'cosine'"):
         LossTerm("pooled", distance="l1")
+
+
+def test_pair_similarity_loss_matches_setfit_formula() -> None:
+    from codistill.losses import pair_similarity_loss
+
+    e = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+    y = torch.tensor([0, 0, 1])
+    c = 1 / math.sqrt(2)
+    # pairs (0,1) same label: (c - 1)^2; (0,2) different: (0 - 0)^2; (1,2) different: (c - 0)^2
+    expected = ((c - 1) ** 2 + 0.0 + c**2) / 3
+    assert pair_similarity_loss(e, y).item() == pytest.approx(expected, rel=1e-6)
+    # zero when same-label embeddings coincide in direction and different labels are orthogonal
+    assert pair_similarity_loss(torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 3.0]]), y).item() == pytest.approx(0.0, abs=1e-7)
+    # scale-free, and nothing to compare in a batch of one
+    assert pair_similarity_loss(5 * e, y).item() == pytest.approx(expected, rel=1e-5)
+    assert pair_similarity_loss(e[:1], y[:1]).item() == 0.0
+
+
+def test_contrastive_term_pools_real_tokens_only() -> None:
+    from codistill.config import LossTerm
+    from codistill.losses import ContrastiveTerm, StepOutputs, pair_similarity_loss
+
+    term = ContrastiveTerm(LossTerm("contrastive", weight=3.0))
+    assert not term.needs_teacher and term.needs_student_hidden
+    hidden = torch.randn(3, 4, 5)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    labels = torch.tensor([1, 0, 1])
+    step = StepOutputs(labels=labels, mask=mask, student_logits=torch.zeros(3, 2), student_hidden=[hidden])
+    expected = 3.0 * pair_similarity_loss(masked_mean_pool(hidden, mask), labels)
+    assert term(step).item() == pytest.approx(expected.item(), rel=1e-6)
+    changed = hidden.clone()
+    changed[0, 2:] = 100.0  # padding of the first text
+    step.student_hidden = [changed]
+    assert term(step).item() == pytest.approx(expected.item(), rel=1e-6)

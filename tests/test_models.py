@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from codistill.config import LayerMatch
+from codistill.config import LayerMatch, StudentConfig
 from codistill.errors import ConfigError
 from codistill.models import (
     check_layer_map,
@@ -129,3 +129,45 @@ def test_packaged_minilm_loads_and_shrinks() -> None:
     student, info = make_student("minilm", 3, "pretrained", ["neg", "pos"])
     assert info["layers_kept"] == [0, 2, 4] and student.hidden_size == 384
     assert 15e6 < info["parameters"] < 20e6
+
+
+def test_mean_head_reads_the_mean_of_real_tokens_and_round_trips(tiny_student: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from codistill.heads import MEAN_MODEL_TYPE, BertMeanForSequenceClassification
+    from codistill.losses import masked_mean_pool
+
+    torch.manual_seed(0)
+    student, info = make_student(str(tiny_student), 1, "pretrained", ["neg", "pos"], pooling="mean")
+    model = student.model.eval()
+    assert isinstance(model, BertMeanForSequenceClassification) and info["pooling"] == "mean"
+    assert model.config.model_type == MEAN_MODEL_TYPE and model.config.num_hidden_layers == 1
+    # the encoder keeps the pretrained weights of the kept layer; only the head is new
+    cls, _ = make_student(str(tiny_student), 1, "pretrained", ["neg", "pos"])
+    for name, tensor in cls.model.bert.state_dict().items():
+        if not name.startswith("pooler."):
+            assert torch.equal(tensor, model.bert.state_dict()[name]), name
+    batch = student.tokenizer(["good film", "a bad bad film"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch, output_hidden_states=True)
+        expected = model.classifier(masked_mean_pool(out.hidden_states[-1], batch["attention_mask"]))
+    assert torch.allclose(out.logits, expected, atol=1e-6)
+    # padding does not move a text's logits
+    with torch.no_grad():
+        alone = model(**student.tokenizer(["good film"], return_tensors="pt")).logits
+    assert torch.allclose(alone[0], out.logits[0], atol=1e-5)
+    model.save_pretrained(tmp_path / "mean")
+    student.tokenizer.save_pretrained(tmp_path / "mean")
+    back = load_classifier(str(tmp_path / "mean"))
+    assert isinstance(back.model, BertMeanForSequenceClassification)
+    with torch.no_grad():
+        assert torch.allclose(back.model.eval()(**batch).logits, out.logits, atol=1e-6)
+    assert isinstance(AutoModelForSequenceClassification.from_pretrained(tmp_path / "mean"),
+                      BertMeanForSequenceClassification)
+
+
+def test_mean_head_is_refused_for_a_decoder(tiny_qwen: Path) -> None:
+    with pytest.raises(ConfigError, match="pooling 'mean'"):
+        make_student(str(tiny_qwen), None, "pretrained", ["neg", "pos"], pooling="mean")
+    with pytest.raises(ConfigError, match="pooling"):
+        StudentConfig(pooling="max")

@@ -172,7 +172,7 @@ class DataConfig:
         return asdict(self)
 
 
-METHODS = ("finetune", "kd", "lwd", "ted", "kd_rep")
+METHODS = ("finetune", "kd", "lwd", "ted", "kd_rep", "kd_con")
 
 
 @dataclass
@@ -290,7 +290,7 @@ class TrainConfig:
             raise ConfigError(f"mixed_precision must be no, fp16, bf16 or auto, got '{self.mixed_precision}'")
 
 
-LOSSES = ("ce", "kd", "hidden_mse", "filtered_mse", "pooled")
+LOSSES = ("ce", "kd", "hidden_mse", "filtered_mse", "pooled", "contrastive")
 PROJECTIONS = ("linear", "none")
 DISTANCES = ("mse", "cosine")
 
@@ -304,7 +304,10 @@ class LossTerm:
             logits), ``hidden_mse`` (layer-wise MSE over real tokens between student and teacher hidden
             states, LWD), ``filtered_mse`` (MSE between task-aware filtered states, TED) or ``pooled``
             (the student's sentence embedding, the mean of its last layer over real tokens, matched to
-            the teacher's through a trained projection; needs no shared tokenizer).
+            the teacher's through a trained projection; needs no shared tokenizer) or ``contrastive``
+            (SetFit's pair objective on the student's sentence embeddings: for every pair of examples in a
+            minibatch, the squared gap between their cosine similarity and 1 when their labels agree, 0
+            when they differ; needs no teacher).
         weight: multiplies the term in the total loss.
         temperature: ``kd``: the softmax temperature tau.
         layers: ``hidden_mse`` / ``filtered_mse``: pairs of ``layer_T``, ``layer_S`` and a per-pair weight
@@ -349,7 +352,7 @@ class LossTerm:
 
     @property
     def uses_teacher(self) -> bool:
-        return self.loss != "ce"
+        return self.loss not in ("ce", "contrastive")
 
     @property
     def uses_hidden_states(self) -> bool:
@@ -377,16 +380,20 @@ class DistillConfig:
     projections ``P_l`` when widths differ); ``ted`` matches task-aware filtered states instead (Liang et al.
     2023), after a first stage that trains the filters; ``kd_rep`` adds to KD the match of sentence embeddings
     (``pooled``: mean of the last layer over real tokens, projected to the teacher's width), which works
-    across tokenizers. ``terms`` replaces the preset by any list.
+    across tokenizers; ``kd_con`` adds to KD SetFit's contrastive pair objective on the student's sentence
+    embeddings (``contrastive``, weight ``gamma``): pairs of the same label pulled together, of different
+    labels pushed apart, so a counterfactual and its original (one edit apart, opposite labels) become a
+    hard negative pair. ``terms`` replaces the preset by any list.
 
     Attributes:
-        method: ``finetune``, ``kd``, ``lwd``, ``ted`` or ``kd_rep`` (the name reports use; with ``terms``, a
+        method: ``finetune``, ``kd``, ``lwd``, ``ted``, ``kd_rep`` or ``kd_con`` (the name reports use; with ``terms``, a
             label).
         alpha: weight of the KD term (used by kd, lwd and ted). The reference code used 20 with tau=2;
             the default 1.0 balances CE and KD on few-shot sets.
         temperature: softmax temperature tau of the KD term (reference code: 2).
         beta: weight of the layer-wise term (lwd, ted) or of the sentence-embedding term (kd_rep). The paper
             says 5 and its code used 0.05 on LWD.
+        gamma: weight of the contrastive pair term (kd_con).
         layer_map: pairs of student/teacher layers for lwd and ted; ``None`` maps student layer i to teacher
             layer i * L_T / L_S for i = 1..L_S.
         include_embeddings: with the default map, also match the embedding outputs (layer 0 to 0).
@@ -399,6 +406,7 @@ class DistillConfig:
     alpha: float = 1.0
     temperature: float = 2.0
     beta: float = 1.0
+    gamma: float = 1.0
     layer_map: list[LayerMatch] | None = None
     include_embeddings: bool = False
     ted_filter_dim: int | None = None
@@ -409,8 +417,8 @@ class DistillConfig:
         check_types(self, "distill")
         if self.method not in METHODS:
             raise ConfigError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
-        if self.alpha < 0 or self.beta < 0:
-            raise ConfigError("alpha and beta must be >= 0")
+        if self.alpha < 0 or self.beta < 0 or self.gamma < 0:
+            raise ConfigError("alpha, beta and gamma must be >= 0")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         self.layer_map = layer_pairs(self.layer_map)
@@ -448,8 +456,12 @@ def method_terms(cfg: DistillConfig) -> list[LossTerm]:
                                  include_embeddings=cfg.include_embeddings, filter_dim=cfg.ted_filter_dim,
                                  filter_epochs=cfg.ted_filter_epochs)],
         "kd_rep": [ce, kd, LossTerm("pooled", weight=cfg.beta, proj="linear")],
+        "kd_con": [ce, kd, LossTerm("contrastive", weight=cfg.gamma)],
     }
     return presets[cfg.method]
+
+
+POOLINGS = ("cls", "mean")
 
 
 @dataclass
@@ -466,12 +478,17 @@ class StudentConfig:
             train). A k-shot set only moves the rows of the few tokens it contains, while the dense
             gradient and AdamW update of the whole matrix (two thirds of MiniLM-3's parameters) cost about a
             third of each CPU training step. The same for every method.
+        pooling: what the classification head reads: ``cls`` (the model's own head, [CLS] for BERT,
+            the last real token for decoders) or ``mean`` (the mean of the last layer over real tokens,
+            the sentence embedding a sentence-transformers backbone was trained for; BERT-family students
+            only, saved as model type ``codistill_bert_mean``).
     """
 
     model: str = "minilm"
     layers: int | None = 3
     init: str = "pretrained"
     freeze_embeddings: bool = True
+    pooling: str = "cls"
 
     def __post_init__(self) -> None:
         check_types(self, "student")
@@ -481,6 +498,8 @@ class StudentConfig:
             raise ConfigError(f"student layers must be >= 1, got {self.layers}")
         if self.init not in ("pretrained", "teacher"):
             raise ConfigError(f"student init must be 'pretrained' or 'teacher', got '{self.init}'")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"student pooling must be one of {', '.join(POOLINGS)}, got '{self.pooling}'")
 
 
 COD_MODES = ("replace", "augment", "multi")

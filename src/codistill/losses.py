@@ -98,6 +98,22 @@ def pooled_loss(student_pooled: torch.Tensor, teacher_pooled: torch.Tensor, dist
     return F.mse_loss(student_pooled, teacher_pooled.to(student_pooled.dtype))
 
 
+def pair_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SetFit's contrastive objective (cosine-similarity loss) over every pair of a minibatch:
+    mean over i < j of (cos(e_i, e_j) - [y_i = y_j])^2.
+
+    Args: embeddings ``(B, D)``; labels ``(B,)``. Returns a scalar, 0 for a batch of fewer than two.
+    """
+    n = embeddings.shape[0]
+    if n < 2:
+        return embeddings.new_zeros(())
+    unit = F.normalize(embeddings, dim=-1)
+    similarity = unit @ unit.T
+    target = (labels[:, None] == labels[None, :]).to(similarity.dtype)
+    i, j = torch.triu_indices(n, n, offset=1, device=embeddings.device)
+    return (similarity[i, j] - target[i, j]).pow(2).mean()
+
+
 class TaskFilter(nn.Module):
     """TED's task-aware filter (Liang et al., ICML 2023) on one layer: a linear map ``R^{D_in} -> R^{D_f}``
     of every token's hidden state, with a linear task head on the masked mean of the filtered states.
@@ -247,6 +263,18 @@ class PooledTerm(Term):
                 "proj": "linear" if isinstance(self.projection, nn.Linear) else "none"}
 
 
+class ContrastiveTerm(Term):
+    """``weight * pair_similarity_loss(pool(h_s[L_S]), y)``: the student's sentence embeddings (the mean of its
+    last layer over real tokens, what a ``mean`` head reads) pulled together for pairs of one label and apart
+    for pairs of different labels, over the pairs of each minibatch. Hard labels: the human label of an
+    original, the target label of a counterfactual, so an original and its counterfactual are a negative pair."""
+
+    needs_student_hidden = True
+
+    def value(self, out: StepOutputs) -> torch.Tensor:
+        return pair_similarity_loss(masked_mean_pool(out.student_hidden[-1].float(), out.mask), out.labels)
+
+
 class _LayerTerm(Term):
     needs_teacher = True
     needs_student_hidden = True
@@ -334,7 +362,7 @@ class FilterStage(nn.Module):
 
 # loss name -> term class; a new term is one class and one entry here
 TERMS: dict[str, type[Term]] = {"ce": CETerm, "kd": KDTerm, "hidden_mse": HiddenMSETerm, "filtered_mse": FilteredMSETerm,
-                                 "pooled": PooledTerm}
+                                 "pooled": PooledTerm, "contrastive": ContrastiveTerm}
 
 
 def build_terms(specs: Sequence[LossTerm], student_layers: int, teacher_layers: int | None, student_dim: int,

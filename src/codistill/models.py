@@ -101,6 +101,8 @@ def load_classifier(name_or_path: str, label_names: Sequence[str] | None = None,
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    import codistill.heads  # noqa: F401  (registers the mean head, so a saved mean-pooling student loads as itself)
+
     source = resolve_model_path(name_or_path)
     _check_source(source, what)
     kwargs = {}
@@ -204,10 +206,12 @@ def reinit_head(model: nn.Module) -> None:
 
 
 def make_student(student: str, layers: int | None, init: str, label_names: Sequence[str],
-                 teacher: Classifier | None = None, freeze_embeddings: bool = False) -> tuple[Classifier, dict]:
+                 teacher: Classifier | None = None, freeze_embeddings: bool = False,
+                 pooling: str = "cls") -> tuple[Classifier, dict]:
     """Build the student: a pretrained model (``init='pretrained'``) or a copy of the teacher
-    (``init='teacher'``), cut to ``layers`` evenly spaced blocks, with a fresh classification head; with
-    ``freeze_embeddings`` its word-embedding matrix does not train.
+    (``init='teacher'``), cut to ``layers`` evenly spaced blocks, with a fresh classification head reading
+    ``pooling`` (:func:`codistill.heads.with_pooling`); with ``freeze_embeddings`` its word-embedding matrix
+    does not train.
 
     Returns the classifier and a description for the run's config (kept layer indices, init, parameters).
     The caller seeds torch before calling, so the fresh head is reproducible.
@@ -224,9 +228,12 @@ def make_student(student: str, layers: int | None, init: str, label_names: Seque
     kept = list(range(total))
     if layers is not None and layers != total:
         kept = shrink_layers(clf.model, layers)
+    from codistill.heads import with_pooling
+
+    clf.model = with_pooling(clf.model, pooling)
     if freeze_embeddings:
         clf.model.get_input_embeddings().weight.requires_grad_(False)
-    info = {"source": clf.source, "init": init, "layers_kept": kept, "layers_of": total,
+    info = {"source": clf.source, "init": init, "layers_kept": kept, "layers_of": total, "pooling": pooling,
             "parameters": clf.num_parameters(),
             "trainable_parameters": sum(p.numel() for p in clf.model.parameters() if p.requires_grad)}
     return clf, info

@@ -91,6 +91,7 @@ class DistillResult:
     n_counterfactuals: int
     counterfactuals_skipped: int
     test: dict[str, float]
+    validation: dict[str, float] | None
     teacher_test: dict[str, float] | None
     student_parameters: int
     teacher_parameters: int | None
@@ -152,7 +153,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
             teacher_test: tuple[dict, list[int]] | None = None, save_model: bool = True,
             progress: bool = True, record: dict[str, Any] | None = None) -> DistillResult:
     """Distill ``run.teacher`` into a student trained on the k-shot sample of ``dataset`` (plus
-    counterfactuals), evaluate on the test split and write the run to ``out_dir``: the student
+    counterfactuals), evaluate on the test and validation splits and write the run to ``out_dir``: the student
     (``save_pretrained``), ``metrics.json``, ``run_config.json`` (resolved) and ``train_log.jsonl``.
 
     Every input is checked before training starts. ``teacher_test`` = (metrics, predictions) of the
@@ -169,7 +170,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     sample, train_rows, cf_info = training_rows(dataset, run)
     seed_everything(run.seed)
     stu, student_info = make_student(scfg.model, scfg.layers, scfg.init, dataset.label_names, teacher,
-                                     scfg.freeze_embeddings)
+                                     scfg.freeze_embeddings, scfg.pooling)
     _check_inputs(teacher, stu, dataset, dcfg)
     t0 = time.perf_counter()
     summary = train_classifier(stu, train_rows, method_terms(dcfg), tcfg, teacher=teacher,
@@ -181,11 +182,15 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
                                                        tcfg.max_length, progress=progress)
     test_metrics, _ = evaluate_split(stu, test, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length,
                                      teacher_pred, progress=progress)
+    validation = dataset.splits.get("validation")  # what a recipe is chosen on; never the test split
+    validation_metrics = evaluate_split(stu, validation, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length,
+                                        progress=progress)[0] if validation is not None and len(validation) else None
     result = DistillResult(
         dataset=dataset.name, method=dcfg.method, k=run.k, seed=run.seed,
         cod=run.cod or ("extra" if cf_info["added"] else None), n_train=len(train_rows),
         n_originals=len(sample.texts), n_counterfactuals=cf_info["added"],
-        counterfactuals_skipped=cf_info["skipped_not_flipped"], test=test_metrics, teacher_test=teacher_metrics,
+        counterfactuals_skipped=cf_info["skipped_not_flipped"], test=test_metrics, validation=validation_metrics,
+        teacher_test=teacher_metrics,
         student_parameters=student_info["parameters"],
         teacher_parameters=teacher.num_parameters() if teacher is not None else None,
         wall_seconds=time.perf_counter() - t0, training=summary)

@@ -48,7 +48,8 @@ def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"dataset": c["dataset"], "method": c["method"], "cod": c["cod"] or "none",
                      "label": method_label(c["method"], c["cod"]), "k": c["k"], "seed": c["seed"],
                      "accuracy": t["accuracy"], "macro_f1": t["macro_f1"], "mcc": t["mcc"],
-                     "agreement": t.get("agreement"), "n_originals": c["n_originals"],
+                     "agreement": t.get("agreement"),
+                     "validation_accuracy": (c.get("validation") or {}).get("accuracy"), "n_originals": c["n_originals"],
                      "n_counterfactuals": c["n_counterfactuals"], "n_train": c["n_train"], "steps": c["steps"],
                      "train_seconds": c["train_seconds"]})
     return sorted(rows, key=lambda r: (r["dataset"], r["label"], r["k"], r["seed"]))

@@ -1,0 +1,143 @@
+"""Students of several sweeps side by side, paired on the same samples and seeds: each arm is one method label
+(``kd``, ``kd+cod``, ``kd_con+cod``, ...) of one sweep folder, and every arm is compared with a reference arm
+seed by seed (the sweeps share the dataset, teacher, k and seeds, so their samples are the same).
+
+    python benchmarks/student_compare.py --dataset sst2 --out benchmarks/results/student_heads_sst2 \
+        --arm "cls kd=runs/heads_cls:kd" --arm "mean kd_con=runs/heads_mean:kd_con" ...
+
+Writes ``compare.md`` (test accuracy, macro-F1, teacher agreement and validation accuracy as mean ± std over
+seeds; the paired difference arm − reference with its 95% t-interval and seeds won, on test and on
+validation), ``arms.csv`` (one row per arm, k and seed) and ``accuracy_vs_k.png``. Choose between arms on the
+validation columns; the test columns are what the chosen arm is reported with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+from codistill.experiments.report import cell_rows, read_cells
+from codistill.experiments.stats import format_mean_std, mean_std, paired_difference
+from codistill.fileio import atomic_write_text
+
+METRICS = (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1"), ("agreement", "teacher agreement on test"),
+           ("validation_accuracy", "validation accuracy"))
+
+
+def parse_arm(text: str) -> tuple[str, Path, str]:
+    """``NAME=SWEEP_DIR:LABEL`` -> (name, sweep folder, method label)."""
+    name, sep, rest = text.partition("=")
+    folder, sep2, label = rest.rpartition(":")
+    if not (sep and sep2 and name and folder and label):
+        raise SystemExit(f"--arm '{text}': expected NAME=SWEEP_DIR:LABEL (e.g. 'mean kd=runs/heads_mean:kd')")
+    return name.strip(), Path(folder), label.strip()
+
+
+def arm_rows(folder: Path, label: str, dataset: str) -> dict[tuple[int, int], dict]:
+    """(k, seed) -> the cell row of ``label`` on ``dataset`` in the sweep ``folder``, with its parameter counts."""
+    cells = [c for c in read_cells(folder / "cells") if c["dataset"] == dataset]
+    params = {(c["k"], c["seed"], c["method"], c["cod"] or "none"):
+              (c["student_parameters"], c["teacher_parameters"], (c.get("teacher_test") or {}).get("accuracy"))
+              for c in cells}
+    out = {}
+    for row in cell_rows(cells):
+        if row["label"] == label:
+            row["student_parameters"], row["teacher_parameters"], row["teacher_accuracy"] = \
+                params[(row["k"], row["seed"], row["method"], row["cod"])]
+            out[(row["k"], row["seed"])] = row
+    if not out:
+        raise SystemExit(f"{folder}: no finished cell labelled '{label}' on dataset '{dataset}'")
+    return out
+
+
+def _by_seed(rows: dict[tuple[int, int], dict], k: int, metric: str) -> dict[int, float]:
+    return {s: r[metric] for (kk, s), r in rows.items() if kk == k and r.get(metric) is not None}
+
+
+def tables(arms: list[tuple[str, dict]], ks: list[int]) -> str:
+    """The markdown: one table per metric, then the paired differences against the first arm."""
+    out = io.StringIO()
+    head = "| arm | " + " | ".join(f"k={k}" for k in ks) + " |\n|---|" + "---|" * len(ks) + "\n"
+    for metric, title in METRICS:
+        out.write(f"\n{title.capitalize()} (%), mean ± std over seeds:\n\n{head}")
+        for name, rows in arms:
+            cols = [format_mean_std(mean_std(list(_by_seed(rows, k, metric).values()))) for k in ks]
+            out.write(f"| {name} | " + " | ".join(cols) + " |\n")
+    ref_name, ref = arms[0]
+    for metric, title in (("accuracy", "test accuracy"), ("validation_accuracy", "validation accuracy")):
+        out.write(f"\nPaired difference arm − {ref_name} in {title} points, per seed: mean [95% CI] (seeds won):\n\n{head}")
+        for name, rows in arms[1:]:
+            cols = []
+            for k in ks:
+                p = paired_difference(_by_seed(rows, k, metric), _by_seed(ref, k, metric))
+                cols.append("-" if p["n"] == 0 else
+                            f"{100 * p['mean']:+.1f} [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] "
+                            f"({p['wins']}/{p['n']})")
+            out.write(f"| {name} | " + " | ".join(cols) + " |\n")
+    return out.getvalue()
+
+
+def plot(arms: list[tuple[str, dict]], ks: list[int], teacher: float | None, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, rows in arms:
+        stats = [mean_std(list(_by_seed(rows, k, "accuracy").values())) for k in ks]
+        ax.errorbar(ks, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats], marker="o", capsize=3,
+                    label=name)
+    if teacher is not None:
+        ax.axhline(100 * teacher, color="black", linestyle="--", linewidth=1, label=f"teacher {100 * teacher:.1f}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("k (labelled examples)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arm", action="append", required=True, help="NAME=SWEEP_DIR:LABEL; the first is the reference")
+    ap.add_argument("--dataset", required=True, help="dataset name in the cells (e.g. sst2)")
+    ap.add_argument("--out", type=Path, required=True, help="folder for compare.md, arms.csv and the plot")
+    args = ap.parse_args()
+    arms = [(name, arm_rows(folder, label, args.dataset)) for name, folder, label in map(parse_arm, args.arm)]
+    ks = sorted({k for _, rows in arms for k, _ in rows})
+    any_row = next(iter(arms[0][1].values()))
+    teacher_params = any_row["teacher_parameters"]
+    lines = [f"# Students compared on {args.dataset}, paired on the same samples and seeds\n",
+             f"Teacher test accuracy: {100 * any_row['teacher_accuracy']:.2f}%." if any_row["teacher_accuracy"] else ""]
+    for name, rows in arms:
+        seeds = sorted({s for _, s in rows})
+        student = next(iter(rows.values()))["student_parameters"]
+        ratio = f", {teacher_params / student:.1f}× fewer than the teacher's {teacher_params:,}" if teacher_params else ""
+        lines.append(f"- {name}: {student:,} parameters{ratio}; seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}), "
+                     f"{len(rows)} cells")
+    md = "\n".join(lines) + "\n" + tables(arms, ks)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "compare.md", md)
+    buf = io.StringIO()
+    fields = ["arm", "k", "seed", "accuracy", "macro_f1", "agreement", "validation_accuracy", "n_train", "steps",
+              "train_seconds", "student_parameters"]
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for name, rows in arms:
+        for (k, seed), row in sorted(rows.items()):
+            writer.writerow({**row, "arm": name})
+    atomic_write_text(args.out / "arms.csv", buf.getvalue())
+    teacher = any_row["teacher_accuracy"]
+    plot(arms, ks, teacher, args.out / "accuracy_vs_k.png", f"{args.dataset}: students paired on samples and seeds")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
