@@ -423,3 +423,49 @@ def test_contrastive_term_alone_changes_only_the_encoder(tiny_teacher: Path, tin
     assert torch.equal(before["classifier.weight"], after["classifier.weight"])
     assert not torch.equal(before["bert.encoder.layer.0.attention.self.query.weight"],
                            after["bert.encoder.layer.0.attention.self.query.weight"])
+
+
+def test_classifier_lr_gives_the_head_its_own_rate(tiny_student: Path, tiny_qwen: Path) -> None:
+    from codistill.trainer import _param_groups
+
+    for folder, head in ((tiny_student, {"classifier.weight", "classifier.bias"}), (tiny_qwen, {"score.weight"})):
+        torch.manual_seed(0)
+        student, _ = make_student(str(folder), None, "pretrained", ["negative", "positive"])
+        names = {id(p): n for n, p in student.model.named_parameters()}
+        plain = _param_groups(student.model, student.model, FAST)
+        assert all(g["lr"] == FAST.lr for g in plain)
+        groups = _param_groups(student.model, student.model, replace(FAST, classifier_lr=0.5))
+        fast = [g for g in groups if g["lr"] == 0.5]
+        assert len(fast) == 1 and {names[id(p)] for p in fast[0]["params"]} == head
+        # every trainable parameter is in exactly one group
+        ids = [id(p) for g in groups for p in g["params"]]
+        assert len(ids) == len(set(ids)) == sum(p.requires_grad for p in student.model.parameters())
+
+
+def test_probe_stage_moves_only_the_head_then_unfreezes(tiny_teacher: Path, tiny_student: Path, toy) -> None:
+    """LP-FT: the probe stage changes the classification head and nothing else of the student, and leaves
+    every parameter as trainable as it was (frozen word embeddings stay frozen); a run records the stage."""
+    from codistill.trainer import _probe_stage, make_accelerator
+
+    teacher, student = _student_and_teacher(tiny_teacher, tiny_student)
+    student.model.get_input_embeddings().weight.requires_grad_(False)
+    train = toy.splits["train"]
+    encoded = encode(student.tokenizer, train.texts[:8], 32)
+    cache = build_teacher_cache(teacher, encode(teacher.tokenizer, train.texts[:8], 32), [])
+    module = DistillModule(student.model, lwd_terms(student, teacher)[:2])  # CE + KD
+    trainable = {n: p.requires_grad for n, p in student.model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in student.model.named_parameters()}
+    cfg = replace(FAST, probe_steps=3, classifier_lr=1e-2)
+    stage = _probe_stage(module, student, encoded, train.labels[:8], cfg, cache, [], make_accelerator(cfg), False)
+    assert stage["term"] == "probe" and stage["steps"] == 3
+    changed = {n for n, p in student.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed == {"classifier.weight", "classifier.bias"}
+    assert {n: p.requires_grad for n, p in student.model.named_parameters()} == trainable
+
+
+def test_a_run_with_a_probe_stage_records_it(tmp_path: Path, trained_teacher: Path, tiny_student: Path, toy) -> None:
+    m = run_distill(toy, trained_teacher, tmp_path / "lpft", k=8, seed=0,
+                    student=StudentConfig(model=str(tiny_student), layers=1, pooling="mean"),
+                    train=replace(FAST, probe_steps=2), progress=False)
+    assert m["first_stages"] == [{**m["first_stages"][0], "term": "probe", "steps": 2}]
+    assert m["steps"] == 4  # the main stage keeps its own budget

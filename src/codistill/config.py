@@ -244,6 +244,13 @@ class TrainConfig:
         grad_accum: forward passes per optimizer step (effective batch = batch_size * grad_accum).
         lr: peak AdamW learning rate of the model.
         head_lr: learning rate of projections and TED filters (``None``: same as ``lr``).
+        classifier_lr: learning rate of the model's own classification head, the parameters outside its
+            base model (``None``: same as ``lr``). A fresh head on a pretrained encoder may want the
+            larger rate a new linear map gets (SetFit fits its head to convergence).
+        probe_steps: optimizer steps of a first stage in which only the classification head trains (the
+            encoder frozen, the same loss terms, at ``classifier_lr`` or else ``head_lr``) before everything
+            trains: linear probing then fine-tuning (LP-FT, Kumar et al., ICLR 2022), so a random head's
+            gradients do not distort the pretrained features. ``0``: no such stage.
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
         warmup_ratio: share of steps with linear warm-up; then linear decay to zero.
         max_grad_norm: gradient clipping norm (``0`` disables clipping).
@@ -262,6 +269,8 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 5e-5
     head_lr: float | None = 1e-3
+    classifier_lr: float | None = None
+    probe_steps: int = 0
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
@@ -276,11 +285,13 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accum", "max_length", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.probe_steps < 0:
+            raise ConfigError(f"probe_steps must be >= 0, got {self.probe_steps}")
         if self.min_steps < 0:
             raise ConfigError(f"min_steps must be >= 0, got {self.min_steps}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.lr <= 0 or (self.head_lr is not None and self.head_lr <= 0):
+        if self.lr <= 0 or any(v is not None and v <= 0 for v in (self.head_lr, self.classifier_lr)):
             raise ConfigError("learning rates must be > 0")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")

@@ -187,6 +187,13 @@ def shrink_layers(model: nn.Module, keep: int) -> list[int]:
     return kept
 
 
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The classification head: every parameter outside the base model (BERT's ``classifier``, Qwen's
+    ``score``, the mean head's ``classifier``; BERT's [CLS] pooler belongs to the base model)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return [p for name, child in model.named_children() if name != prefix for p in child.parameters()]
+
+
 def reinit_head(model: nn.Module) -> None:
     """Fresh classification head: every parameter outside the base model drawn anew (normal(0, 0.02) weights,
     zero biases), as a pretrained backbone gets."""

@@ -13,7 +13,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -23,7 +23,7 @@ from codistill.config import LossTerm, TrainConfig
 from codistill.data import LabeledTexts
 from codistill.evaluate import classification_metrics, predict_logits
 from codistill.losses import StepOutputs, Term, build_terms, masked_mean_pool
-from codistill.models import Classifier, same_tokenizer
+from codistill.models import Classifier, head_parameters, same_tokenizer
 
 
 def seed_everything(seed: int) -> None:
@@ -189,14 +189,18 @@ def _batches(n: int, batch_size: int, seed: int) -> Any:
 
 
 def _param_groups(module: nn.Module, student: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """AdamW groups: student weights (decayed), student biases/LayerNorms (not decayed), extras at head_lr."""
+    """AdamW groups: student weights (decayed), student biases/LayerNorms (not decayed), the student's
+    classification head at ``classifier_lr`` when set, extras (projections, filters) at ``head_lr``."""
     student_ids = {id(p) for p in student.parameters()}
-    decay, no_decay, extra = [], [], []
+    head_ids = {id(p) for p in head_parameters(student)} if cfg.classifier_lr is not None else set()
+    decay, no_decay, head, extra = [], [], [], []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
         if id(p) not in student_ids:
             extra.append(p)
+        elif id(p) in head_ids:
+            head.append(p)
         elif p.ndim < 2 or "norm" in name.lower():
             no_decay.append(p)
         else:
@@ -204,6 +208,7 @@ def _param_groups(module: nn.Module, student: nn.Module, cfg: TrainConfig) -> li
     groups = [
         {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
+        {"params": head, "lr": cfg.classifier_lr, "weight_decay": cfg.weight_decay},
         {"params": extra, "lr": cfg.head_lr or cfg.lr, "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
@@ -313,6 +318,27 @@ def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequen
 # -- putting it together -------------------------------------------------------------------------------
 
 
+def _probe_stage(module: DistillModule, student: Classifier, encoded: Encoded, labels: Sequence[int], tcfg: TrainConfig,
+                 cache: TeacherCache | None, teacher_layers: Sequence[int], accelerator, progress: bool) -> dict[str, Any]:
+    """LP-FT's first stage: ``probe_steps`` steps of the method's own loss with every student parameter
+    outside the classification head frozen (term parameters such as projections train too); then the
+    encoder is unfrozen as it was."""
+    head = {id(p) for p in head_parameters(student.model)}
+    frozen = [p for p in student.model.parameters() if p.requires_grad and id(p) not in head]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        stage_cfg = replace(tcfg, min_steps=tcfg.probe_steps, max_steps=tcfg.probe_steps)
+        result = fit(module, student, encoded, labels, stage_cfg, cache=cache, teacher_layers=teacher_layers, epochs=1,
+                     lr_override=tcfg.classifier_lr or tcfg.head_lr or tcfg.lr, progress=progress,
+                     desc="probe: head only", accelerator=accelerator)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return {"term": "probe", "steps": result.steps, "seconds": result.seconds,
+            "final_loss": result.log[-1]["loss"] if result.log else None}
+
+
 @dataclass
 class TrainSummary:
     """What :func:`train_classifier` did: steps, epochs, time, throughput, the teacher cache's time,
@@ -367,6 +393,9 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
             first_stages.append({"term": term.name, "steps": r1.steps, "seconds": r1.seconds,
                                  "final_loss": r1.log[-1]["loss"] if r1.log else None})
     module = DistillModule(student.model, terms)
+    if tcfg.probe_steps:
+        first_stages.append(_probe_stage(module, student, encoded, train.labels, tcfg, cache, t_layers, accelerator,
+                                         progress))
     validate = None
     if tcfg.select_on == "validation":
         if validation is None or not len(validation):
