@@ -187,21 +187,23 @@ def shrink_layers(model: nn.Module, keep: int) -> list[int]:
     return kept
 
 
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The classification head: every parameter outside the base model (BERT's ``classifier``, Qwen's
-    ``score``, the mean head's ``classifier``; BERT's [CLS] pooler belongs to the base model)."""
+def _head_modules(model: nn.Module) -> list[nn.Module]:
+    """The children of a classifier outside its base model: its classification head (BERT's ``classifier``,
+    Qwen's ``score``, the mean head's ``classifier`` and dropout; BERT's [CLS] pooler is in the base model)."""
     prefix = getattr(model, "base_model_prefix", "")
-    return [p for name, child in model.named_children() if name != prefix for p in child.parameters()]
+    return [child for name, child in model.named_children() if name != prefix]
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The classification head's parameters (:func:`_head_modules`)."""
+    return [p for child in _head_modules(model) for p in child.parameters()]
 
 
 def reinit_head(model: nn.Module) -> None:
     """Fresh classification head: every parameter outside the base model drawn anew (normal(0, 0.02) weights,
     zero biases), as a pretrained backbone gets."""
-    prefix = getattr(model, "base_model_prefix", "")
     std = float(getattr(model.config, "initializer_range", 0.02))
-    for name, module in model.named_children():
-        if name == prefix:
-            continue
+    for module in _head_modules(model):
         for sub in module.modules():
             if isinstance(sub, nn.Linear):
                 nn.init.normal_(sub.weight, std=std)
