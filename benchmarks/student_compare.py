@@ -22,8 +22,8 @@ from codistill.experiments.report import cell_rows, read_cells
 from codistill.experiments.stats import format_mean_std, mean_std, paired_difference
 from codistill.fileio import atomic_write_text
 
-METRICS = (("accuracy", "test accuracy"), ("macro_f1", "test macro-F1"), ("agreement", "teacher agreement on test"),
-           ("validation_accuracy", "validation accuracy"))
+METRICS = (("accuracy", "Test accuracy"), ("macro_f1", "Test macro-F1"), ("agreement", "Teacher agreement on test"),
+           ("validation_accuracy", "Validation accuracy"))
 
 
 def parse_arm(text: str) -> tuple[str, Path, str]:
@@ -61,7 +61,7 @@ def tables(arms: list[tuple[str, dict]], ks: list[int]) -> str:
     out = io.StringIO()
     head = "| arm | " + " | ".join(f"k={k}" for k in ks) + " |\n|---|" + "---|" * len(ks) + "\n"
     for metric, title in METRICS:
-        out.write(f"\n{title.capitalize()} (%), mean ± std over seeds:\n\n{head}")
+        out.write(f"\n{title} (%), mean ± std over seeds:\n\n{head}")
         for name, rows in arms:
             cols = [format_mean_std(mean_std(list(_by_seed(rows, k, metric).values()))) for k in ks]
             out.write(f"| {name} | " + " | ".join(cols) + " |\n")
