@@ -236,6 +236,11 @@ class FitResult:
     log: list[dict[str, float]]
     selected: dict[str, Any] | None = None
 
+    def stage_summary(self, term: str) -> dict[str, Any]:
+        """How a first stage is recorded in :attr:`TrainSummary.first_stages`."""
+        return {"term": term, "steps": self.steps, "seconds": self.seconds,
+                "final_loss": self.log[-1]["loss"] if self.log else None}
+
 
 def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequence[int], cfg: TrainConfig, *,
         cache: TeacherCache | None = None, teacher_layers: Sequence[int] = (), epochs: int | None = None,
@@ -335,8 +340,7 @@ def _probe_stage(module: DistillModule, student: Classifier, encoded: Encoded, l
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    return {"term": "probe", "steps": result.steps, "seconds": result.seconds,
-            "final_loss": result.log[-1]["loss"] if result.log else None}
+    return result.stage_summary("probe")
 
 
 @dataclass
@@ -390,8 +394,7 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
                      epochs=epochs, lr_override=tcfg.head_lr or tcfg.lr, progress=progress,
                      desc=f"{term.name}: first stage", accelerator=accelerator)
             stage_module.finish()
-            first_stages.append({"term": term.name, "steps": r1.steps, "seconds": r1.seconds,
-                                 "final_loss": r1.log[-1]["loss"] if r1.log else None})
+            first_stages.append(r1.stage_summary(term.name))
     module = DistillModule(student.model, terms)
     if tcfg.probe_steps:
         first_stages.append(_probe_stage(module, student, encoded, train.labels, tcfg, cache, t_layers, accelerator,
