@@ -19,7 +19,8 @@ from codistill.trainer import DistillModule, build_teacher_cache, collate, encod
 
 from conftest import lwd_terms, run_distill, synthetic_rows, write_csv
 
-FAST = TrainConfig(epochs=2, min_steps=4, batch_size=4, lr=1e-3, max_length=32, eval_batch_size=16)
+FAST = TrainConfig(epochs=2, min_steps=4, batch_size=4, lr=1e-3, max_length=32, eval_batch_size=16, probe_steps=0,
+                   classifier_lr=None)
 
 
 @pytest.fixture(scope="module")

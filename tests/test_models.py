@@ -143,7 +143,7 @@ def test_mean_head_reads_the_mean_of_real_tokens_and_round_trips(tiny_student: P
     assert isinstance(model, BertMeanForSequenceClassification) and info["pooling"] == "mean"
     assert model.config.model_type == MEAN_MODEL_TYPE and model.config.num_hidden_layers == 1
     # the encoder keeps the pretrained weights of the kept layer; only the head is new
-    cls, _ = make_student(str(tiny_student), 1, "pretrained", ["neg", "pos"])
+    cls, _ = make_student(str(tiny_student), 1, "pretrained", ["neg", "pos"], pooling="cls")
     for name, tensor in cls.model.bert.state_dict().items():
         if not name.startswith("pooler."):
             assert torch.equal(tensor, model.bert.state_dict()[name]), name
@@ -164,6 +164,26 @@ def test_mean_head_reads_the_mean_of_real_tokens_and_round_trips(tiny_student: P
         assert torch.allclose(back.model.eval()(**batch).logits, out.logits, atol=1e-6)
     assert isinstance(AutoModelForSequenceClassification.from_pretrained(tmp_path / "mean"),
                       BertMeanForSequenceClassification)
+
+
+def test_default_pooling_is_the_mean_head_for_bert_and_the_own_head_for_a_decoder(tiny_student: Path,
+                                                                                  tiny_qwen: Path) -> None:
+    from transformers import BertForSequenceClassification, Qwen2ForSequenceClassification
+
+    from codistill.config import TrainConfig, teacher_train_config
+    from codistill.heads import BertMeanForSequenceClassification
+
+    assert StudentConfig().pooling == "auto"
+    bert, info = make_student(str(tiny_student), 1, "pretrained", ["neg", "pos"], pooling=StudentConfig().pooling)
+    assert isinstance(bert.model, BertMeanForSequenceClassification) and info["pooling"] == "mean"
+    qwen, info = make_student(str(tiny_qwen), None, "pretrained", ["neg", "pos"], pooling="auto")
+    assert isinstance(qwen.model, Qwen2ForSequenceClassification) and info["pooling"] == "cls"
+    cls, info = make_student(str(tiny_student), 1, "pretrained", ["neg", "pos"], pooling="cls")
+    assert type(cls.model) is BertForSequenceClassification and info["pooling"] == "cls"
+    # the student's recipe trains the head alone first; a teacher's does not
+    assert (TrainConfig().probe_steps, TrainConfig().classifier_lr) == (200, 1e-3)
+    assert (teacher_train_config().probe_steps, teacher_train_config().classifier_lr) == (0, None)
+    assert teacher_train_config(probe_steps=5).probe_steps == 5
 
 
 def test_mean_head_is_refused_for_a_decoder(tiny_qwen: Path) -> None:

@@ -245,12 +245,14 @@ class TrainConfig:
         lr: peak AdamW learning rate of the model.
         head_lr: learning rate of projections and TED filters (``None``: same as ``lr``).
         classifier_lr: learning rate of the model's own classification head, the parameters outside its
-            base model (``None``: same as ``lr``). A fresh head on a pretrained encoder may want the
-            larger rate a new linear map gets (SetFit fits its head to convergence).
+            base model (``None``: same as ``lr``). A fresh head on a pretrained encoder wants the larger
+            rate a new linear map gets (SetFit fits its head to convergence).
         probe_steps: optimizer steps of a first stage in which only the classification head trains (the
             encoder frozen, the same loss terms, at ``classifier_lr`` or else ``head_lr``) before everything
             trains: linear probing then fine-tuning (LP-FT, Kumar et al., ICLR 2022), so a random head's
-            gradients do not distort the pretrained features. ``0``: no such stage.
+            gradients do not distort the pretrained features. ``0``: no such stage. With the mean-pooling
+            student (``pooling: auto``) 200 steps are the recipe chosen on validation (benchmarks/README.md);
+            teachers (``codistill teacher``), trained on thousands of rows, default to 0.
         weight_decay: AdamW weight decay (not applied to biases and LayerNorm weights).
         warmup_ratio: share of steps with linear warm-up; then linear decay to zero.
         max_grad_norm: gradient clipping norm (``0`` disables clipping).
@@ -269,8 +271,8 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 5e-5
     head_lr: float | None = 1e-3
-    classifier_lr: float | None = None
-    probe_steps: int = 0
+    classifier_lr: float | None = 1e-3
+    probe_steps: int = 200
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
@@ -472,7 +474,7 @@ def method_terms(cfg: DistillConfig) -> list[LossTerm]:
     return presets[cfg.method]
 
 
-POOLINGS = ("cls", "mean")
+POOLINGS = ("auto", "cls", "mean")
 
 
 @dataclass
@@ -490,16 +492,17 @@ class StudentConfig:
             gradient and AdamW update of the whole matrix (two thirds of MiniLM-3's parameters) cost about a
             third of each CPU training step. The same for every method.
         pooling: what the classification head reads: ``cls`` (the model's own head, [CLS] for BERT,
-            the last real token for decoders) or ``mean`` (the mean of the last layer over real tokens,
+            the last real token for decoders), ``mean`` (the mean of the last layer over real tokens,
             the sentence embedding a sentence-transformers backbone was trained for; BERT-family students
-            only, saved as model type ``codistill_bert_mean``).
+            only, saved as model type ``codistill_bert_mean``) or ``auto`` (the default: ``mean`` where the
+            student is BERT-family, else ``cls``; chosen on validation, benchmarks/README.md).
     """
 
     model: str = "minilm"
     layers: int | None = 3
     init: str = "pretrained"
     freeze_embeddings: bool = True
-    pooling: str = "cls"
+    pooling: str = "auto"
 
     def __post_init__(self) -> None:
         check_types(self, "student")
@@ -563,6 +566,7 @@ def counterfactual_k(k: int, cod: str | None) -> int:
 
 
 def teacher_train_config(**overrides: Any) -> TrainConfig:
-    """The teacher's training defaults (2 epochs over the full training split, batch 32, lr 5e-5, no step
-    floor), with ``overrides``."""
-    return TrainConfig(**{"epochs": 2, "min_steps": 0, "batch_size": 32, "lr": 5e-5, **overrides})
+    """The teacher's training defaults (2 epochs over the full training split, batch 32, lr 5e-5 for every
+    parameter, no step floor, no head-only first stage), with ``overrides``."""
+    return TrainConfig(**{"epochs": 2, "min_steps": 0, "batch_size": 32, "lr": 5e-5, "classifier_lr": None,
+                          "probe_steps": 0, **overrides})

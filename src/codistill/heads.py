@@ -66,12 +66,24 @@ AutoConfig.register(MEAN_MODEL_TYPE, BertMeanConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(BertMeanConfig, BertMeanForSequenceClassification, exist_ok=True)
 
 
-def with_pooling(model: nn.Module, pooling: str) -> nn.Module:
-    """``model`` classifying from ``pooling``: ``cls`` returns it unchanged; ``mean`` returns a
-    :class:`BertMeanForSequenceClassification` with the same encoder weights (the [CLS] pooler dropped)
-    and a fresh head (the caller seeds torch). Only BERT-family encoders (MiniLM, BERT) have the mean head."""
+MEAN_CAPABLE = ("bert", MEAN_MODEL_TYPE)
+
+
+def resolve_pooling(model: nn.Module, pooling: str) -> str:
+    """``auto`` -> ``mean`` for a BERT-family model (MiniLM, BERT), else ``cls``; other names unchanged."""
     if pooling not in POOLINGS:
         raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
+    if pooling == "auto":
+        return "mean" if model.config.model_type in MEAN_CAPABLE else "cls"
+    return pooling
+
+
+def with_pooling(model: nn.Module, pooling: str) -> nn.Module:
+    """``model`` classifying from ``pooling`` (``auto``: :func:`resolve_pooling`): ``cls`` returns it
+    unchanged; ``mean`` returns a :class:`BertMeanForSequenceClassification` with the same encoder weights
+    (the [CLS] pooler dropped) and a fresh head (the caller seeds torch). Only BERT-family encoders (MiniLM,
+    BERT) have the mean head."""
+    pooling = resolve_pooling(model, pooling)
     if pooling == "cls" or model.config.model_type == MEAN_MODEL_TYPE:
         return model
     if model.config.model_type != "bert":

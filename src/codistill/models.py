@@ -216,7 +216,7 @@ def reinit_head(model: nn.Module) -> None:
 
 def make_student(student: str, layers: int | None, init: str, label_names: Sequence[str],
                  teacher: Classifier | None = None, freeze_embeddings: bool = False,
-                 pooling: str = "cls") -> tuple[Classifier, dict]:
+                 pooling: str = "auto") -> tuple[Classifier, dict]:
     """Build the student: a pretrained model (``init='pretrained'``) or a copy of the teacher
     (``init='teacher'``), cut to ``layers`` evenly spaced blocks, with a fresh classification head reading
     ``pooling`` (:func:`codistill.heads.with_pooling`); with ``freeze_embeddings`` its word-embedding matrix
@@ -237,8 +237,9 @@ def make_student(student: str, layers: int | None, init: str, label_names: Seque
     kept = list(range(total))
     if layers is not None and layers != total:
         kept = shrink_layers(clf.model, layers)
-    from codistill.heads import with_pooling
+    from codistill.heads import resolve_pooling, with_pooling
 
+    pooling = resolve_pooling(clf.model, pooling)
     clf.model = with_pooling(clf.model, pooling)
     if freeze_embeddings:
         clf.model.get_input_embeddings().weight.requires_grad_(False)
