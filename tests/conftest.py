@@ -176,14 +176,14 @@ def tiny_qwen(tmp_path_factory) -> Path:
 
 
 def run_distill(dataset, teacher, out, *, k: int, seed: int = 0, student=None, method=None, train=None,
-                counterfactuals=None, cod=None, **kwargs):
+                counterfactuals=None, cod=None, generator=None, **kwargs):
     """``codistill.runs.distill`` with the run's options given as keywords (the tests' shorthand)."""
     from codistill.config import DistillConfig, RunConfig, StudentConfig, TrainConfig
     from codistill.runs import distill
 
     run = RunConfig(teacher=str(teacher) if teacher is not None else None, k=k, seed=seed,
                     counterfactuals=str(counterfactuals) if counterfactuals is not None else None, cod=cod,
-                    student=student or StudentConfig(), method=method or DistillConfig(), train=train or TrainConfig())
+                    generator=generator, student=student or StudentConfig(), method=method or DistillConfig(), train=train or TrainConfig())
     return distill(dataset, run, out, **kwargs)
 
 

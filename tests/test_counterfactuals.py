@@ -620,3 +620,24 @@ def test_edit_search_keeps_several_counterfactuals_at_different_positions(tmp_pa
         read_counterfactual_rows(path, ["negative", "positive"])
     path.write_text(json.dumps({**row, "pool_index": 0}) + "\n")
     assert read_counterfactual_rows(path, ["negative", "positive"])[0].more == tuple(row["more_counterfactuals"])
+
+
+def test_student_aware_round_keeps_the_edits_that_flip_the_student_but_not_the_teacher() -> None:
+    from codistill.counterfactuals.rounds import student_disagreements
+
+    def slang_teacher(texts):
+        """The toy teacher, except that it reads 'bad' as praise."""
+        return toy_scorer([t.replace("bad", "good") for t in texts])
+
+    lexicon = DictLexicon({"great": ["awful"], "good": ["bad"], "awful": ["great"]})
+    student, teacher = Verifier(toy_scorer), Verifier(slang_teacher)
+    rows, summary = student_disagreements(["great film", "good film", "awful film", "a film"], student, teacher,
+                                          EditSearchGenerator(lexicon), ["negative", "positive"], progress=False)
+    by_edit = {r["counterfactual"]: r for r in rows}
+    assert set(by_edit) == {"awful film", "bad film", "great film"}          # "a film" has nothing to edit
+    assert [r["student_label"] for r in rows] == [1, 1, 0]                     # the student's own labels
+    assert all(r["student_label_after"] == 1 - r["student_label"] for r in rows)  # each edit flipped the student
+    # the teacher agrees on "awful film" and "great film"; it still calls "bad film" positive
+    assert [r["counterfactual"] for r in rows if r["use"]] == ["bad film"]
+    assert by_edit["bad film"]["teacher_label"] == 1 and by_edit["awful film"]["teacher_label"] == 0
+    assert summary == {**summary, "texts": 4, "student_flipped": 3, "edits": 3, "disagreements": 1, "teacher_calls": 1}

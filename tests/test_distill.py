@@ -470,3 +470,43 @@ def test_a_run_with_a_probe_stage_records_it(tmp_path: Path, trained_teacher: Pa
                     train=replace(FAST, probe_steps=2), progress=False)
     assert m["first_stages"] == [{**m["first_stages"][0], "term": "probe", "steps": 2}]
     assert m["steps"] == 4  # the main stage keeps its own budget
+
+
+def test_cod_rounds_adds_the_edits_the_teacher_labels_otherwise_and_trains_a_fresh_student(
+        tmp_path: Path, tiny_teacher: Path, tiny_student: Path, toy, cf_files, monkeypatch) -> None:
+    from codistill.config import RunConfig
+    from codistill.evaluate import predict_logits
+
+    # an untrained teacher: it ignores the sentiment words the student learns from the labels, so edits that
+    # flip the student often leave the teacher where it was
+    teacher_dir = tiny_teacher
+    lexicon = tmp_path / "lexicon.json"
+    pairs = {"great": "awful", "lovely": "dull", "superb": "dreadful", "fine": "poor", "excellent": "terrible",
+             "wonderful": "boring"}
+    lexicon.write_text(json.dumps({**{a: [b] for a, b in pairs.items()}, **{b: [a] for a, b in pairs.items()}}))
+    common = dict(seed=0, student=StudentConfig(model=str(tiny_student), layers=1), progress=False,
+                  train=replace(FAST, min_steps=60), save_model=False, counterfactuals=cf_files["k8"])
+    cod = run_distill(toy, teacher_dir, tmp_path / "cod", k=8, cod="replace", **common)
+    rounds = run_distill(toy, teacher_dir, tmp_path / "rounds", k=8, cod="rounds",
+                         generator={"name": "edits", "lexicon": str(lexicon)}, **common)
+    edits = [json.loads(line) for line in (tmp_path / "rounds" / "round2.jsonl").read_text().splitlines()]
+    kept = [r for r in edits if r["use"]]
+    info = rounds["rounds"]
+    assert info["texts"] == cod["n_train"] and info["edits"] == len(edits) and info["disagreements"] == len(kept) > 0
+    assert rounds["n_counterfactuals"] == cod["n_counterfactuals"] + len(kept)
+    assert rounds["n_train"] == cod["n_train"] + len(kept) and rounds["n_originals"] == cod["n_originals"] == 4
+    assert rounds["cod"] == "rounds" and rounds["test"] != cod["test"]
+    teacher = load_classifier(str(teacher_dir), ["negative", "positive"])
+    labels = predict_logits(teacher.model, teacher.tokenizer, [r["counterfactual"] for r in kept], 16, 32,
+                            torch.device("cpu")).argmax(-1).tolist()
+    assert labels == [r["teacher_label"] for r in kept]                        # trained with the teacher's label
+    assert all(r["teacher_label"] != r["student_label_after"] for r in kept)
+    # a second round that finds nothing trains the same student as CoD: a fresh start with the same seed
+    import codistill.counterfactuals.rounds as rounds_module
+
+    monkeypatch.setattr(rounds_module, "student_disagreements",
+                        lambda texts, *args, **kwargs: ([], {"texts": len(texts), "edits": 0}))
+    same = run_distill(toy, teacher_dir, tmp_path / "same", k=8, cod="rounds", **common)
+    assert same["rounds"]["edits"] == 0 and same["test"] == cod["test"] and same["n_train"] == cod["n_train"]
+    with pytest.raises(ConfigError, match="only a 'rounds' run"):
+        RunConfig(teacher="t", cod="replace", counterfactuals="cf.jsonl", generator={"name": "edits"})

@@ -206,6 +206,22 @@ def test_cod_multi_is_its_own_method_paired_with_cod(grid_setup: dict, tmp_path:
     assert "| kd+cod-multi |" in (Path(cfg.out) / "report.md").read_text()
 
 
+def test_cod_rounds_is_its_own_method_paired_with_cod(grid_setup: dict, tmp_path: Path) -> None:
+    base = {**grid_setup["base"], "methods": ["kd"], "k": [4], "seeds": [0], "fluency_lm": None,
+            "cod": ["replace", "rounds"], "train": {**grid_setup["base"]["train"], "probe_steps": 0}}
+    cfg = SweepConfig(out=str(tmp_path / "r"), **base)
+    assert run_sweep(cfg, progress=False)["finished"] == 2
+    cells = {c["cod"]: c for c in read_cells(Path(cfg.out) / "cells")}
+    rounds = cells["rounds"]
+    assert rounds["rounds"]["texts"] > 0 and rounds["n_originals"] == cells["replace"]["n_originals"]
+    assert rounds["n_counterfactuals"] >= cells["replace"]["n_counterfactuals"]
+    folders = [p.parent for p in (Path(cfg.out) / "cells").rglob("round2.jsonl")]
+    assert len(folders) == 1                                            # only the rounds cell searches again
+    summary = build_report(cfg.out)
+    assert "kd+cod-rounds - kd+cod" in summary["datasets"]["toy"]["paired"]
+    assert "| kd+cod-rounds |" in (Path(cfg.out) / "report.md").read_text()
+
+
 def test_a_changed_config_reruns_exactly_what_it_changes(grid_setup: dict, tmp_path: Path) -> None:
     base = {**grid_setup["base"], "methods": ["kd"], "cod": ["none", "replace"], "k": [4], "seeds": [0]}
     out = tmp_path / "s"

@@ -343,7 +343,7 @@ def distill_cmd(
     counterfactuals: Optional[Path] = typer.Option(None, "--counterfactuals", help="JSONL of counterfactual (or text,label) rows."),
     cod: bool = typer.Option(False, "--cod", help="CoD at budget k: k/2 originals + their counterfactuals "
                              "(from --counterfactuals, else generated with the edit search)."),
-    cod_mode: str = typer.Option("replace", "--cod-mode", help="With --cod: 'replace' (k/2 + CFs), 'multi' (k/2 + every CF of each: a file made with --per-original N) or 'augment' (k + CFs)."),
+    cod_mode: str = typer.Option("replace", "--cod-mode", help="With --cod: 'replace' (k/2 + CFs), 'multi' (k/2 + every CF of each: a file made with --per-original N), 'rounds' (CoD, then edits that flip the first student and that the teacher labels otherwise, and a fresh student) or 'augment' (k + CFs)."),
     fluency_lm: Optional[str] = typer.Option(None, "--fluency-lm", help="With --cod and no --counterfactuals: " + FLUENCY_HELP),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     options: dict = None,
@@ -361,7 +361,7 @@ def distill_cmd(
     run = RunConfig(
         teacher=_top(file_options, "teacher", teacher, None), k=_top(file_options, "k", k, 16),
         seed=_top(file_options, "seed", seed, 0), counterfactuals=cf or ("<generated>" if cod_value else None),
-        cod=cod_value,
+        cod=cod_value, generator=file_options.get("generator") if cod_value == "rounds" else None,
         student=build_config(StudentConfig, merged(file_options, "student", options["student"]), "student"),
         method=build_config(DistillConfig, merged(file_options, "distill", options["distill"]), "distill"),
         train=build_config(TrainConfig, merged(file_options, "train", options["train"]), "train"))
@@ -383,6 +383,11 @@ def distill_cmd(
         f"{method_label(run.method.method, m.cod)}: k={run.k}, seed={run.seed}, {m.n_originals} originals + "
         f"{m.n_counterfactuals} counterfactuals, {m.training.steps} steps in {m.training.train_seconds:.1f}s "
         f"({m.training.examples_per_second:.1f} examples/s); saved to {out}")
+    if m.rounds is not None:
+        r = m.rounds
+        console.print(f"second round: {r['student_flipped']} of {r['texts']} training texts flipped the first student "
+                      f"({r['edits']} edits); the teacher disagrees on {r['disagreements']}, which joined the "
+                      f"training set; {out / 'round2.jsonl'}")
     _print_metrics(f"{dataset.name} test", {"student": m.test, "teacher": m.teacher_test})
 
 

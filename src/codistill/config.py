@@ -516,7 +516,8 @@ class StudentConfig:
             raise ConfigError(f"student pooling must be one of {', '.join(POOLINGS)}, got '{self.pooling}'")
 
 
-COD_MODES = ("replace", "augment", "multi")
+COD_MODES = ("replace", "augment", "multi", "rounds")
+HALF_MODES = ("replace", "multi", "rounds")  # CoD at budget k: k/2 originals
 
 
 @dataclass
@@ -531,8 +532,13 @@ class RunConfig:
         cod: ``None`` (every usable row of ``counterfactuals`` is added to the k originals), ``replace`` (CoD
             at budget k: k/2 originals + their counterfactuals), ``multi`` (the same k/2 originals, each with
             every counterfactual its row holds: the first and its ``more_counterfactuals``, made by a
-            generator with ``per_original`` > 1) or ``augment`` (k originals + counterfactuals of all k, a
-            larger set).
+            generator with ``per_original`` > 1), ``augment`` (k originals + counterfactuals of all k, a
+            larger set) or ``rounds`` (student-aware, beyond the paper: CoD's k/2 originals and their
+            counterfactuals train a first student; the edits of those training texts that flip that student
+            and that the teacher labels otherwise join them, and a fresh student trains on the whole; the
+            same k/2 human labels).
+        generator: the search of a ``rounds`` run's second round (``{"name": "edits", ...}``; ``None``: the
+            edit search's defaults).
         student, method, train: the option groups.
     """
 
@@ -541,6 +547,7 @@ class RunConfig:
     seed: int = 0
     counterfactuals: str | None = None
     cod: str | None = None
+    generator: dict[str, Any] | None = None
     student: StudentConfig = field(default_factory=StudentConfig)
     method: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -553,6 +560,8 @@ class RunConfig:
             raise ConfigError(f"cod mode must be one of {', '.join(COD_MODES)}, got '{self.cod}'")
         if self.cod is not None and self.counterfactuals is None:
             raise ConfigError("CoD needs a counterfactual file (--counterfactuals, from `codistill counterfactuals`)")
+        if self.generator is not None and self.cod != "rounds":
+            raise ConfigError("run generator: only a 'rounds' run searches for counterfactuals itself")
         if self.train.seed != self.seed:
             self.train = TrainConfig(**{**asdict(self.train), "seed": self.seed})
         if self.teacher is None and (self.method.uses_teacher or self.student.init == "teacher"):

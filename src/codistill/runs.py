@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from codistill.config import (
+    HALF_MODES,
     DistillConfig,
     LayerMatch,
     RunConfig,
@@ -97,6 +98,7 @@ class DistillResult:
     teacher_parameters: int | None
     wall_seconds: float
     training: TrainSummary
+    rounds: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "training"}
@@ -136,7 +138,7 @@ def training_rows(dataset: TextDataset, run: RunConfig):
     counterfactuals added and skipped."""
     from codistill.counterfactuals.rows import cod_examples, extra_examples
 
-    half = run.cod in ("replace", "multi")  # CoD at budget k keeps k/2 originals
+    half = run.cod in HALF_MODES  # CoD at budget k keeps k/2 originals
     if half:
         check_cod_budget(run.k, dataset.num_classes)
     sample = sample_from(dataset, run.k // 2 if half else run.k, run.seed)
@@ -168,14 +170,27 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         teacher = load_classifier(str(run.teacher), what="teacher")
         teacher.model.requires_grad_(False)
     sample, train_rows, cf_info = training_rows(dataset, run)
-    seed_everything(run.seed)
-    stu, student_info = make_student(scfg.model, scfg.layers, scfg.init, dataset.label_names, teacher,
-                                     scfg.freeze_embeddings, scfg.pooling)
-    _check_inputs(teacher, stu, dataset, dcfg)
+
+    def train_student(rows: LabeledTexts) -> tuple[Classifier, dict, TrainSummary]:
+        seed_everything(run.seed)
+        stu, info = make_student(scfg.model, scfg.layers, scfg.init, dataset.label_names, teacher,
+                                 scfg.freeze_embeddings, scfg.pooling)
+        _check_inputs(teacher, stu, dataset, dcfg)
+        summary = train_classifier(stu, rows, method_terms(dcfg), tcfg, teacher=teacher,
+                                   validation=dataset.splits.get("validation"), num_classes=dataset.num_classes,
+                                   progress=progress)
+        return stu, info, summary
+
     t0 = time.perf_counter()
-    summary = train_classifier(stu, train_rows, method_terms(dcfg), tcfg, teacher=teacher,
-                               validation=dataset.splits.get("validation"), num_classes=dataset.num_classes,
-                               progress=progress)
+    stu, student_info, summary = train_student(train_rows)
+    rounds = None
+    if run.cod == "rounds":
+        extra, rounds = _student_aware_round(stu, teacher, train_rows, dataset.label_names, run.generator,
+                                             Path(out_dir), progress)
+        rounds["first_steps"] = summary.steps
+        train_rows = LabeledTexts(train_rows.texts + extra.texts, train_rows.labels + extra.labels)
+        cf_info = {**cf_info, "added": cf_info["added"] + len(extra)}
+        stu, student_info, summary = train_student(train_rows)
     teacher_metrics, teacher_pred = teacher_test if teacher_test is not None else (None, None)
     if teacher is not None and teacher_test is None:
         teacher_metrics, teacher_pred = evaluate_split(teacher, test, dataset.num_classes, tcfg.eval_batch_size,
@@ -193,7 +208,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         teacher_test=teacher_metrics,
         student_parameters=student_info["parameters"],
         teacher_parameters=teacher.num_parameters() if teacher is not None else None,
-        wall_seconds=time.perf_counter() - t0, training=summary)
+        wall_seconds=time.perf_counter() - t0, training=summary, rounds=rounds)
     config = {
         "dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names,
                     "notes": dataset.notes},
@@ -203,6 +218,27 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     write_run(Path(out_dir), stu if save_model else None, {**result.to_dict(), **(record or {})},
               {**config, **(record or {})}, summary.log)
     return result
+
+
+def _student_aware_round(student: Classifier, teacher: Classifier, rows: LabeledTexts, label_names: Sequence[str],
+                         generator: dict[str, Any] | None, out: Path, progress: bool) -> tuple[LabeledTexts, dict]:
+    """The second round of a ``rounds`` run: edits of the training texts that flip the first student and
+    that the teacher labels otherwise (:func:`codistill.counterfactuals.rounds.student_disagreements`),
+    as training rows with the teacher's labels; every edit is written to ``out/round2.jsonl``."""
+    from codistill.counterfactuals import Verifier, make_generator
+    from codistill.counterfactuals.rounds import student_disagreements
+
+    if teacher is None:
+        raise ConfigError("cod 'rounds' needs a teacher to label the second round")
+    gen = make_generator(generator or {"name": "edits"}, default_cache_dir=str(out.parent / ".llm_cache"),
+                         where="run generator")
+    student.model.eval()
+    edits, info = student_disagreements(rows.texts, Verifier.from_classifier(student),
+                                        Verifier.from_classifier(teacher), gen, label_names, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "round2.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in edits))
+    kept = [r for r in edits if r["use"]]
+    return LabeledTexts([r["counterfactual"] for r in kept], [r["teacher_label"] for r in kept]), info
 
 
 # -- teachers ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from codistill.config import RunConfig, teacher_train_config
+from codistill.config import HALF_MODES, RunConfig, teacher_train_config
 from codistill.data import TextDataset, sample_from, texts_fingerprint
 from codistill.errors import ConfigError
 from codistill.fileio import atomic_write_json, read_json
@@ -165,7 +165,7 @@ def counterfactual_rows_hash(path: Path, dataset: TextDataset, run: RunConfig) -
     """SHA-256 of the counterfactual rows a cell trains on (those of its own originals)."""
     from codistill.counterfactuals.rows import read_counterfactual_rows
 
-    n = run.k // 2 if run.cod in ("replace", "multi") else run.k
+    n = run.k // 2 if run.cod in HALF_MODES else run.k
     wanted = set(sample_from(dataset, n, run.seed).indices)
     rows = [asdict(r) for r in read_counterfactual_rows(path, dataset.label_names) if r.pool_index in wanted]
     for r in rows:

@@ -18,16 +18,17 @@ from codistill.config import (
 )
 from codistill.errors import ConfigError
 
-COD_CHOICES = ("none", "replace", "augment", "multi")
+COD_CHOICES = ("none", "replace", "augment", "multi", "rounds")
 EXECUTORS = ("local", "ray")
 
 
 def method_label(method: str, cod: str | None) -> str:
     """How a run is named in tables: ``kd``, ``kd+cod`` (CoD at the same budget), ``kd+cod-multi`` (the
-    same k/2 originals with several counterfactuals each), ``kd+cod-augment`` (k originals plus their
-    counterfactuals: a larger set), ``kd+extra`` (rows added by hand)."""
+    same k/2 originals with several counterfactuals each), ``kd+cod-rounds`` (CoD and a student-aware second
+    round), ``kd+cod-augment`` (k originals plus their counterfactuals: a larger set), ``kd+extra`` (rows
+    added by hand)."""
     suffix = {None: "", "none": "", "replace": "+cod", "augment": "+cod-augment", "multi": "+cod-multi",
-              "extra": "+extra"}[cod]
+              "rounds": "+cod-rounds", "extra": "+extra"}[cod]
     return method + suffix
 
 
@@ -89,7 +90,9 @@ class SweepConfig:
         methods: among finetune, kd, lwd, ted.
         cod: among ``none`` (baseline on k originals), ``replace`` (CoD: k/2 originals + counterfactuals),
             ``multi`` (the k/2 originals + up to the generator's ``per_original`` counterfactuals each),
-            ``augment`` (k originals + counterfactuals of all k).
+            ``augment`` (k originals + counterfactuals of all k), ``rounds`` (CoD, then a second round of
+            edits that flip the first student and that the teacher labels otherwise, searched by
+            ``generator`` with the student in the teacher's place).
         k: budgets; seeds: sampling/training seeds.
         generator: ``{"name": "edits", "max_edits": 3, "beam_width": 4, "lexicon": null}`` or
             ``{"name": "llm", "base_url": ..., "model": ..., ...}`` (fields of :class:`LLMConfig`).

@@ -117,8 +117,8 @@ def summarize(root: Path) -> dict[str, Any]:
             ds[metric] = {label: {str(k): dict(zip(("mean", "std", "n"), stats[(label, k)]))
                                   for k in ks if (label, k) in stats} for label in labels}
         pairs = [(c, c.split("+")[0]) for c in labels if "+cod" in c and c.split("+")[0] in labels]
-        pairs += [(c, c.replace("+cod-multi", "+cod")) for c in labels  # several CFs per original vs one
-                  if c.endswith("+cod-multi") and c.replace("+cod-multi", "+cod") in labels]
+        pairs += [(c, c[: c.rindex("-")]) for c in labels  # several CFs per original, or a second round, vs CoD
+                  if c.endswith(("+cod-multi", "+cod-rounds")) and c[: c.rindex("-")] in labels]
         for cod_label, base in pairs:
             for k in ks:
                 a = {r["seed"]: r["accuracy"] for r in data if r["label"] == cod_label and r["k"] == k}
@@ -136,8 +136,10 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
     """``report.md`` from a :func:`summarize` summary."""
     md = [f"# codistill report: {title}", "",
           "Test accuracy, mean ± std over seeds (%). Fixed training budget; nothing selected on the test split. "
-          "`+cod` = k/2 originals + their verified counterfactuals (same budget k); `+cod-augment` = k originals "
-          "+ their counterfactuals (a larger training set).", ""]
+          "`+cod` = k/2 originals + their verified counterfactuals (same budget k); `+cod-multi` = the same with "
+          "several counterfactuals per original; `+cod-rounds` = `+cod` plus a second round of edits that flip "
+          "the first student and that the teacher labels otherwise; `+cod-augment` = k originals + their "
+          "counterfactuals (a larger training set).", ""]
     if summary["config_hash"]:
         md += [f"Config: `{summary['config_hash'][:12]}` (the last entry of sweep.json; every table below comes "
                f"from its {summary['cells_finished']} of {summary['cells_planned']} cells, and only from them).", ""]
