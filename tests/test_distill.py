@@ -510,3 +510,5 @@ def test_cod_rounds_adds_the_edits_the_teacher_labels_otherwise_and_trains_a_fre
     assert same["rounds"]["edits"] == 0 and same["test"] == cod["test"] and same["n_train"] == cod["n_train"]
     with pytest.raises(ConfigError, match="only a 'rounds' run"):
         RunConfig(teacher="t", cod="replace", counterfactuals="cf.jsonl", generator={"name": "edits"})
+    with pytest.raises(ConfigError, match="'rounds' needs a teacher"):
+        RunConfig(cod="rounds", counterfactuals="cf.jsonl", method=DistillConfig(method="finetune"))

@@ -562,6 +562,8 @@ class RunConfig:
             raise ConfigError("CoD needs a counterfactual file (--counterfactuals, from `codistill counterfactuals`)")
         if self.generator is not None and self.cod != "rounds":
             raise ConfigError("run generator: only a 'rounds' run searches for counterfactuals itself")
+        if self.cod == "rounds" and self.teacher is None:
+            raise ConfigError("cod mode 'rounds' needs a teacher (--teacher DIR) to label the second round")
         if self.train.seed != self.seed:
             self.train = TrainConfig(**{**asdict(self.train), "seed": self.seed})
         if self.teacher is None and (self.method.uses_teacher or self.student.init == "teacher"):

@@ -228,8 +228,6 @@ def _student_aware_round(student: Classifier, teacher: Classifier, rows: Labeled
     from codistill.counterfactuals import Verifier, make_generator
     from codistill.counterfactuals.rounds import student_disagreements
 
-    if teacher is None:
-        raise ConfigError("cod 'rounds' needs a teacher to label the second round")
     gen = make_generator(generator or {"name": "edits"}, default_cache_dir=str(out.parent / ".llm_cache"),
                          where="run generator")
     student.model.eval()

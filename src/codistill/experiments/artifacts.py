@@ -187,6 +187,8 @@ def cell_recipe(dataset: TextDataset, teacher: dict[str, Any], run: RunConfig,
     options = asdict(run)
     options.pop("teacher")
     options.pop("counterfactuals")
+    if options["generator"] is None:  # only 'rounds' cells have one (and older keys stay valid)
+        options.pop("generator")
     cf = None
     if counterfactuals is not None:
         cf = {"file": {k: v for k, v in counterfactuals["recipe"].items() if k != "k"},
