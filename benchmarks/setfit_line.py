@@ -86,11 +86,17 @@ def run(args) -> None:
             start = time.perf_counter()
             trainer.train()
             seconds = time.perf_counter() - start
+            from sklearn.metrics import f1_score
+
+            head = model.model_head
             row = {"k": k, "seed": seed, "model": args.model, "iterations": args.iterations,
-                   "train_seconds": round(seconds, 1)}
+                   "train_seconds": round(seconds, 1),
+                   "parameters": sum(p.numel() for p in model.model_body.parameters())
+                   + int(head.coef_.size + head.intercept_.size)}
             for split, (eval_texts, eval_labels) in evals.items():
                 pred = np.asarray(model.predict(eval_texts, batch_size=64)).astype(int)
                 row[f"{split}_accuracy"] = float((pred == np.asarray(eval_labels)).mean())
+                row[f"{split}_macro_f1"] = float(f1_score(eval_labels, pred, average="macro"))
                 row[f"{split}_n"] = len(eval_labels)
             with open(results, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")

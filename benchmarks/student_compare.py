@@ -1,6 +1,7 @@
 """Students of several sweeps side by side, paired on the same samples and seeds: each arm is one method label
 (``kd``, ``kd+cod``, ``kd_con+cod``, ...) of one sweep folder, and every arm is compared with a reference arm
-seed by seed (the sweeps share the dataset, teacher, k and seeds, so their samples are the same).
+seed by seed (the sweeps share the dataset, teacher, k and seeds, so their samples are the same). An arm
+``NAME=FOLDER:setfit`` reads ``benchmarks/setfit_line.py``'s results on the same samples.
 
     python benchmarks/student_compare.py --dataset sst2 --out benchmarks/results/student_heads_sst2 \
         --arm "cls kd=runs/heads_cls:kd" --arm "mean kd_con=runs/heads_mean:kd_con" ...
@@ -35,8 +36,26 @@ def parse_arm(text: str) -> tuple[str, Path, str]:
     return name.strip(), Path(folder), label.strip()
 
 
+def setfit_rows(folder: Path) -> dict[tuple[int, int], dict]:
+    """(k, seed) -> the SetFit result of ``benchmarks/setfit_line.py`` (its ``results.jsonl``)."""
+    import json
+
+    out = {}
+    for line in (folder / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        out[(r["k"], r["seed"])] = {"k": r["k"], "seed": r["seed"], "accuracy": r["test_accuracy"],
+                                    "macro_f1": r.get("test_macro_f1"), "agreement": None,
+                                    "validation_accuracy": r["validation_accuracy"], "train_seconds": r["train_seconds"],
+                                    "student_parameters": r.get("parameters"), "teacher_parameters": None,
+                                    "teacher_accuracy": None}
+    return out
+
+
 def arm_rows(folder: Path, label: str, dataset: str) -> dict[tuple[int, int], dict]:
-    """(k, seed) -> the cell row of ``label`` on ``dataset`` in the sweep ``folder``, with its parameter counts."""
+    """(k, seed) -> the cell row of ``label`` on ``dataset`` in the sweep ``folder``, with its parameter counts;
+    label ``setfit``: the SetFit results in ``folder`` (no teacher)."""
+    if label == "setfit":
+        return setfit_rows(folder)
     cells = [c for c in read_cells(folder / "cells") if c["dataset"] == dataset]
     params = {(c["k"], c["seed"], c["method"], c["cod"] or "none"):
               (c["student_parameters"], c["teacher_parameters"], (c.get("teacher_test") or {}).get("accuracy"))
@@ -106,7 +125,8 @@ def plot(arms: list[tuple[str, dict]], ks: list[int], teacher: float | None, pat
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arm", action="append", required=True, help="NAME=SWEEP_DIR:LABEL; the first is the reference")
+    ap.add_argument("--arm", action="append", required=True,
+                    help="NAME=SWEEP_DIR:LABEL (or NAME=SETFIT_DIR:setfit); the first is the reference")
     ap.add_argument("--dataset", required=True, help="dataset name in the cells (e.g. sst2)")
     ap.add_argument("--out", type=Path, required=True, help="folder for compare.md, arms.csv and the plot")
     args = ap.parse_args()
@@ -119,8 +139,10 @@ def main() -> None:
     for name, rows in arms:
         seeds = sorted({s for _, s in rows})
         student = next(iter(rows.values()))["student_parameters"]
-        ratio = f", {teacher_params / student:.1f}× fewer than the teacher's {teacher_params:,}" if teacher_params else ""
-        lines.append(f"- {name}: {student:,} parameters{ratio}; seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}), "
+        ratio = (f", {teacher_params / student:.1f}× fewer than the teacher's {teacher_params:,}"
+                 if teacher_params and student else "")
+        size = f"{student:,} parameters" if student else "no teacher"
+        lines.append(f"- {name}: {size}{ratio}; seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}), "
                      f"{len(rows)} cells")
     md = "\n".join(lines) + "\n" + tables(arms, ks)
     args.out.mkdir(parents=True, exist_ok=True)
