@@ -62,6 +62,7 @@ def run(args) -> None:
     import torch
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
+    from sklearn.metrics import f1_score
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -86,8 +87,6 @@ def run(args) -> None:
             start = time.perf_counter()
             trainer.train()
             seconds = time.perf_counter() - start
-            from sklearn.metrics import f1_score
-
             head = model.model_head
             row = {"k": k, "seed": seed, "model": args.model, "iterations": args.iterations,
                    "train_seconds": round(seconds, 1),

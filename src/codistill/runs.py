@@ -29,7 +29,7 @@ from codistill.config import (
 from codistill.data import LabeledTexts, TextDataset, sample_from, stratified_subset, texts_fingerprint
 from codistill.errors import ConfigError
 from codistill.evaluate import evaluate_split
-from codistill.fileio import atomic_write_json, atomic_write_text
+from codistill.fileio import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from codistill.models import Classifier, check_layer_map, label_names, load_classifier, make_student, same_tokenizer
 from codistill.trainer import TrainSummary, seed_everything, train_classifier
 
@@ -234,7 +234,7 @@ def _student_aware_round(student: Classifier, teacher: Classifier, rows: Labeled
     edits, info = student_disagreements(rows.texts, Verifier.from_classifier(student),
                                         Verifier.from_classifier(teacher), gen, label_names, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "round2.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in edits))
+    atomic_write_jsonl(out / "round2.jsonl", edits)
     kept = [r for r in edits if r["use"]]
     return LabeledTexts([r["counterfactual"] for r in kept], [r["teacher_label"] for r in kept]), info
 

@@ -7,7 +7,6 @@ candidate, and writes one JSON row per original plus a quality summary.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +20,7 @@ from codistill.counterfactuals.quality import QualityScorer, score_file
 from codistill.counterfactuals.verify import Verifier, check_candidate
 from codistill.data import TextDataset, sample_from
 from codistill.errors import CodistillError, ConfigError
-from codistill.fileio import atomic_write_json, atomic_write_text
+from codistill.fileio import atomic_write_json, atomic_write_jsonl
 
 __all__ = [
     "Attempt", "CFRequest", "CFResult", "ChainConfig", "ChainGenerator", "ChatClient", "CounterfactualGenerator", "CounterfactualsIncomplete",
@@ -126,7 +125,7 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
                           **{key: after[key] - stats_before[key] for key in after}}
         summary["generated_by"] = {name: sum(r["flipped"] and r["generator"] == name for r in rows)
                                    for name in sorted({r["generator"] for r in rows})}
-    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_jsonl(out, rows)
     atomic_write_json(summary_path(out), summary)
     if not summary["complete"]:
         last = fatal or next((a.detail for res in results for a in reversed(res.attempts)

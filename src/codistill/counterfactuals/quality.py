@@ -15,7 +15,6 @@ file scored by another LM or judge is scored again, never mixed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -119,7 +118,7 @@ def score_file(path: str | Path, scorer: QualityScorer, force: bool = False) -> 
     LM and judge is left alone unless ``force``. Returns the summary."""
     from codistill.counterfactuals import summary_path
     from codistill.counterfactuals.metrics import quality_summary
-    from codistill.fileio import atomic_write_json, atomic_write_text, read_json
+    from codistill.fileio import atomic_write_json, atomic_write_jsonl, read_json
 
     path = Path(path)
     rows = read_rows(path)
@@ -129,6 +128,6 @@ def score_file(path: str | Path, scorer: QualityScorer, force: bool = False) -> 
         return old
     scorer.score(rows, where=str(path))
     summary = {**old, **quality_summary(rows), "quality": scorer.recipe}
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_jsonl(path, rows)
     atomic_write_json(spath, summary)
     return summary
