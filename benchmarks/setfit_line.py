@@ -12,8 +12,16 @@ codistill writes the samples first:
         --model "$(.venv/bin/python -c 'from codistill.models import resolve_model_path; print(resolve_model_path("minilm"))')"
 
 `run` appends one JSON line per (k, seed) to ``results.jsonl`` in the samples folder and skips the pairs
-already there, so an interrupted run resumes. SetFit's published recipe: 20 pair iterations per example,
-one epoch, batch 16, body lr 2e-5, a logistic-regression head.
+already there for the same ``--name``, model and iterations, so an interrupted run resumes. SetFit's
+published recipe: 20 pair iterations per example, one epoch, batch 16, body lr 2e-5, a logistic-regression
+head.
+
+`cut` (codistill's environment) writes a sentence-transformers folder whose encoder keeps ``--layers``
+evenly spaced blocks, the cut codistill's students get, so SetFit can be measured at the student's depth:
+
+    .venv/bin/python benchmarks/setfit_line.py cut --model minilm --layers 3 --out runs/minilm3_st
+    .venv-setfit/bin/python benchmarks/setfit_line.py run --samples runs/setfit_sst2 --model runs/minilm3_st \
+        --name setfit-3l
 """
 
 from __future__ import annotations
@@ -57,6 +65,30 @@ def prepare(args) -> None:
     print(f"wrote {len(args.k) * len(args.seeds)} samples, validation and test of {dataset.name} to {out}")
 
 
+def cut(args) -> None:
+    import shutil
+
+    from transformers import AutoModel
+
+    from codistill.models import resolve_model_path, shrink_layers
+
+    source = Path(resolve_model_path(args.model))
+    if not (source / "modules.json").is_file():
+        raise SystemExit(f"--model {args.model}: {source} is not a sentence-transformers folder (no modules.json)")
+    out = Path(args.out)
+    if out.exists():
+        raise SystemExit(f"--out {out}: exists; remove it first")
+    weights = {"model.safetensors", "pytorch_model.bin", "config.json", "onnx", "openvino"}  # top level only
+    shutil.copytree(source, out, ignore=lambda folder, names: [n for n in names if Path(folder) == source
+                                                               and n in weights])
+    body = AutoModel.from_pretrained(source)
+    total = body.config.num_hidden_layers
+    kept = shrink_layers(body, args.layers)
+    body.save_pretrained(out)
+    print(f"{out}: {source.name} with blocks {kept} of {total} kept "
+          f"({sum(p.numel() for p in body.parameters()):,} parameters)")
+
+
 def run(args) -> None:
     import numpy as np
     import torch
@@ -71,11 +103,12 @@ def run(args) -> None:
     results = folder / "results.jsonl"
     done = set()
     if results.is_file():
-        done = {(r["k"], r["seed"]) for r in map(json.loads, results.read_text().splitlines())}
+        done = {(r.get("name", "setfit"), r["model"], r["iterations"], r["k"], r["seed"])
+                for r in map(json.loads, results.read_text().splitlines())}
     evals = {split: read_rows(folder / f"{split}.csv") for split in ("validation", "test")}
     for k in meta["k"]:
         for seed in meta["seeds"]:
-            if (k, seed) in done:
+            if (args.name, args.model, args.iterations, k, seed) in done:
                 continue
             texts, labels = read_rows(folder / f"train_k{k}_s{seed}.csv")
             model = SetFitModel.from_pretrained(args.model)
@@ -88,7 +121,7 @@ def run(args) -> None:
             trainer.train()
             seconds = time.perf_counter() - start
             head = model.model_head
-            row = {"k": k, "seed": seed, "model": args.model, "iterations": args.iterations,
+            row = {"name": args.name, "k": k, "seed": seed, "model": args.model, "iterations": args.iterations,
                    "train_seconds": round(seconds, 1),
                    "parameters": sum(p.numel() for p in model.model_body.parameters())
                    + int(head.coef_.size + head.intercept_.size)}
@@ -116,8 +149,13 @@ def main() -> None:
     r.add_argument("--model", required=True, help="a sentence-transformers folder or Hub name")
     r.add_argument("--iterations", type=int, default=20)
     r.add_argument("--threads", type=int, default=0)
+    r.add_argument("--name", default="setfit", help="the line's name in results.jsonl (student_compare's arm label)")
+    c = sub.add_parser("cut", help="a sentence-transformers folder with fewer layers (codistill's environment)")
+    c.add_argument("--model", default="minilm", help="a sentence-transformers folder or a registered name")
+    c.add_argument("--layers", type=int, required=True)
+    c.add_argument("--out", required=True)
     args = ap.parse_args()
-    prepare(args) if args.command == "prepare" else run(args)
+    {"prepare": prepare, "run": run, "cut": cut}[args.command](args)
 
 
 if __name__ == "__main__":

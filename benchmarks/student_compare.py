@@ -1,7 +1,8 @@
 """Students of several sweeps side by side, paired on the same samples and seeds: each arm is one method label
 (``kd``, ``kd+cod``, ``kd_con+cod``, ...) of one sweep folder, and every arm is compared with a reference arm
 seed by seed (the sweeps share the dataset, teacher, k and seeds, so their samples are the same). An arm
-``NAME=FOLDER:setfit`` reads ``benchmarks/setfit_line.py``'s results on the same samples.
+``NAME=FOLDER:setfit`` (or the name another SetFit line was run under, e.g. ``setfit-3l``) reads
+``benchmarks/setfit_line.py``'s results on the same samples.
 
     python benchmarks/student_compare.py --dataset sst2 --out benchmarks/results/student_heads_sst2 \
         --arm "cls kd=runs/heads_cls:kd" --arm "mean kd_con=runs/heads_mean:kd_con" ...
@@ -36,26 +37,31 @@ def parse_arm(text: str) -> tuple[str, Path, str]:
     return name.strip(), Path(folder), label.strip()
 
 
-def setfit_rows(folder: Path) -> dict[tuple[int, int], dict]:
-    """(k, seed) -> the SetFit result of ``benchmarks/setfit_line.py`` (its ``results.jsonl``)."""
+def setfit_rows(folder: Path, name: str = "setfit") -> dict[tuple[int, int], dict]:
+    """(k, seed) -> the result of the SetFit line ``name`` of ``benchmarks/setfit_line.py`` (its
+    ``results.jsonl``; rows written before lines had names are ``setfit``)."""
     import json
 
     out = {}
     for line in (folder / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
+        if r.get("name", "setfit") != name:
+            continue
         out[(r["k"], r["seed"])] = {"k": r["k"], "seed": r["seed"], "accuracy": r["test_accuracy"],
                                     "macro_f1": r.get("test_macro_f1"), "agreement": None,
                                     "validation_accuracy": r["validation_accuracy"], "train_seconds": r["train_seconds"],
                                     "student_parameters": r.get("parameters"), "teacher_parameters": None,
                                     "teacher_accuracy": None}
+    if not out:
+        raise SystemExit(f"{folder}/results.jsonl: no SetFit line named '{name}'")
     return out
 
 
 def arm_rows(folder: Path, label: str, dataset: str) -> dict[tuple[int, int], dict]:
     """(k, seed) -> the cell row of ``label`` on ``dataset`` in the sweep ``folder``, with its parameter counts;
-    label ``setfit``: the SetFit results in ``folder`` (no teacher)."""
-    if label == "setfit":
-        return setfit_rows(folder)
+    a label starting ``setfit`` (``setfit``, ``setfit-3l``): that SetFit line's results in ``folder`` (no teacher)."""
+    if label.startswith("setfit"):
+        return setfit_rows(folder, label)
     cells = [c for c in read_cells(folder / "cells") if c["dataset"] == dataset]
     params = {(c["k"], c["seed"], c["method"], c["cod"] or "none"):
               (c["student_parameters"], c["teacher_parameters"], (c.get("teacher_test") or {}).get("accuracy"))
