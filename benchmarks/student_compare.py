@@ -51,7 +51,7 @@ def setfit_rows(folder: Path, name: str = "setfit") -> dict[tuple[int, int], dic
                                     "macro_f1": r.get("test_macro_f1"), "agreement": None,
                                     "validation_accuracy": r["validation_accuracy"], "train_seconds": r["train_seconds"],
                                     "student_parameters": r.get("parameters"), "teacher_parameters": None,
-                                    "teacher_accuracy": None}
+                                    "teacher_accuracy": None, "no_teacher": True}
     if not out:
         raise SystemExit(f"{folder}/results.jsonl: no SetFit line named '{name}'")
     return out
@@ -144,11 +144,12 @@ def main() -> None:
              f"Teacher test accuracy: {100 * any_row['teacher_accuracy']:.2f}%." if any_row["teacher_accuracy"] else ""]
     for name, rows in arms:
         seeds = sorted({s for _, s in rows})
-        student = next(iter(rows.values()))["student_parameters"]
+        student = next((r["student_parameters"] for r in rows.values() if r["student_parameters"]), None)
         ratio = (f", {teacher_params / student:.1f}× fewer than the teacher's {teacher_params:,}"
                  if teacher_params and student else "")
-        size = f"{student:,} parameters" if student else "no teacher"
-        lines.append(f"- {name}: {size}{ratio}; seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}), "
+        size = f"{student:,} parameters" if student else "parameters not recorded"
+        untaught = ", trained without a teacher" if next(iter(rows.values())).get("no_teacher") else ""
+        lines.append(f"- {name}: {size}{ratio}{untaught}; seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}), "
                      f"{len(rows)} cells")
     md = "\n".join(lines) + "\n" + tables(arms, ks)
     args.out.mkdir(parents=True, exist_ok=True)
