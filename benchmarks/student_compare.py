@@ -129,6 +129,31 @@ def plot(arms: list[tuple[str, dict]], ks: list[int], teacher: float | None, pat
     plt.close(fig)
 
 
+def header(dataset: str, arms: list[tuple[str, dict]]) -> list[str]:
+    """The lines above the tables: the reference arm's teacher (every size ratio is against it, SetFit lines
+    included, since they are the alternative to distilling from it) and each arm's size and seeds."""
+    ref_name, ref_rows = arms[0]
+    teacher = next((r for r in ref_rows.values() if r.get("teacher_parameters")), None)
+    lines = [f"# Students compared on {dataset}, paired on the same samples and seeds\n"]
+    if teacher is None:
+        lines.append(f"The reference arm {ref_name} has no teacher; no size ratio is given.")
+    else:
+        accuracy = (f", test accuracy {100 * teacher['teacher_accuracy']:.2f}%"
+                    if teacher.get("teacher_accuracy") is not None else "")
+        lines.append(f"Teacher of the reference arm {ref_name}: {teacher['teacher_parameters']:,} parameters{accuracy}. "
+                     "Every ratio below is against it.")
+    teacher_params = teacher["teacher_parameters"] if teacher else None
+    for name, rows in arms:
+        seeds = sorted({s for _, s in rows})
+        student = next((r["student_parameters"] for r in rows.values() if r["student_parameters"]), None)
+        ratio = f", {teacher_params / student:.1f}× fewer than that teacher" if teacher_params and student else ""
+        size = f"{student:,} parameters" if student else "parameters not recorded"
+        untaught = ", trained without a teacher" if next(iter(rows.values())).get("no_teacher") else ""
+        lines.append(f"- {name}: {size}{ratio}{untaught}; seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}), "
+                     f"{len(rows)} cells")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arm", action="append", required=True,
@@ -139,18 +164,7 @@ def main() -> None:
     arms = [(name, arm_rows(folder, label, args.dataset)) for name, folder, label in map(parse_arm, args.arm)]
     ks = sorted({k for _, rows in arms for k, _ in rows})
     any_row = next(iter(arms[0][1].values()))
-    teacher_params = any_row["teacher_parameters"]
-    lines = [f"# Students compared on {args.dataset}, paired on the same samples and seeds\n",
-             f"Teacher test accuracy: {100 * any_row['teacher_accuracy']:.2f}%." if any_row["teacher_accuracy"] else ""]
-    for name, rows in arms:
-        seeds = sorted({s for _, s in rows})
-        student = next((r["student_parameters"] for r in rows.values() if r["student_parameters"]), None)
-        ratio = (f", {teacher_params / student:.1f}× fewer than the teacher's {teacher_params:,}"
-                 if teacher_params and student else "")
-        size = f"{student:,} parameters" if student else "parameters not recorded"
-        untaught = ", trained without a teacher" if next(iter(rows.values())).get("no_teacher") else ""
-        lines.append(f"- {name}: {size}{ratio}{untaught}; seeds {seeds[0]}–{seeds[-1]} ({len(seeds)}), "
-                     f"{len(rows)} cells")
+    lines = header(args.dataset, arms)
     md = "\n".join(lines) + "\n" + tables(arms, ks)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "compare.md", md)

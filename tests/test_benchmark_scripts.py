@@ -56,3 +56,22 @@ def test_setfit_arm_reads_only_its_own_line(tmp_path):
     assert compare.arm_rows(tmp_path, "setfit-3l", "sst2")[(8, 0)]["accuracy"] == 0.55
     with pytest.raises(SystemExit, match="setfit-6l"):
         compare.arm_rows(tmp_path, "setfit-6l", "sst2")
+
+
+def test_compare_header_names_the_reference_teacher_and_sizes_every_arm_against_it():
+    compare = load_script("student_compare")
+
+    def rows(student, teacher=None, accuracy=None, no_teacher=False):
+        return {(16, s): {"student_parameters": student, "teacher_parameters": teacher, "teacher_accuracy": accuracy,
+                          "no_teacher": no_teacher} for s in (0, 1, 2)}
+
+    arms = [("kd", rows(20, teacher=100, accuracy=0.9)), ("setfit-6l", rows(25, no_teacher=True)),
+            ("old", rows(None, teacher=100))]
+    lines = compare.header("sst2", arms)
+    assert lines[1] == "Teacher of the reference arm kd: 100 parameters, test accuracy 90.00%. Every ratio below is against it."
+    assert lines[2] == "- kd: 20 parameters, 5.0× fewer than that teacher; seeds 0–2 (3), 3 cells"
+    assert lines[3] == "- setfit-6l: 25 parameters, 4.0× fewer than that teacher, trained without a teacher; seeds 0–2 (3), 3 cells"
+    assert lines[4] == "- old: parameters not recorded; seeds 0–2 (3), 3 cells"
+    untaught_first = compare.header("sst2", arms[1:2])
+    assert untaught_first[1] == "The reference arm setfit-6l has no teacher; no size ratio is given."
+    assert "fewer" not in untaught_first[2]
