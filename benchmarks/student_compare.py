@@ -129,6 +129,14 @@ def plot(arms: list[tuple[str, dict]], ks: list[int], teacher: float | None, pat
     plt.close(fig)
 
 
+def keep_k(arms: list[tuple[str, dict]], ks: list[int]) -> list[tuple[str, dict]]:
+    """Each arm's rows at the k in ``ks`` only; an arm left with none is an error that names it."""
+    kept = [(name, {(k, s): r for (k, s), r in rows.items() if k in ks}) for name, rows in arms]
+    if empty := [name for name, rows in kept if not rows]:
+        raise SystemExit(f"--k {' '.join(map(str, ks))}: no cells of arm(s) {', '.join(empty)} at these k")
+    return kept
+
+
 def header(dataset: str, arms: list[tuple[str, dict]]) -> list[str]:
     """The lines above the tables: the reference arm's teacher (every size ratio is against it, SetFit lines
     included, since they are the alternative to distilling from it) and each arm's size and seeds."""
@@ -160,8 +168,11 @@ def main() -> None:
                     help="NAME=SWEEP_DIR:LABEL (or NAME=SETFIT_DIR:setfit); the first is the reference")
     ap.add_argument("--dataset", required=True, help="dataset name in the cells (e.g. sst2)")
     ap.add_argument("--out", type=Path, required=True, help="folder for compare.md, arms.csv and the plot")
+    ap.add_argument("--k", type=int, nargs="+", help="only these k (default: every k any arm has)")
     args = ap.parse_args()
     arms = [(name, arm_rows(folder, label, args.dataset)) for name, folder, label in map(parse_arm, args.arm)]
+    if args.k:
+        arms = keep_k(arms, args.k)
     ks = sorted({k for _, rows in arms for k, _ in rows})
     any_row = next(iter(arms[0][1].values()))
     lines = header(args.dataset, arms)

@@ -75,3 +75,12 @@ def test_compare_header_names_the_reference_teacher_and_sizes_every_arm_against_
     untaught_first = compare.header("sst2", arms[1:2])
     assert untaught_first[1] == "The reference arm setfit-6l has no teacher; no size ratio is given."
     assert "fewer" not in untaught_first[2]
+
+
+def test_compare_keeps_only_the_chosen_k_and_names_an_arm_left_empty():
+    compare = load_script("student_compare")
+    arms = [("kd", {(16, 0): {"a": 1}, (64, 0): {"a": 2}, (256, 0): {"a": 3}}), ("setfit", {(16, 0): {"a": 4}})]
+    kept = compare.keep_k(arms, [16, 64])
+    assert [sorted(rows) for _, rows in kept] == [[(16, 0), (64, 0)], [(16, 0)]]
+    with pytest.raises(SystemExit, match="no cells of arm\\(s\\) setfit at these k"):
+        compare.keep_k(arms, [64, 256])
