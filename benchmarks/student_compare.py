@@ -137,11 +137,16 @@ def keep_k(arms: list[tuple[str, dict]], ks: list[int]) -> list[tuple[str, dict]
     return kept
 
 
+def reference_teacher(arms: list[tuple[str, dict]]) -> dict | None:
+    """A row of the reference (first) arm that records its teacher; None when it has none (a SetFit line)."""
+    return next((r for r in arms[0][1].values() if r.get("teacher_parameters")), None)
+
+
 def header(dataset: str, arms: list[tuple[str, dict]]) -> list[str]:
     """The lines above the tables: the reference arm's teacher (every size ratio is against it, SetFit lines
     included, since they are the alternative to distilling from it) and each arm's size and seeds."""
-    ref_name, ref_rows = arms[0]
-    teacher = next((r for r in ref_rows.values() if r.get("teacher_parameters")), None)
+    ref_name = arms[0][0]
+    teacher = reference_teacher(arms)
     lines = [f"# Students compared on {dataset}, paired on the same samples and seeds\n"]
     if teacher is None:
         lines.append(f"The reference arm {ref_name} has no teacher; no size ratio is given.")
@@ -174,7 +179,6 @@ def main() -> None:
     if args.k:
         arms = keep_k(arms, args.k)
     ks = sorted({k for _, rows in arms for k, _ in rows})
-    any_row = next(iter(arms[0][1].values()))
     lines = header(args.dataset, arms)
     md = "\n".join(lines) + "\n" + tables(arms, ks)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -188,8 +192,8 @@ def main() -> None:
         for (k, seed), row in sorted(rows.items()):
             writer.writerow({**row, "arm": name})
     atomic_write_text(args.out / "arms.csv", buf.getvalue())
-    teacher = any_row["teacher_accuracy"]
-    plot(arms, ks, teacher, args.out / "accuracy_vs_k.png", f"{args.dataset}: students paired on samples and seeds")
+    teacher = reference_teacher(arms)
+    plot(arms, ks, teacher and teacher.get("teacher_accuracy"), args.out / "accuracy_vs_k.png", f"{args.dataset}: students paired on samples and seeds")
     print(md)
 
 
