@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import glob
 
-from codistill.counterfactuals import quality_summary, summary_path
+from codistill.counterfactuals.metrics import quality_summary
+from codistill.counterfactuals.rows import summary_path
 from codistill.counterfactuals.quality import read_rows
 from codistill.fileio import read_json
 

@@ -12,7 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from codistill.counterfactuals import EditSearchGenerator, Verifier, generate_counterfactuals
+from codistill.counterfactuals.edits import EditSearchConfig, EditSearchGenerator
+from codistill.counterfactuals.generate import generate_counterfactuals
+from codistill.counterfactuals.verify import Verifier
 from codistill.data import load_dataset
 from codistill.models import load_classifier
 
@@ -30,8 +32,8 @@ def main() -> None:
     verifier = Verifier.from_classifier(load_classifier(args.teacher, what="teacher"))
     for seed in (int(s) for s in args.seeds.split(",")):
         out = Path(args.out) / f"edits_k{2 * args.originals}_s{seed}.jsonl"
-        s = generate_counterfactuals(dataset, verifier, EditSearchGenerator(max_edits=args.max_edits), out,
-                                     k=2 * args.originals, seed=seed)
+        generator = EditSearchGenerator(EditSearchConfig(max_edits=args.max_edits))
+        s = generate_counterfactuals(dataset, verifier, generator, out, k=2 * args.originals, seed=seed)
         keys = ("originals", "flip_rate", "edited_words_mean", "edited_words_median", "relative_edit_mean",
                 "length_ratio_mean", "mean_target_prob", "unchanged_share", "duplicate_share", "seconds",
                 "counterfactuals_per_second", "texts_scored")

@@ -175,16 +175,32 @@ def tiny_qwen(tmp_path_factory) -> Path:
     return save_tiny_qwen(tmp_path_factory.mktemp("qwen"), layers=2, width=32, seed=2)
 
 
-def run_distill(dataset, teacher, out, *, k: int, seed: int = 0, student=None, method=None, train=None,
+def fast_train(**overrides):
+    """A tiny training recipe for tests: a few steps, short texts, no head-only probe stage."""
+    from codistill.config import TrainConfig
+
+    return TrainConfig(**{"epochs": 2, "min_steps": 4, "batch_size": 4, "lr": 1e-3, "max_length": 32,
+                          "eval_batch_size": 16, "probe_steps": 0, "classifier_lr": None, **overrides})
+
+
+# the tiny recipe as sweep/config-file options (every test sweep and CLI distill uses it)
+FAST_TRAIN_OPTIONS = {"epochs": 1, "min_steps": 2, "batch_size": 4, "max_length": 32, "eval_batch_size": 16,
+                      "probe_steps": 0}
+
+
+def run_distill(dataset, teacher, out, *, k: int, student, seed: int = 0, method=None, train=None,
                 counterfactuals=None, cod=None, generator=None, **kwargs):
-    """``codistill.runs.distill`` with the run's options given as keywords (the tests' shorthand)."""
-    from codistill.config import DistillConfig, RunConfig, StudentConfig, TrainConfig
+    """``codistill.runs.distill`` with the run's options given as keywords (the tests' shorthand), returning
+    what ``metrics.json`` holds. The student is required (a test never trains the real backbone by accident)
+    and training is :func:`fast_train` unless given."""
+    from codistill.config import DistillConfig, RunConfig
     from codistill.runs import distill
 
     run = RunConfig(teacher=str(teacher) if teacher is not None else None, k=k, seed=seed,
                     counterfactuals=str(counterfactuals) if counterfactuals is not None else None, cod=cod,
-                    generator=generator, student=student or StudentConfig(), method=method or DistillConfig(), train=train or TrainConfig())
-    return distill(dataset, run, out, **kwargs)
+                    generator=generator, student=student, method=method or DistillConfig(),
+                    train=train or fast_train())
+    return distill(dataset, run, out, **kwargs).to_dict()
 
 
 def lwd_terms(student, teacher, include_embeddings: bool = False):

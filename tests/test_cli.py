@@ -86,25 +86,33 @@ def test_teacher_and_distill_commands(capsys, csv_folder: Path, tiny_teacher: Pa
     student_out = tmp_path / "student"
     code, out, err = run(capsys, "distill", "--data", str(csv_folder), "--teacher", str(teacher_out), "--student",
                          str(tiny_student), "--student-layers", "1", "--method", "lwd", "--k", "8", "--seed", "1",
-                         "--out", str(student_out), "--epochs", "1", "--min-steps", "3", "--layer-map", "1:2:0.5")
+                         "--out", str(student_out), "--epochs", "1", "--min-steps", "3", "--layer-map", "1:2:0.5",
+                         "--probe-steps", "0")
     assert code == 0, err
     metrics = json.loads((student_out / "metrics.json").read_text())
     assert metrics["method"] == "lwd" and metrics["steps"] == 3 and metrics["k"] == 8
     assert metrics["terms"][2]["layer_map"] == [{"layer_T": 2, "layer_S": 1, "weight": 0.5}]
     assert f"{metrics['test']['accuracy']:.4f}" in out
-    if Path("/usr/share/wordnet/data.adj").is_file():  # --cod without a file: the edit search makes one
-        cod_out = tmp_path / "cod"
-        code, out, err = run(capsys, "distill", "--data", str(csv_folder), "--teacher", str(teacher_out), "--student",
-                             str(tiny_student), "--student-layers", "1", "--method", "kd", "--k", "8", "--cod",
-                             "--out", str(cod_out), "--epochs", "1", "--min-steps", "2", "--fluency-lm", str(tiny_lm))
-        assert code == 0, err
-        assert "counterfactuals (edit search)" in out and (cod_out / "counterfactuals.jsonl").is_file()
-        cf_summary = json.loads((cod_out / "counterfactuals.summary.json").read_text())
-        assert cf_summary["quality"] == {"lm": str(tiny_lm), "judge": None}
-        if cf_summary["flipped"]:
-            assert f"median fluency ratio {cf_summary['fluency_ratio_median']:.2f}" in out
-        m = json.loads((cod_out / "metrics.json").read_text())
-        assert m["cod"] == "replace" and m["n_originals"] == 4 and "kd+cod" in out
+    # --cod without a file: the run makes one with the edit search (here over a toy lexicon given in --config)
+    lexicon = tmp_path / "lexicon.json"
+    lexicon.write_text(json.dumps({"great": ["awful"], "lovely": ["dull"], "superb": ["dreadful"], "fine": ["poor"],
+                                   "excellent": ["terrible"], "wonderful": ["boring"]}))
+    config = tmp_path / "cod.yaml"
+    config.write_text(f"generator:\n  name: edits\n  lexicon: {lexicon}\n")
+    cod_out = tmp_path / "cod"
+    code, out, err = run(capsys, "distill", "--data", str(csv_folder), "--teacher", str(teacher_out), "--student",
+                         str(tiny_student), "--student-layers", "1", "--method", "kd", "--k", "8", "--cod",
+                         "--out", str(cod_out), "--epochs", "1", "--min-steps", "2", "--fluency-lm", str(tiny_lm),
+                         "--probe-steps", "0", "--config", str(config))
+    assert code == 0, err
+    cf_summary = json.loads((cod_out / "counterfactuals.summary.json").read_text())
+    assert f"counterfactuals (edits): {cf_summary['flipped']}/4 flipped the teacher" in " ".join(out.split())
+    assert cf_summary["quality"] == {"lm": str(tiny_lm), "judge": None} and cf_summary["originals"] == 4
+    if cf_summary["flipped"]:
+        assert f"median fluency ratio {cf_summary['fluency_ratio_median']:.2f}" in " ".join(out.split())
+    m = json.loads((cod_out / "metrics.json").read_text())
+    assert m["generated"]["path"] == str(cod_out / "counterfactuals.jsonl")
+    assert m["cod"] == "replace" and m["n_originals"] == 4 and "kd+cod" in out
 
 
 @pytest.mark.parametrize(

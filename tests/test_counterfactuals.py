@@ -13,22 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from codistill.counterfactuals import (
-    CFRequest,
-    ChatClient,
-    DictLexicon,
-    EditSearchGenerator,
-    LLMConfig,
-    LLMGenerator,
-    Verifier,
-    check_candidate,
-    choose_targets,
-    generate_counterfactuals,
-    quality_summary,
-    summary_path,
-    word_edit_distance,
-)
-from codistill.counterfactuals.edits import antonym_forms, find_wordnet, WordNetLexicon
+from codistill.counterfactuals.base import CFRequest, choose_targets
+from codistill.counterfactuals.edits import EditSearchConfig, EditSearchGenerator
+from codistill.counterfactuals.generate import generate_counterfactuals
+from codistill.counterfactuals.llm import ChatClient, LLMConfig, LLMGenerator
+from codistill.counterfactuals.metrics import quality_summary, word_edit_distance
+from codistill.counterfactuals.rows import summary_path
+from codistill.counterfactuals.verify import Verifier, check_candidate
+from codistill.counterfactuals.wordnet import DictLexicon
+from codistill.counterfactuals.morphology import antonym_forms
+from codistill.counterfactuals.wordnet import WordNetLexicon, find_wordnet
 from codistill.counterfactuals.llm import LLMFatalError, LLMRequestError, build_messages, clean_answer
 from codistill.data import LabeledTexts, TextDataset, sample_from
 from codistill.errors import ConfigError
@@ -137,7 +131,7 @@ def test_antonym_forms_keep_inflection_and_case() -> None:
 
 def test_edit_search_flips_with_fewest_edits() -> None:
     verifier = Verifier(toy_scorer)
-    gen = EditSearchGenerator(LEXICON, max_edits=3)
+    gen = EditSearchGenerator(EditSearchConfig(max_edits=3), LEXICON)
     requests = [
         CFRequest(0, "the film was great", 1, 0),              # one antonym
         CFRequest(1, "I loved it , great and good", 1, 0),     # score 3: needs two edits
@@ -155,7 +149,7 @@ def test_edit_search_flips_with_fewest_edits() -> None:
 
 
 def test_edit_search_never_stacks_negations() -> None:
-    gen = EditSearchGenerator(DictLexicon({}), max_edits=2)
+    gen = EditSearchGenerator(EditSearchConfig(max_edits=2), DictLexicon({}))
     results = gen.generate([CFRequest(0, "it was not good", 0, 1), CFRequest(1, "it was good", 1, 0)],
                            Verifier(toy_scorer), ["negative", "positive"], progress=False)
     assert results[0].best.text in ("it was good", "it good")
@@ -166,7 +160,8 @@ def test_edit_search_never_stacks_negations() -> None:
 def test_edit_search_batches_teacher_calls() -> None:
     verifier = Verifier(toy_scorer)
     requests = [CFRequest(i, f"the film was great number {i}", 1, 0) for i in range(20)]
-    results = EditSearchGenerator(LEXICON).generate(requests, verifier, ["negative", "positive"], progress=False)
+    results = EditSearchGenerator(EditSearchConfig(), LEXICON).generate(requests, verifier, ["negative", "positive"],
+                                                                        progress=False)
     assert all(r.flipped for r in results)
     # originals, leave-one-out, one call per depth, one verification call: not one call per original
     assert verifier.calls <= 5
@@ -176,13 +171,13 @@ def test_edit_search_substitutes_the_teachers_target_adjectives() -> None:
     # every word is its own "antonym": no antonym edit helps, so the search must substitute or delete
     lexicon = DictLexicon({"superb": ["superb"], "dull": ["dull"], "lovely": ["lovely"]})
     verifier = Verifier(toy_scorer)
-    gen = EditSearchGenerator(lexicon, max_edits=1, top_positions=3, substitutes=1)
+    gen = EditSearchGenerator(EditSearchConfig(max_edits=1, top_positions=3, substitutes=1), lexicon)
     assert gen.target_adjectives(verifier, 2)[0] == ["dull"]          # the toy teacher's most negative word
     assert gen.target_adjectives(verifier, 2)[1][0] in ("superb", "lovely")
     request = CFRequest(0, "a superb film", 1, 0)
     best = gen.generate([request], verifier, ["negative", "positive"], progress=False)[0].best
     assert best.text == "a dull film" and "superb->dull" in best.detail   # preferred to deleting "superb"
-    off = EditSearchGenerator(lexicon, max_edits=1, top_positions=3, substitutes=0)
+    off = EditSearchGenerator(EditSearchConfig(max_edits=1, top_positions=3, substitutes=0), lexicon)
     assert off.generate([request], verifier, ["negative", "positive"], progress=False)[0].best.text == "a film"
 
 
@@ -196,7 +191,7 @@ def test_edit_search_leaves_mentions_hashtags_and_numbers_alone() -> None:
         return torch.tensor(out)
 
     lexicon = DictLexicon({"great": ["awful"], "1990": ["2000"]})
-    gen = EditSearchGenerator(lexicon, max_edits=2, top_positions=0)
+    gen = EditSearchGenerator(EditSearchConfig(max_edits=2, top_positions=0), lexicon)
     results = gen.generate([CFRequest(0, "@great #great", 1, 0), CFRequest(1, "great #great", 1, 0)],
                            Verifier(substring_scorer), ["negative", "positive"], progress=False)
     assert not results[0].flipped                     # "@awful #awful" would flip, but is not an edit we make
@@ -223,8 +218,8 @@ def test_wordnet_lexicon_reads_antonyms() -> None:
 def test_generate_counterfactuals_writes_rows_and_summary(tmp_path: Path) -> None:
     ds = toy_dataset()
     out = tmp_path / "cf.jsonl"
-    summary = generate_counterfactuals(ds, Verifier(toy_scorer), EditSearchGenerator(LEXICON), out, k=8, seed=0,
-                                       progress=False)
+    summary = generate_counterfactuals(ds, Verifier(toy_scorer), EditSearchGenerator(EditSearchConfig(), LEXICON), out,
+                                       k=8, seed=0, progress=False)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     cod_half = sample_from(ds, 4, 0)
     assert [r["text"] for r in rows] == cod_half.texts          # the k/2 originals, nested in the k sample
@@ -236,18 +231,20 @@ def test_generate_counterfactuals_writes_rows_and_summary(tmp_path: Path) -> Non
     assert summary["flip_rate"] == 1.0 and summary["edited_words_median"] == 1
     assert json.loads(summary_path(out).read_text())["originals"] == 4
     with pytest.raises(ConfigError, match="k/2 must be divisible"):
-        generate_counterfactuals(ds, Verifier(toy_scorer), EditSearchGenerator(LEXICON), out, k=6)
+        generate_counterfactuals(ds, Verifier(toy_scorer), EditSearchGenerator(EditSearchConfig(), LEXICON), out, k=6)
 
 
 def test_on_failure_skip_or_keep_best(tmp_path: Path) -> None:
     ds = toy_dataset(template="{} film number {}")  # no auxiliary: nothing to negate
-    weak = EditSearchGenerator(DictLexicon({}), max_edits=1, top_positions=0)  # no antonyms, no deletions
+    # no antonyms, no deletions
+    weak = EditSearchGenerator(EditSearchConfig(max_edits=1, top_positions=0), DictLexicon({}))
     skip = generate_counterfactuals(ds, Verifier(toy_scorer), weak, tmp_path / "s.jsonl", k=8, progress=False)
     keep = generate_counterfactuals(ds, Verifier(toy_scorer), weak, tmp_path / "k.jsonl", k=8, progress=False,
                                     on_failure="keep-best")
     assert skip["flip_rate"] == 0.0 and skip["used"] == 0
     assert keep["used"] == 0  # keep-best needs a candidate; with no applicable edit there is none
-    strong_del = EditSearchGenerator(DictLexicon({}), max_edits=1, top_positions=1)  # may delete the key word
+    # may delete the key word
+    strong_del = EditSearchGenerator(EditSearchConfig(max_edits=1, top_positions=1), DictLexicon({}))
     kept = generate_counterfactuals(ds, Verifier(toy_scorer), strong_del, tmp_path / "d.jsonl", k=8, progress=False,
                                     on_failure="keep-best")
     # deleting the sentiment word leaves p = (0.5, 0.5): a tie is not a flip, so nothing flips, and every
@@ -413,7 +410,7 @@ def test_llm_end_to_end_file_has_tokens_and_time(tmp_path: Path) -> None:
 
 def test_llm_then_edits_chain_fills_what_the_llm_could_not_flip(tmp_path: Path, capsys) -> None:
     from codistill.cli import main
-    from codistill.counterfactuals import make_generator
+    from codistill.counterfactuals.registry import make_generator
 
     ds = toy_dataset(16)
     sample = sample_from(ds, 4, 0)
@@ -425,7 +422,7 @@ def test_llm_then_edits_chain_fills_what_the_llm_could_not_flip(tmp_path: Path, 
             {"name": "llm", "base_url": server.url, "model": "scripted", "max_attempts": 1, "api_key_env": ""},
             {"name": "edits"}]}
         gen = make_generator(spec, default_cache_dir=str(tmp_path / "cache"))
-        gen.generators[1] = EditSearchGenerator(LEXICON)  # the toy lexicon instead of WordNet
+        gen.generators[1] = EditSearchGenerator(EditSearchConfig(), LEXICON)  # the toy lexicon instead of WordNet
         assert gen.name == "llm+edits"
         summary = generate_counterfactuals(ds, Verifier(toy_scorer), gen, tmp_path / "cf.jsonl", k=8, progress=False)
         rows = [json.loads(line) for line in (tmp_path / "cf.jsonl").read_text().splitlines()]
@@ -479,7 +476,7 @@ def test_cli_counterfactuals_with_tiny_teacher(tmp_path: Path, tiny_teacher: Pat
 
 
 def test_edit_search_deletes_at_most_one_word_and_no_function_words() -> None:
-    gen = EditSearchGenerator(DictLexicon({"under": ["dominant"]}), max_edits=3, top_positions=5)
+    gen = EditSearchGenerator(EditSearchConfig(max_edits=3, top_positions=5), DictLexicon({"under": ["dominant"]}))
     results = gen.generate([CFRequest(0, "great lovely film under the sun", 1, 0)], Verifier(toy_scorer),
                            ["negative", "positive"], progress=False)
     # two deletions would flip it (score 0 -> class 0); one is all a candidate may have
@@ -496,15 +493,16 @@ def test_edit_search_fixes_the_article_before_an_edited_word() -> None:
         CFRequest(2, "a lovely film", 1, 0),                    # "a lovely" -> "an unimaginative" (un- + vowel)
     ]
     scorer = lambda texts: toy_scorer([t.replace("unimaginative", "dull") for t in texts])  # noqa: E731
-    results = EditSearchGenerator(lex, max_edits=2).generate(requests, Verifier(scorer), ["negative", "positive"],
-                                                             progress=False)
+    results = EditSearchGenerator(EditSearchConfig(max_edits=2), lex).generate(requests, Verifier(scorer),
+                                                                               ["negative", "positive"], progress=False)
     assert [r.best.text for r in results] == ["An awful film , an hour long", "a great , lovely film",
                                               "an unimaginative film"]
     assert all(r.flipped for r in results)
 
 
 def test_article_rule_by_sound_and_untouched_articles_stay() -> None:
-    from codistill.counterfactuals.edits import _State, _article_for
+    from codistill.counterfactuals.edits import _State
+    from codistill.counterfactuals.morphology import _article_for
 
     assert [_article_for("a", w) for w in ("awful", "useful", "hour", "one-note", "unique", "uneven", "dull")] == \
         ["an", "a", "an", "a", "a", "an", "a"]
@@ -529,7 +527,7 @@ def _dead_url() -> str:
 
 
 def test_unreachable_endpoint_writes_what_it_has_and_fails(tmp_path: Path) -> None:
-    from codistill.counterfactuals import CounterfactualsIncomplete
+    from codistill.counterfactuals.generate import CounterfactualsIncomplete
 
     ds = toy_dataset(8)
     out = tmp_path / "cf.jsonl"
@@ -544,7 +542,7 @@ def test_unreachable_endpoint_writes_what_it_has_and_fails(tmp_path: Path) -> No
 
 
 def test_401_is_asked_once_and_ends_the_run(tmp_path: Path) -> None:
-    from codistill.counterfactuals import CounterfactualsIncomplete
+    from codistill.counterfactuals.generate import CounterfactualsIncomplete
 
     ds = toy_dataset(8)
     with ScriptedLLM({}, default=("status", 401)) as server:
@@ -556,7 +554,7 @@ def test_401_is_asked_once_and_ends_the_run(tmp_path: Path) -> None:
 
 
 def test_deadline_bounds_a_black_holed_endpoint(tmp_path: Path) -> None:
-    from codistill.counterfactuals import CounterfactualsIncomplete
+    from codistill.counterfactuals.generate import CounterfactualsIncomplete
 
     ds = toy_dataset(8)
     with ScriptedLLM({}, default=("sleep", 4.0, "late")) as server:
@@ -602,9 +600,9 @@ def test_sweep_against_a_dead_endpoint_trains_no_cell(tmp_path: Path, tiny_teach
 def test_edit_search_keeps_several_counterfactuals_at_different_positions(tmp_path: Path) -> None:
     verifier = Verifier(toy_scorer)
     request = CFRequest(0, "great but dull and good", 1, 0)  # two antonym flips at depth 1: great, good
-    one = EditSearchGenerator(LEXICON, max_edits=2, top_positions=0).generate([request], verifier, ["negative", "positive"],
-                                                                               progress=False)[0]
-    two = EditSearchGenerator(LEXICON, max_edits=2, top_positions=0, per_original=2).generate(
+    one = EditSearchGenerator(EditSearchConfig(max_edits=2, top_positions=0), LEXICON).generate(
+        [request], verifier, ["negative", "positive"], progress=False)[0]
+    two = EditSearchGenerator(EditSearchConfig(max_edits=2, top_positions=0, per_original=2), LEXICON).generate(
         [request], verifier, ["negative", "positive"], progress=False)[0]
     assert one.to_row(["negative", "positive"])["more_counterfactuals"] == []
     row = two.to_row(["negative", "positive"])
@@ -632,7 +630,8 @@ def test_student_aware_round_keeps_the_edits_that_flip_the_student_but_not_the_t
     lexicon = DictLexicon({"great": ["awful"], "good": ["bad"], "awful": ["great"]})
     student, teacher = Verifier(toy_scorer), Verifier(slang_teacher)
     rows, summary = student_disagreements(["great film", "good film", "awful film", "a film"], student, teacher,
-                                          EditSearchGenerator(lexicon), ["negative", "positive"], progress=False)
+                                          EditSearchGenerator(EditSearchConfig(), lexicon), ["negative", "positive"],
+                                          progress=False)
     by_edit = {r["counterfactual"]: r for r in rows}
     assert set(by_edit) == {"awful film", "bad film", "great film"}          # "a film" has nothing to edit
     assert [r["student_label"] for r in rows] == [1, 1, 0]                     # the student's own labels

@@ -17,10 +17,9 @@ from codistill.models import load_classifier, make_student
 from codistill.runs import train_teacher
 from codistill.trainer import DistillModule, build_teacher_cache, collate, encode, fit, plan_steps, teacher_forward
 
-from conftest import lwd_terms, run_distill, synthetic_rows, write_csv
+from conftest import fast_train, lwd_terms, run_distill, synthetic_rows, write_csv
 
-FAST = TrainConfig(epochs=2, min_steps=4, batch_size=4, lr=1e-3, max_length=32, eval_batch_size=16, probe_steps=0,
-                   classifier_lr=None)
+FAST = fast_train()
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +262,10 @@ def test_given_teacher_predictions_and_no_model_weights(tmp_path: Path, trained_
 @pytest.fixture(scope="module")
 def cf_files(tmp_path_factory, trained_teacher: Path, toy) -> dict[str, Path]:
     """Counterfactual files from the trained tiny teacher: seed 0 at k=8 and k=16, seed 1 at k=8."""
-    from codistill.counterfactuals import DictLexicon, EditSearchGenerator, Verifier, generate_counterfactuals
+    from codistill.counterfactuals.edits import EditSearchConfig, EditSearchGenerator
+    from codistill.counterfactuals.generate import generate_counterfactuals
+    from codistill.counterfactuals.verify import Verifier
+    from codistill.counterfactuals.wordnet import DictLexicon
 
     folder = tmp_path_factory.mktemp("cf")
     verifier = Verifier.from_classifier(load_classifier(str(trained_teacher)))
@@ -272,8 +274,8 @@ def cf_files(tmp_path_factory, trained_teacher: Path, toy) -> dict[str, Path]:
     files = {}
     for name, k, seed in (("k8", 8, 0), ("k16", 16, 0), ("k8s1", 8, 1)):
         files[name] = folder / f"{name}.jsonl"
-        generate_counterfactuals(toy, verifier, EditSearchGenerator(lexicon), files[name], k=k, seed=seed,
-                                 on_failure="keep-best", progress=False)
+        generate_counterfactuals(toy, verifier, EditSearchGenerator(EditSearchConfig(), lexicon), files[name], k=k,
+                                 seed=seed, on_failure="keep-best", progress=False)
     return files
 
 
@@ -301,8 +303,8 @@ def test_cod_replace_uses_half_the_originals_and_their_counterfactuals(tmp_path:
     assert m16["test"] == m["test"]
     with pytest.raises(DataError, match="no counterfactual for training row"):
         run_distill(toy, trained_teacher, tmp_path / "bad", k=8, counterfactuals=cf_files["k8s1"], cod="replace", **common)
-    with pytest.raises(ConfigError, match="needs a counterfactual file"):
-        run_distill(toy, trained_teacher, tmp_path / "bad2", k=8, cod="replace", **common)
+    with pytest.raises(ConfigError, match="generates them with the teacher"):  # no file and no teacher to make one
+        run_distill(toy, None, tmp_path / "bad2", k=8, cod="replace", **{**common, "method": DistillConfig("finetune")})
     assert baseline["cod"] is None
 
 
@@ -508,7 +510,7 @@ def test_cod_rounds_adds_the_edits_the_teacher_labels_otherwise_and_trains_a_fre
                         lambda texts, *args, **kwargs: ([], {"texts": len(texts), "edits": 0}))
     same = run_distill(toy, teacher_dir, tmp_path / "same", k=8, cod="rounds", **common)
     assert same["rounds"]["edits"] == 0 and same["test"] == cod["test"] and same["n_train"] == cod["n_train"]
-    with pytest.raises(ConfigError, match="only a 'rounds' run"):
+    with pytest.raises(ConfigError, match="or a 'rounds' run, searches"):
         RunConfig(teacher="t", cod="replace", counterfactuals="cf.jsonl", generator={"name": "edits"})
     with pytest.raises(ConfigError, match="'rounds' needs a teacher"):
         RunConfig(cod="rounds", counterfactuals="cf.jsonl", method=DistillConfig(method="finetune"))

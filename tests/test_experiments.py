@@ -100,7 +100,8 @@ def grid_setup(tmp_path_factory, tiny_teacher: Path, tiny_student: Path, tiny_lm
         "fluency_lm": str(tiny_lm),
         # a student copied from the teacher (2 of its 4 layers, fresh head) learns the toy task from a few rows
         "student": {"model": str(tiny_student), "layers": 2, "init": "teacher"},
-        "train": {"epochs": 3, "min_steps": 8, "batch_size": 4, "lr": 2e-3, "max_length": 32, "eval_batch_size": 16},
+        "train": {"epochs": 3, "min_steps": 8, "batch_size": 4, "lr": 2e-3, "max_length": 32, "eval_batch_size": 16,
+                  "probe_steps": 0},
     }
     return {"root": root, "base": base}
 
@@ -208,7 +209,7 @@ def test_cod_multi_is_its_own_method_paired_with_cod(grid_setup: dict, tmp_path:
 
 def test_cod_rounds_is_its_own_method_paired_with_cod(grid_setup: dict, tmp_path: Path) -> None:
     base = {**grid_setup["base"], "methods": ["kd"], "k": [4], "seeds": [0], "fluency_lm": None,
-            "cod": ["replace", "rounds"], "train": {**grid_setup["base"]["train"], "probe_steps": 0}}
+            "cod": ["replace", "rounds"], "train": grid_setup["base"]["train"]}
     cfg = SweepConfig(out=str(tmp_path / "r"), **base)
     assert run_sweep(cfg, progress=False)["finished"] == 2
     cells = {c["cod"]: c for c in read_cells(Path(cfg.out) / "cells")}

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from codistill.counterfactuals import LLMConfig, LLMGenerator, Verifier, generate_counterfactuals
+from codistill.counterfactuals.generate import generate_counterfactuals
+from codistill.counterfactuals.llm import LLMConfig, LLMGenerator
+from codistill.counterfactuals.verify import Verifier
 from test_counterfactuals import toy_dataset, toy_scorer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -160,7 +160,7 @@ def test_contrastive_term_pools_real_tokens_only() -> None:
     from codistill.losses import ContrastiveTerm, StepOutputs, pair_similarity_loss
 
     term = ContrastiveTerm(LossTerm("contrastive", weight=3.0))
-    assert not term.needs_teacher and term.needs_student_hidden
+    assert not term.kind.teacher and term.kind.student_hidden
     hidden = torch.randn(3, 4, 5)
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
     labels = torch.tensor([1, 0, 1])

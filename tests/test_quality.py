@@ -10,19 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from codistill.counterfactuals import (
-    CFRequest,
-    DictLexicon,
-    EditSearchGenerator,
-    QualityScorer,
-    Verifier,
-    edit_kind,
-    edit_ops,
-    generate_counterfactuals,
-    quality_summary,
-    score_file,
-    summary_path,
-)
+from codistill.counterfactuals.base import CFRequest
+from codistill.counterfactuals.edits import EditSearchConfig, EditSearchGenerator
+from codistill.counterfactuals.generate import generate_counterfactuals
+from codistill.counterfactuals.metrics import edit_kind, edit_ops, quality_summary
+from codistill.counterfactuals.quality import QualityScorer, score_file
+from codistill.counterfactuals.rows import summary_path
+from codistill.counterfactuals.verify import Verifier
+from codistill.counterfactuals.wordnet import DictLexicon
 from codistill.counterfactuals.lm import CausalLM
 from codistill.errors import ConfigError
 from test_counterfactuals import LEXICON, toy_dataset, toy_scorer
@@ -119,10 +114,10 @@ def test_lm_search_substitutes_nouns_in_context_and_prefers_the_fluent_flip() ->
         return torch.tensor(out)
 
     request = CFRequest(0, "a masterpiece , great", 1, 0)
-    plain = EditSearchGenerator(DictLexicon({}), max_edits=1, top_positions=4, substitutes=0)
+    plain = EditSearchGenerator(EditSearchConfig(max_edits=1, top_positions=4, substitutes=0), DictLexicon({}))
     assert not plain.generate([request], Verifier(teacher), LABELS, progress=False)[0].flipped
-    guided = EditSearchGenerator(DictLexicon({}), max_edits=1, top_positions=4, substitutes=0, lm=lm,
-                                 lm_prompt="A {label} text:")
+    options = EditSearchConfig(max_edits=1, top_positions=4, substitutes=0, lm_prompt="A {label} text:")
+    guided = EditSearchGenerator(options, DictLexicon({}), lm)
     result = guided.generate([request], Verifier(teacher), LABELS, progress=False)[0]
     assert result.flipped and result.best.text == "a bore , great"       # both flip; "bore" reads better
     assert "(lm)" in result.best.detail and guided.name == "edits+lm"
@@ -133,7 +128,7 @@ def test_emoticons_swap_polarity() -> None:
     def teacher(texts):
         return torch.tensor([[0.9, 0.1] if ":(" in t else [0.1, 0.9] for t in texts])
 
-    gen = EditSearchGenerator(DictLexicon({}), max_edits=1, top_positions=0, substitutes=0)
+    gen = EditSearchGenerator(EditSearchConfig(max_edits=1, top_positions=0, substitutes=0), DictLexicon({}))
     result = gen.generate([CFRequest(0, "see you there :)", 1, 0)], Verifier(teacher), LABELS, progress=False)[0]
     assert result.flipped and result.best.text == "see you there :("
 
@@ -150,8 +145,8 @@ def test_scorer_adds_fluency_and_validity_and_the_summary_reads_them(tmp_path: P
     lm.log_perplexity = lambda texts: [2.0 + math.log(1.2) * ("awful" in t) for t in texts]
     scorer = QualityScorer(lm, Verifier(_judge), "scripted", "toy-judge", LABELS)
     out = tmp_path / "cf.jsonl"
-    s = generate_counterfactuals(ds, Verifier(toy_scorer), EditSearchGenerator(LEXICON), out, k=8, progress=False,
-                                 scorer=scorer)
+    s = generate_counterfactuals(ds, Verifier(toy_scorer), EditSearchGenerator(EditSearchConfig(), LEXICON), out, k=8,
+                                 progress=False, scorer=scorer)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert s["quality"] == {"lm": "scripted", "judge": "toy-judge"}
     for r in rows:
@@ -168,8 +163,8 @@ def test_scorer_adds_fluency_and_validity_and_the_summary_reads_them(tmp_path: P
 def test_score_file_rescores_only_for_another_recipe(tmp_path: Path) -> None:
     ds = toy_dataset(template="the film was not {} number {}")  # negated: the judge ignores "not"
     out = tmp_path / "cf.jsonl"
-    generate_counterfactuals(ds, Verifier(toy_scorer), EditSearchGenerator(DictLexicon({})), out, k=8,
-                             progress=False)
+    generate_counterfactuals(ds, Verifier(toy_scorer), EditSearchGenerator(EditSearchConfig(), DictLexicon({})), out,
+                             k=8, progress=False)
     before = json.loads(summary_path(out).read_text())
     assert before["quality"] is None and before["validity"] is None
     judge = Verifier(_judge)
@@ -189,8 +184,8 @@ def test_quality_command_scores_a_file(tmp_path: Path, tiny_lm: Path, tiny_teach
     from codistill.cli import main
 
     out = tmp_path / "cf.jsonl"
-    generate_counterfactuals(toy_dataset(), Verifier(toy_scorer), EditSearchGenerator(LEXICON), out, k=8,
-                             progress=False)
+    generate_counterfactuals(toy_dataset(), Verifier(toy_scorer), EditSearchGenerator(EditSearchConfig(), LEXICON), out,
+                             k=8, progress=False)
     code = main(["quality", str(out), "--fluency-lm", str(tiny_lm), "--judge", str(tiny_teacher)])
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -29,7 +29,7 @@ def test_ray_executor_gives_the_local_pools_cells(tmp_path: Path, tiny_teacher: 
                            "options": {"label_names": ["negative", "positive"]}}],
                 methods=["kd", "finetune"], cod=["none"], k=[4], seeds=[0, 1],
                 student={"model": str(tiny_student), "layers": 1},
-                train={"epochs": 1, "min_steps": 3, "batch_size": 4, "max_length": 32})
+                train={"epochs": 1, "min_steps": 3, "batch_size": 4, "max_length": 32, "probe_steps": 0})
     local = SweepConfig(out=str(tmp_path / "local"), workers=2, **base)
     run_sweep(local, progress=False)
     build_report(local.out)

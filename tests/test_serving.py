@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_distill, save_tiny_bert, save_tiny_qwen, synthetic_rows, write_csv, write_jsonl
+from conftest import fast_train, run_distill, save_tiny_bert, save_tiny_qwen, synthetic_rows, write_csv, write_jsonl
 
 # Texts of many lengths, one alone in its batch (batch 1), one longer than any in the export's example.
 TEXTS = [r["text"] for r in synthetic_rows(20, seed=5)] + [
@@ -207,14 +207,14 @@ def test_predict_agreement_with_a_reference(models, tmp_path: Path) -> None:
 
 def test_a_distilled_student_exports_and_predicts_the_same(csv_folder: Path, tiny_teacher: Path, tiny_student: Path,
                                                          tmp_path: Path) -> None:
-    from codistill.config import StudentConfig, TrainConfig
+    from codistill.config import StudentConfig
     from codistill.data import load_dataset
     from codistill.export import export_onnx
     from codistill.predict import predict_file
 
     dataset = load_dataset(str(csv_folder))
     run_distill(dataset, tiny_teacher, tmp_path / "student", k=4, student=StudentConfig(model=str(tiny_student), layers=1),
-                train=TrainConfig(epochs=1, min_steps=2, batch_size=4, max_length=32), progress=False)
+                train=fast_train(epochs=1, min_steps=2), progress=False)
     export_onnx(tmp_path / "student", tmp_path / "onnx")
     test = csv_folder / "test.csv"  # labels 0/1: the student's class names are "0" and "1"
     pt = predict_file(tmp_path / "student", test, tmp_path / "pt.jsonl", progress=False)

@@ -16,7 +16,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from codistill import cod as cod_rules
 from codistill.config import (
+    DEFAULT_FLUENCY_LM,
+    ONNX_OPSET,
+    TEACHER_TRAIN,
+    CounterfactualOptions,
+    RunConfig,
+    TeacherOptions,
+    fluency_lm_option,
+    teacher_train_config,
     DataConfig,
     DistillConfig,
     LayerMatch,
@@ -28,6 +37,7 @@ from codistill.config import (
 )
 from codistill.counterfactuals.edits import EditSearchConfig
 from codistill.counterfactuals.llm import LLMConfig
+from codistill.data.splits import SPLITS
 from codistill.errors import CodistillError
 
 app = typer.Typer(
@@ -74,6 +84,7 @@ class OptionGroup:
     name: str
     cls: type
     flags: dict = dataclasses.field(default_factory=dict)
+    defaults: object = None  # an instance whose values the command applies (a preset); else the class's own
 
     def params(self) -> list[tuple[str, str, object, object]]:
         hints = typing.get_type_hints(self.cls)
@@ -86,8 +97,9 @@ class OptionGroup:
             tp = hints[f.name]
             base = {bool: Optional[bool], int: Optional[int], float: Optional[float]}.get(_scalar(tp), Optional[str])
             names = [flag] if base is not Optional[bool] or "/" in flag else [f"{flag}/--no-{flag[2:]}"]
-            default = f.default if f.default is not dataclasses.MISSING else None
-            shown = f" [default: {default}]" if isinstance(default, (bool, int, float, str)) else ""
+            default = getattr(self.defaults, f.name) if self.defaults is not None else (
+                f.default if f.default is not dataclasses.MISSING else None)
+            shown = f" [default: {default}]" if default is None or isinstance(default, (bool, int, float, str)) else ""
             out.append((f"{self.name}__{f.name}", f.name, base,
                         typer.Option(None, *names, help=docs.get(f.name, "") + shown, show_default=False)))
         return out
@@ -104,14 +116,7 @@ class OptionGroup:
         members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
         lists = [m for m in members if typing.get_origin(m) is list]
         if str not in members and lists:
-            inner = typing.get_args(lists[0])[0]
-            items = _csv_list(value) or []
-            if inner is int:
-                try:
-                    return [int(v) for v in items]
-                except ValueError:
-                    raise CodistillError(f"{flag}: expected comma-separated integers, got '{value}'") from None
-            return items
+            return _csv_list(value) or []
         return value
 
 
@@ -156,25 +161,46 @@ def with_options(*groups: OptionGroup):
 
 
 DATA_GROUP = OptionGroup("data", DataConfig, {"source": None, "label_names": "--labels"})
+DATA_SOURCE_GROUP = OptionGroup("data", DataConfig, {"source": "--data", "label_names": "--labels"})
 STUDENT_GROUP = OptionGroup("student", StudentConfig, {"model": "--student", "layers": "--student-layers",
                                                        "init": "--student-init",
                                                        "freeze_embeddings": "--freeze-embeddings/--train-embeddings"})
 METHOD_GROUP = OptionGroup("distill", DistillConfig, {"terms": None})
-CONFIG_HELP = ("YAML file of options: sections data, student, distill, train (and generator for counterfactuals) "
-               "plus top-level ones (teacher, k, seed, ...); flags override it.")
+CONFIG_HELP = ("YAML file of options: the command's sections (data, student, distill, train; generator for "
+               "counterfactuals) plus its top-level options (teacher, k, seed, ...: the flags above, with '_' for "
+               "'-'); flags override it.")
 
 
-def read_config_file(path: Optional[Path]) -> dict:
-    """The ``--config`` YAML as a mapping (empty without one)."""
-    return {} if path is None else read_yaml_mapping(path, f"--config {path}")
+@dataclasses.dataclass
+class ConfigFile:
+    """A command's ``--config`` YAML: ``sections`` are mappings of a group's options; every other key must be
+    one of ``top`` (the command's own options). Anything else is a one-line error naming the file."""
+
+    path: Optional[Path]
+    sections: tuple[str, ...]
+    top: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        self.raw = {} if self.path is None else read_yaml_mapping(self.path, f"--config {self.path}")
+        unknown = sorted(set(self.raw) - set(self.sections) - set(self.top))
+        if unknown:
+            raise CodistillError(f"--config {self.path}: unknown option(s) {', '.join(map(str, unknown))} (known: "
+                                 f"{', '.join(sorted(self.sections + self.top))})")
+        for name in self.sections:
+            if not isinstance(self.raw.get(name) or {}, dict):
+                raise CodistillError(f"--config {self.path}: '{name}' must be a mapping of options")
+
+    def section(self, name: str, given: dict) -> dict:
+        """A section of the file overridden by the flags given."""
+        return {**(self.raw.get(name) or {}), **given}
+
+    def options(self, given: dict) -> dict:
+        """The top-level options of the file overridden by the flags given."""
+        return {**{k: v for k, v in self.raw.items() if k in self.top and k not in self.sections}, **given}
 
 
-def merged(file_options: dict, section: str, given: dict) -> dict:
-    """A section of the config file overridden by the flags given."""
-    base = file_options.get(section) or {}
-    if not isinstance(base, dict):
-        raise CodistillError(f"--config: '{section}' must be a mapping of options")
-    return {**base, **given}
+def field_names(cls, *exclude: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in exclude)
 
 
 def _csv_list(value: Optional[str]) -> Optional[list[str]]:
@@ -195,8 +221,10 @@ def _label_map(value: Optional[str], flag: str = "--label-map") -> Optional[dict
     return pairs
 
 
-def data_config(data: str, options: dict, file_options: dict | None = None) -> DataConfig:
-    return build_config(DataConfig, {"source": data, **merged(file_options or {}, "data", options["data"])}, "data")
+def data_config(options: dict, file: ConfigFile | None = None, **given) -> DataConfig:
+    """The data group: the config file's ``data`` section, then the flags (``given``: e.g. the argument)."""
+    section = file.section("data", options["data"]) if file is not None else options["data"]
+    return build_config(DataConfig, {**section, **given}, "data")
 
 
 def _shorten(text: str, width: int = 100) -> str:
@@ -213,7 +241,7 @@ def data_show(
     """Print splits, sizes, class balance, text-length percentiles and a few examples."""
     from codistill.data import describe, load_dataset
 
-    dataset = load_dataset(data_config(data, options))
+    dataset = load_dataset(data_config(options, source=data))
     info = describe(dataset)
     console.print(f"[bold]{dataset.name}[/bold]  source: {dataset.source}")
     console.print(f"classes ({dataset.num_classes}): " + ", ".join(f"{i}={n}" for i, n in enumerate(dataset.label_names)))
@@ -255,15 +283,15 @@ def data_show(
 def data_sample(
     data: str = typer.Argument(..., help="'tweets', a registered name, a folder or a file."),
     k: int = typer.Option(..., "--k", help="Total examples, k / (number of classes) per class."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed; samples of one seed are nested across k."),
-    split: str = typer.Option("train", "--split", help="Split to sample from."),
+    seed: int = typer.Option(RunConfig.seed, "--seed", help="Sampling seed; samples of one seed are nested across k."),
+    split: str = typer.Option(SPLITS[0], "--split", help="Split to sample from."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the sample to this .csv/.tsv/.jsonl file."),
     options: dict = None,
 ) -> None:
     """Draw a balanced, seeded k-shot sample and print it or write it to a file."""
     from codistill.data import load_dataset, sample_from, write_labeled
 
-    dataset = load_dataset(data_config(data, options))
+    dataset = load_dataset(data_config(options, source=data))
     sample = sample_from(dataset, k, seed, split)
     if out is not None:
         write_labeled(out, sample.as_split(), dataset.label_names, extra={"index": sample.indices})
@@ -292,93 +320,74 @@ def _print_metrics(title: str, rows: dict[str, dict], first: str = "split") -> N
     console.print(table)
 
 
-DATA_HELP = "Dataset: 'tweets', a registered name, a folder or a file."
-
-
-def _top(file_options: dict, key: str, given, default):
-    """A top-level option: the flag when given, else the config file's value, else ``default``."""
-    return given if given is not None else file_options.get(key, default)
+CF_DOCS = field_docs(CounterfactualOptions)
+TEACHER_TOP = OptionGroup("top", TeacherOptions)
+RUN_TOP = OptionGroup("top", RunConfig, {"student": None, "method": None, "train": None, "generator": None, "cod": None})
+CF_TOP = OptionGroup("top", CounterfactualOptions)
 
 
 @app.command("teacher")
-@with_options(DATA_GROUP, OptionGroup("train", TrainConfig))
+@with_options(DATA_SOURCE_GROUP, TEACHER_TOP, OptionGroup("train", TrainConfig, defaults=TEACHER_TRAIN))
 def teacher_cmd(
-    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + " [default: tweets]"),
-    model: Optional[str] = typer.Option(None, "--model", help="Hub name or local folder; 'minilm' = packaged all-MiniLM-L6-v2."),
     out: Path = typer.Option(..., "--out", help="Output folder (loads with transformers.pipeline)."),
-    max_train: Optional[int] = typer.Option(None, "--max-train", help="Cap training rows (stratified subset)."),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     options: dict = None,
 ) -> None:
-    """Fine-tune a teacher on the training split and report validation/test accuracy (defaults: 2 epochs,
-    batch 32, lr 5e-5, no step floor)."""
-    from codistill.config import teacher_train_config
+    """Fine-tune a teacher on the training split and report validation/test accuracy (the teacher's
+    training defaults are shown with each flag)."""
     from codistill.data import load_dataset
     from codistill.runs import train_teacher
 
-    file_options = read_config_file(config)
-    dataset = load_dataset(data_config(_top(file_options, "data_source", data, "tweets"), options, file_options))
-    tcfg = teacher_train_config(**merged(file_options, "train", options["train"]))
-    metrics = train_teacher(dataset, _top(file_options, "model", model, "minilm"), out, train=tcfg,
-                            max_train=_top(file_options, "max_train", max_train, None))
+    file = ConfigFile(config, ("data", "train"), field_names(TeacherOptions))
+    top = build_config(TeacherOptions, file.options(options["top"]), "teacher")
+    dataset = load_dataset(data_config(options, file))
+    tcfg = teacher_train_config(**file.section("train", options["train"]))
+    metrics = train_teacher(dataset, top.model, out, train=tcfg, max_train=top.max_train)
     console.print(f"teacher trained on {metrics['n_train']:,} rows in {metrics['train_seconds']:.0f}s; saved to {out}")
     _print_metrics("teacher", {s: metrics.get(s) for s in ("validation", "test")})
 
 
-FLUENCY_HELP = ("Causal LM that scores fluency (perplexity ratio to the original): 'smollm2' (fetched from PyPI "
-                "on first use), a folder, a Hub name, or 'none'. [default: smollm2]")
-JUDGE_HELP = ("An independent classifier over the same labels (another backbone or training data than the "
-              "teacher): validity = share of flips whose target it also predicts. [default: none]")
-DEFAULT_LM = "smollm2"
-
-
 @app.command("distill")
-@with_options(DATA_GROUP, STUDENT_GROUP, METHOD_GROUP, OptionGroup("train", TrainConfig, {"seed": None}))
+@with_options(DATA_SOURCE_GROUP, RUN_TOP, STUDENT_GROUP, METHOD_GROUP, OptionGroup("train", TrainConfig, {"seed": None}))
 def distill_cmd(
-    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + " [default: tweets]"),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher folder or Hub name (not needed by finetune)."),
     out: Path = typer.Option(..., "--out", help="Output folder for the student, metrics.json and the log."),
-    k: Optional[int] = typer.Option(None, "--k", help="Few-shot budget: k labelled originals, k / classes per class. [default: 16]"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling and training seed. [default: 0]"),
-    counterfactuals: Optional[Path] = typer.Option(None, "--counterfactuals", help="JSONL of counterfactual (or text,label) rows."),
-    cod: bool = typer.Option(False, "--cod", help="CoD at budget k: k/2 originals + their counterfactuals "
-                             "(from --counterfactuals, else generated with the edit search)."),
-    cod_mode: str = typer.Option("replace", "--cod-mode", help="With --cod: 'replace' (k/2 + CFs), 'multi' (k/2 + every CF of each: a file made with --per-original N), 'rounds' (CoD, then edits that flip the first student and that the teacher labels otherwise, and a fresh student) or 'augment' (k + CFs)."),
-    fluency_lm: Optional[str] = typer.Option(None, "--fluency-lm", help="With --cod and no --counterfactuals: " + FLUENCY_HELP),
+    cod: bool = typer.Option(False, "--cod", help="CoD at budget k (mode --cod-mode) with the counterfactuals of "
+                             "--counterfactuals, or else generated with the teacher and the edit search."),
+    cod_mode: str = typer.Option(cod_rules.DEFAULT_MODE, "--cod-mode", help="With --cod: " + "; ".join(
+        f"'{name}' ({what})" for name, what in cod_rules.MODES.items()) + "."),
+    fluency_lm: Optional[str] = typer.Option(None, "--fluency-lm", help="With --cod and no --counterfactuals: "
+                                             + field_docs(CounterfactualOptions)["fluency_lm"]
+                                             + f" [default: {DEFAULT_FLUENCY_LM}]"),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     options: dict = None,
 ) -> None:
     """Distill a teacher into a small student on a k-shot sample; write the student and metrics.json."""
-    from codistill.config import RunConfig
     from codistill.data import load_dataset
     from codistill.experiments.grid import method_label
     from codistill.runs import distill
 
-    file_options = read_config_file(config)
-    dataset = load_dataset(data_config(_top(file_options, "data_source", data, "tweets"), options, file_options))
-    cod_value = cod_mode if cod else file_options.get("cod")
-    cf = _top(file_options, "counterfactuals", str(counterfactuals) if counterfactuals else None, None)
-    run = RunConfig(
-        teacher=_top(file_options, "teacher", teacher, None), k=_top(file_options, "k", k, 16),
-        seed=_top(file_options, "seed", seed, 0), counterfactuals=cf or ("<generated>" if cod_value else None),
-        cod=cod_value, generator=file_options.get("generator") if cod_value == "rounds" else None,
-        student=build_config(StudentConfig, merged(file_options, "student", options["student"]), "student"),
-        method=build_config(DistillConfig, merged(file_options, "distill", options["distill"]), "distill"),
-        train=build_config(TrainConfig, merged(file_options, "train", options["train"]), "train"))
-    if run.cod and cf is None:
-        from codistill.counterfactuals import counterfactuals_for_run
-
-        if run.teacher is None:
-            raise CodistillError("--cod without --counterfactuals generates them with the teacher: pass --teacher")
-        path = out / "counterfactuals.jsonl"
-        s = counterfactuals_for_run(dataset, run.teacher, path, k=run.k, seed=run.seed, cod=run.cod,
-                                    fluency_lm=_lm_option(_top(file_options, "fluency_lm", fluency_lm, DEFAULT_LM)))
-        edited = "-" if s["edited_words_mean"] is None else f"{s['edited_words_mean']:.2f}"
-        fluency = "" if s["fluency_ratio_median"] is None else f", median fluency ratio {s['fluency_ratio_median']:.2f}"
-        console.print(f"counterfactuals (edit search): {s['flipped']}/{s['originals']} flipped the teacher, "
-                      f"{edited} words edited on average{fluency}; {path}")
-        run.counterfactuals = str(path)
-    m = distill(dataset, run, out)
+    file = ConfigFile(config, ("data", "student", "distill", "train", "generator"),
+                      field_names(RunConfig, "student", "method", "train", "generator") + ("fluency_lm",))
+    top = file.options(options["top"])
+    lm = fluency_lm_option(fluency_lm if fluency_lm is not None else top.get("fluency_lm", DEFAULT_FLUENCY_LM))
+    top.pop("fluency_lm", None)
+    if cod:
+        top["cod"] = cod_mode
+    if file.raw.get("generator") is not None:
+        top["generator"] = file.raw["generator"]
+    run = build_config(RunConfig, {
+        **top,
+        "student": build_config(StudentConfig, file.section("student", options["student"]), "student"),
+        "method": build_config(DistillConfig, file.section("distill", options["distill"]), "distill"),
+        "train": build_config(TrainConfig, file.section("train", options["train"]), "train")}, "run")
+    dataset = load_dataset(data_config(options, file))
+    m = distill(dataset, run, out, fluency_lm=lm)
+    if m.generated is not None:
+        g = m.generated
+        edited = "-" if g["edited_words_mean"] is None else f"{g['edited_words_mean']:.2f}"
+        fluency = "" if g["fluency_ratio_median"] is None else f", median fluency ratio {g['fluency_ratio_median']:.2f}"
+        console.print(f"counterfactuals ({g['generator']}): {g['flipped']}/{g['originals']} flipped the teacher, "
+                      f"{edited} words edited on average{fluency}; {g['path']}")
     console.print(
         f"{method_label(run.method.method, m.cod)}: k={run.k}, seed={run.seed}, {m.n_originals} originals + "
         f"{m.n_counterfactuals} counterfactuals, {m.training.steps} steps in {m.training.train_seconds:.1f}s "
@@ -392,61 +401,45 @@ def distill_cmd(
 
 
 @app.command("counterfactuals")
-@with_options(DATA_GROUP, OptionGroup("edits", EditSearchConfig), OptionGroup("llm", LLMConfig))
+@with_options(DATA_SOURCE_GROUP, CF_TOP, OptionGroup("edits", EditSearchConfig), OptionGroup("llm", LLMConfig))
 def counterfactuals_cmd(
-    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP + " [default: tweets]"),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher folder or Hub name: it verifies every candidate."),
-    k: Optional[int] = typer.Option(None, "--k", help="Budget k: counterfactuals for the k/2 originals CoD keeps. [default: 16]"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (the same as for distill). [default: 0]"),
-    generator: Optional[str] = typer.Option(None, "--generator", help="'edits' (offline search; with --lm smollm2 LM-guided), 'llm' (an OpenAI-compatible endpoint) or 'llm+edits' (the LLM, then the edit search for what it could not flip). [default: edits]"),
     out: Path = typer.Option(..., "--out", help="Output JSONL (one row per original); summary beside it."),
-    on_failure: Optional[str] = typer.Option(None, "--on-failure", help="'skip' or 'keep-best' for originals with no flip. [default: skip]"),
-    fluency_lm: Optional[str] = typer.Option(None, "--fluency-lm", help=FLUENCY_HELP),
-    judge: Optional[str] = typer.Option(None, "--judge", help=JUDGE_HELP),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     options: dict = None,
 ) -> None:
     """Generate counterfactuals for the CoD half of a k-shot sample, verified by the teacher and scored for
     fluency (and validity, with --judge). A run whose requests failed writes what it has and exits
     non-zero; rerunning resumes from the answer cache."""
-    from codistill.counterfactuals import QualityScorer, Verifier, generate_counterfactuals, make_generator
+    from codistill.counterfactuals.generate import generate_counterfactuals
+    from codistill.counterfactuals.quality import QualityScorer
+    from codistill.counterfactuals.registry import command_spec, make_generator
+    from codistill.counterfactuals.verify import Verifier
     from codistill.data import load_dataset
-    from codistill.models import load_classifier
-    from codistill.runs import check_teacher_labels
+    from codistill.models import check_teacher_labels, label_names, load_classifier
 
-    file_options = read_config_file(config)
-    name = _top(file_options, "generator_name", generator, "edits")
-    if name == "llm+edits":  # the LLM first, the edit search for the originals it could not flip
-        spec = {"name": "chain", "generators": [{**merged(file_options, "generator", options["llm"]), "name": "llm"},
-                                                {**options["edits"], "name": "edits"}]}
-    else:
-        spec = {**merged(file_options, "generator", options["edits" if name == "edits" else "llm"]), "name": name}
-        unused = options["llm" if name == "edits" else "edits"]
-        if unused:
-            raise CodistillError(f"--{next(iter(unused)).replace('_', '-')} is an option of the other generator, "
-                                 f"not of --generator {name}")
-    gen = make_generator(spec, default_cache_dir=str(out.parent / ".llm_cache"), where="--generator")
-    teacher = _top(file_options, "teacher", teacher, None)
-    if teacher is None:
+    file = ConfigFile(config, ("data", "generator"), field_names(CounterfactualOptions))
+    section = dict(file.raw.get("generator") or {})
+    given = dict(options["top"])
+    if "generator" not in given and "name" in section:
+        given["generator"] = section["name"]
+    section.pop("name", None)
+    top = build_config(CounterfactualOptions, file.options(given), "counterfactuals")
+    if top.teacher is None:
         raise CodistillError("--teacher is required: the teacher verifies every candidate")
-    dataset = load_dataset(data_config(_top(file_options, "data_source", data, "tweets"), options, file_options))
-    clf = load_classifier(teacher, what="teacher")
-    check_teacher_labels(clf, dataset)
-    scorer = QualityScorer.load(_lm_option(_top(file_options, "fluency_lm", fluency_lm, DEFAULT_LM)),
-                                _top(file_options, "judge", judge, None))
-    s = generate_counterfactuals(dataset, Verifier.from_classifier(clf), gen, out, k=_top(file_options, "k", k, 16),
-                                 seed=_top(file_options, "seed", seed, 0),
-                                 on_failure=_top(file_options, "on_failure", on_failure, "skip"), scorer=scorer)
+    spec = command_spec(top.generator, {"edits": options["edits"], "llm": options["llm"]}, section)
+    gen = make_generator(spec, default_cache_dir=str(out.parent / ".llm_cache"), where="--generator")
+    dataset = load_dataset(data_config(options, file))
+    clf = load_classifier(top.teacher, what="teacher")
+    check_teacher_labels(label_names(clf.model.config), dataset)
+    scorer = QualityScorer.load(top.fluency_lm, top.judge)
+    s = generate_counterfactuals(dataset, Verifier.from_classifier(clf), gen, out, k=top.k, seed=top.seed,
+                                 on_failure=top.on_failure, scorer=scorer)
     _print_cf_summary(s, f"counterfactuals: {dataset.name}, k={s['k']} ({s['originals']} originals), {s['generator']}",
                       out)
 
 
-def _lm_option(value: Optional[str]) -> Optional[str]:
-    return None if value is None or str(value).lower() == "none" else value
-
-
 def _print_cf_summary(s: dict, title: str, out: Path) -> None:
-    from codistill.counterfactuals import summary_path
+    from codistill.counterfactuals.rows import summary_path
 
     table = Table(title=title)
     table.add_column("metric")
@@ -478,17 +471,16 @@ def _print_cf_summary(s: dict, title: str, out: Path) -> None:
 @app.command("quality")
 def quality_cmd(
     file: Path = typer.Argument(..., help="A counterfactual file (JSONL) written by 'codistill counterfactuals' or a sweep."),
-    fluency_lm: str = typer.Option(DEFAULT_LM, "--fluency-lm", help=FLUENCY_HELP),
-    judge: Optional[str] = typer.Option(None, "--judge", help=JUDGE_HELP),
+    fluency_lm: str = typer.Option(DEFAULT_FLUENCY_LM, "--fluency-lm", help=CF_DOCS["fluency_lm"]),
+    judge: Optional[str] = typer.Option(None, "--judge", help=CF_DOCS["judge"]),
     force: bool = typer.Option(False, "--force", help="Score again even when the file was scored with the same LM and judge."),
 ) -> None:
     """Score an existing counterfactual file: fluency, validity, edit kinds and diversity, ten pairs to
     read. The rows and their summary are rewritten with the scores."""
-    from codistill.counterfactuals import QualityScorer, score_file
-    from codistill.counterfactuals.quality import read_rows
+    from codistill.counterfactuals.quality import QualityScorer, read_rows, score_file
 
     read_rows(file)  # a bad file fails before any model loads
-    scorer = QualityScorer.load(_lm_option(fluency_lm), judge)
+    scorer = QualityScorer.load(fluency_lm_option(fluency_lm), judge)
     if not scorer.active:
         raise CodistillError("quality: nothing to score with: give --fluency-lm or --judge")
     s = score_file(file, scorer, force=force)
@@ -501,22 +493,22 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder: model.onnx, config.json (label names), tokenizer."),
     onnx: bool = typer.Option(False, "--onnx", help="Export to ONNX (the format there is so far)."),
     int8: bool = typer.Option(False, "--int8", help="Quantize the weights to int8 (onnxruntime dynamic quantization)."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset. [default: 18]"),
+    opset: int = typer.Option(ONNX_OPSET, "--opset", help="ONNX opset."),
     check_data: Optional[Path] = typer.Option(None, "--check-data", help="CSV/TSV/JSONL whose texts (the first "
                                               "256) check the export against PyTorch [default: 12 built-in texts]."),
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column of --check-data."),
-    max_length: int = typer.Option(128, "--max-length", help="Tokens per text in the check."),
+    max_length: int = typer.Option(TrainConfig.max_length, "--max-length", help="Tokens per text in the check."),
 ) -> None:
     """Export a classifier to ONNX (fp32 or int8) for onnxruntime and optimum; checked against PyTorch."""
     from codistill.data import read_texts
-    from codistill.export import OPSET, export_onnx
+    from codistill.export import export_onnx
 
     if not onnx:
         raise CodistillError("choose the export format: --onnx")
     texts = None
     if check_data is not None:
         texts = read_texts(check_data, None, text_column=text_column).texts
-    r = export_onnx(model, out, int8=int8, opset=opset or OPSET, check_texts=texts, max_length=max_length)
+    r = export_onnx(model, out, int8=int8, opset=opset, check_texts=texts, max_length=max_length)
     bound = f" (tolerance {r.tolerance:.0e})" if r.tolerance is not None else ""
     console.print(f"exported {r.source} ({r.parameters:,} parameters) to {r.out}: {r.precision} ONNX, opset {r.opset}, "
                   f"{r.onnx_bytes / 2**20:.1f} MiB, inputs {', '.join(r.inputs)}, {r.seconds:.1f}s")
@@ -534,9 +526,10 @@ def predict_cmd(
     text_column: Optional[str] = typer.Option(None, "--text-column", help="Text column [default: found by name]."),
     label_column: Optional[str] = typer.Option(None, "--label-column", help="Label column [default: found by name, "
                                                "optional]."),
-    encoding: str = typer.Option("utf-8", "--encoding", help="Text encoding of --data."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Texts per batch."),
-    max_length: int = typer.Option(128, "--max-length", help="Tokens per text (longer texts are truncated)."),
+    encoding: str = typer.Option(DataConfig.encoding, "--encoding", help="Text encoding of --data."),
+    batch_size: int = typer.Option(TrainConfig.eval_batch_size, "--batch-size", help="Texts per batch."),
+    max_length: int = typer.Option(TrainConfig.max_length, "--max-length", help="Tokens per text (longer texts are "
+                                   "truncated)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads [default: all]."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="Another model's predictions JSONL (from "
                                              "predict on the same file) or model folder: prints agreement."),

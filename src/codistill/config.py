@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from codistill import cod as cod_rules
 from codistill.errors import ConfigError
 
 
@@ -303,7 +304,32 @@ class TrainConfig:
             raise ConfigError(f"mixed_precision must be no, fp16, bf16 or auto, got '{self.mixed_precision}'")
 
 
-LOSSES = ("ce", "kd", "hidden_mse", "filtered_mse", "pooled", "contrastive")
+@dataclass(frozen=True)
+class LossKind:
+    """What a loss term reads, beside the student's logits and the hard labels.
+
+    Attributes:
+        teacher: the teacher's outputs (a method with such a term needs a teacher).
+        student_hidden: the student's hidden states.
+        teacher_layers: the teacher's hidden states, matched token by token (so both share a tokenizer).
+        teacher_pooled: the teacher's sentence embedding (mean of its last layer over real tokens).
+    """
+
+    teacher: bool = False
+    student_hidden: bool = False
+    teacher_layers: bool = False
+    teacher_pooled: bool = False
+
+
+# the one table of loss terms: name -> what it reads (losses.TERMS gives each name its module)
+LOSSES: dict[str, LossKind] = {
+    "ce": LossKind(),
+    "kd": LossKind(teacher=True),
+    "hidden_mse": LossKind(teacher=True, student_hidden=True, teacher_layers=True),
+    "filtered_mse": LossKind(teacher=True, student_hidden=True, teacher_layers=True),
+    "pooled": LossKind(teacher=True, student_hidden=True, teacher_pooled=True),
+    "contrastive": LossKind(student_hidden=True),
+}
 PROJECTIONS = ("linear", "none")
 DISTANCES = ("mse", "cosine")
 
@@ -364,12 +390,8 @@ class LossTerm:
         self.name = self.name or self.loss
 
     @property
-    def uses_teacher(self) -> bool:
-        return self.loss not in ("ce", "contrastive")
-
-    @property
-    def uses_hidden_states(self) -> bool:
-        return self.loss in ("hidden_mse", "filtered_mse")
+    def kind(self) -> LossKind:
+        return LOSSES[self.loss]
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int, include_embeddings: bool = False) -> list[LayerMatch]:
@@ -441,17 +463,18 @@ class DistillConfig:
             self.terms = [t if isinstance(t, LossTerm) else build_config(LossTerm, t, "terms[]") for t in self.terms]
             if not self.terms:
                 raise ConfigError("terms is empty")
-        elif self.layer_map is not None and not any(t.uses_hidden_states for t in method_terms(self)):
+        elif self.layer_map is not None and not self.uses_hidden_states:
             raise ConfigError(f"layer_map is used only by lwd and ted; method '{self.method}' matches no hidden "
                               "states, so it would be ignored")
 
     @property
     def uses_teacher(self) -> bool:
-        return any(t.uses_teacher for t in method_terms(self))
+        return any(t.kind.teacher for t in method_terms(self))
 
     @property
     def uses_hidden_states(self) -> bool:
-        return any(t.uses_hidden_states for t in method_terms(self))
+        """Whether a term matches the teacher's hidden states token by token (LWD, TED)."""
+        return any(t.kind.teacher_layers for t in method_terms(self))
 
 
 def method_terms(cfg: DistillConfig) -> list[LossTerm]:
@@ -516,10 +539,6 @@ class StudentConfig:
             raise ConfigError(f"student pooling must be one of {', '.join(POOLINGS)}, got '{self.pooling}'")
 
 
-COD_MODES = ("replace", "augment", "multi", "rounds")
-HALF_MODES = ("replace", "multi", "rounds")  # CoD at budget k: k/2 originals
-
-
 @dataclass
 class RunConfig:
     """One distillation run: which teacher, which k-shot sample, which counterfactuals, and how to train.
@@ -529,6 +548,7 @@ class RunConfig:
         k: few-shot budget: k labelled originals, k / classes per class.
         seed: sampling and training seed (overrides ``train.seed``).
         counterfactuals: JSONL of counterfactual rows (``codistill counterfactuals``) or ``text,label`` rows.
+            A CoD run without one generates them with the teacher and ``generator`` into its run folder.
         cod: ``None`` (every usable row of ``counterfactuals`` is added to the k originals), ``replace`` (CoD
             at budget k: k/2 originals + their counterfactuals), ``multi`` (the same k/2 originals, each with
             every counterfactual its row holds: the first and its ``more_counterfactuals``, made by a
@@ -537,8 +557,8 @@ class RunConfig:
             counterfactuals train a first student; the edits of those training texts that flip that student
             and that the teacher labels otherwise join them, and a fresh student trains on the whole; the
             same k/2 human labels).
-        generator: the search of a ``rounds`` run's second round (``{"name": "edits", ...}``; ``None``: the
-            edit search's defaults).
+        generator: the search a CoD run without a counterfactual file generates them with, and of a
+            ``rounds`` run's second round (``{"name": "edits", ...}``; ``None``: the edit search's defaults).
         student, method, train: the option groups.
     """
 
@@ -556,12 +576,14 @@ class RunConfig:
         check_types(self, "run")
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
-        if self.cod is not None and self.cod not in COD_MODES:
-            raise ConfigError(f"cod mode must be one of {', '.join(COD_MODES)}, got '{self.cod}'")
-        if self.cod is not None and self.counterfactuals is None:
-            raise ConfigError("CoD needs a counterfactual file (--counterfactuals, from `codistill counterfactuals`)")
-        if self.generator is not None and self.cod != "rounds":
-            raise ConfigError("run generator: only a 'rounds' run searches for counterfactuals itself")
+        if self.cod is not None and self.cod not in cod_rules.MODES:
+            raise ConfigError(f"cod mode must be one of {', '.join(cod_rules.MODES)}, got '{self.cod}'")
+        if self.cod is not None and self.counterfactuals is None and self.teacher is None:
+            raise ConfigError("CoD without a counterfactual file (--counterfactuals, from `codistill "
+                              "counterfactuals`) generates them with the teacher: pass --teacher")
+        if self.generator is not None and not self.searches:
+            raise ConfigError("run generator: only a CoD run without a counterfactual file, or a 'rounds' run, "
+                              "searches for counterfactuals itself")
         if self.cod == "rounds" and self.teacher is None:
             raise ConfigError("cod mode 'rounds' needs a teacher (--teacher DIR) to label the second round")
         if self.train.seed != self.seed:
@@ -569,15 +591,84 @@ class RunConfig:
         if self.teacher is None and (self.method.uses_teacher or self.student.init == "teacher"):
             raise ConfigError(f"method '{self.method.method}' needs a teacher (--teacher DIR)")
 
+    @property
+    def searches(self) -> bool:
+        """Whether the run searches for counterfactuals itself (with ``generator``): a CoD run without a
+        counterfactual file generates them, and a ``rounds`` run searches its second round."""
+        return self.cod == "rounds" or (self.cod is not None and self.counterfactuals is None)
 
-def counterfactual_k(k: int, cod: str | None) -> int:
-    """The k to generate counterfactuals for: CoD at budget k edits the k/2 originals of the k-shot sample;
-    ``augment`` edits all k originals, i.e. the CoD half of the 2k sample."""
-    return 2 * k if cod == "augment" else k
+
+# The teacher's recipe: 2 epochs over the full training split, batch 32, lr 5e-5 for every parameter, no step
+# floor, no head-only first stage. ``codistill teacher`` shows and applies it; sweeps train teachers with it.
+TEACHER_TRAIN = TrainConfig(epochs=2, min_steps=0, batch_size=32, lr=5e-5, classifier_lr=None, probe_steps=0)
 
 
 def teacher_train_config(**overrides: Any) -> TrainConfig:
-    """The teacher's training defaults (2 epochs over the full training split, batch 32, lr 5e-5 for every
-    parameter, no step floor, no head-only first stage), with ``overrides``."""
-    return TrainConfig(**{"epochs": 2, "min_steps": 0, "batch_size": 32, "lr": 5e-5, "classifier_lr": None,
-                          "probe_steps": 0, **overrides})
+    """:data:`TEACHER_TRAIN` with ``overrides`` (validated like any :class:`TrainConfig`)."""
+    return TrainConfig(**{**asdict(TEACHER_TRAIN), **overrides})
+
+
+@dataclass
+class TeacherOptions:
+    """What ``codistill teacher`` fine-tunes (its data and training are the ``data`` and ``train`` groups).
+
+    Attributes:
+        model: backbone to fine-tune: a Hub name or local folder; ``minilm`` is the packaged
+            all-MiniLM-L6-v2 (offline).
+        max_train: cap on the training rows (a stratified, seeded subset; ``None``: every row).
+    """
+
+    model: str = "minilm"
+    max_train: int | None = None
+
+    def __post_init__(self) -> None:
+        check_types(self, "teacher")
+        if self.max_train is not None and self.max_train < 2:
+            raise ConfigError(f"max_train must be >= 2, got {self.max_train}")
+
+
+# the ONNX opset of ``codistill export``
+ONNX_OPSET = 18
+
+# the causal LM that scores counterfactuals' fluency unless told otherwise (fetched from PyPI on first use)
+DEFAULT_FLUENCY_LM = "smollm2"
+
+
+@dataclass
+class CounterfactualOptions:
+    """How ``codistill counterfactuals`` makes a counterfactual file (the generator's own options are the
+    ``edits`` and ``llm`` groups, or the ``generator`` section of a config file).
+
+    Attributes:
+        teacher: teacher folder or Hub name: it verifies every candidate.
+        k: budget k: counterfactuals for the k/2 originals CoD keeps of the k-shot sample.
+        seed: sampling seed (the same as for distill).
+        generator: ``edits`` (offline search), ``llm`` (an OpenAI-compatible endpoint), ``llm+edits``
+            (the LLM, then the edit search for the originals it could not flip) or ``chain`` (the list of
+            generator specs in a config file's ``generator.generators``).
+        on_failure: ``skip`` or ``keep-best`` for originals no candidate flipped.
+        fluency_lm: causal LM that scores fluency (perplexity ratio to the original): ``smollm2`` (fetched
+            from PyPI on first use), a folder, a Hub name, or ``none``.
+        judge: an independent classifier over the same labels (another backbone or training data than the
+            teacher): validity = share of flips whose target it also predicts (``None``: not measured).
+    """
+
+    teacher: str | None = None
+    k: int = RunConfig.k
+    seed: int = RunConfig.seed
+    generator: str = "edits"
+    on_failure: str = cod_rules.ON_FAILURE[0]
+    fluency_lm: str | None = DEFAULT_FLUENCY_LM
+    judge: str | None = None
+
+    def __post_init__(self) -> None:
+        check_types(self, "counterfactuals")
+        if self.k < 2:
+            raise ConfigError(f"k must be >= 2, got {self.k}")
+        cod_rules.check_on_failure(self.on_failure)
+        self.fluency_lm = fluency_lm_option(self.fluency_lm)
+
+
+def fluency_lm_option(value: str | None) -> str | None:
+    """A fluency LM option: ``none`` (any case) means no LM."""
+    return None if value is None or str(value).lower() == "none" else value

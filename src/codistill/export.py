@@ -31,11 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from codistill.config import ONNX_OPSET, TrainConfig
 from codistill.errors import CodistillError, ConfigError
 from codistill.fileio import DIR_MODE, atomic_write_json
 from codistill.predict import EXPORT_MANIFEST, ONNX_FILE, ONNX_INPUTS, is_onnx_folder, load_predictor, torch_predictor
 
-OPSET = 18
+OPSET = ONNX_OPSET
 CHECK_LIMIT = 256  # check texts used at most (the first ones given)
 # below this share of unchanged predictions an int8 export comes with a warning: measured 96.9-99.2% on
 # MiniLM and MPNet encoders, 87.1% on the SmolLM2 decoder (whose SST-2 accuracy then fell 5.2 points)
@@ -232,7 +233,7 @@ def _onnx_bytes(folder: Path) -> int:
 
 
 def export_onnx(model_dir: str | Path, out: str | Path, *, int8: bool = False, opset: int = OPSET,
-                check_texts: Sequence[str] | None = None, max_length: int = 128,
+                check_texts: Sequence[str] | None = None, max_length: int = TrainConfig.max_length,
                 tolerance: float = FP32_TOLERANCE) -> ExportReport:
     """Export the classifier in ``model_dir`` (any folder codistill writes, or a Hub name) to an ONNX folder
     ``out`` and check it against PyTorch on ``check_texts`` (default: :data:`CHECK_TEXTS`)."""

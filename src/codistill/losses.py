@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codistill.config import LayerMatch, LossTerm, uniform_layer_map
+from codistill.config import LOSSES, LayerMatch, LossTerm, uniform_layer_map
 
 
 def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -185,19 +185,17 @@ class StepOutputs:
 
 
 class Term(nn.Module):
-    """A weighted loss term. Subclasses say what they need (the teacher, its layers, the student's hidden
-    states) and compute ``value``; ``forward`` returns ``weight * value``. Trainable parts (projections,
+    """A weighted loss term. What it reads (the teacher, its layers, the student's hidden states) is its
+    ``kind``, from :data:`codistill.config.LOSSES`; subclasses compute ``value``; ``forward`` returns
+    ``weight * value``. Trainable parts (projections,
     filters) are submodules, so the optimizer gets them with the student. ``first_stage`` returns a module
     to train before distillation starts (TED's filters), or ``None``."""
-
-    needs_teacher = False
-    needs_student_hidden = False
-    needs_teacher_pooled = False
 
     def __init__(self, spec: LossTerm) -> None:
         super().__init__()
         self.name = spec.name or spec.loss
         self.weight = spec.weight
+        self.kind = spec.kind  # what the term reads, from the one table (config.LOSSES)
         self.teacher_layers: list[int] = []
 
     def value(self, out: StepOutputs) -> torch.Tensor:
@@ -223,8 +221,6 @@ class CETerm(Term):
 class KDTerm(Term):
     """``weight * tau^2 * KL(softmax(z_t/tau) || softmax(z_s/tau))``."""
 
-    needs_teacher = True
-
     def __init__(self, spec: LossTerm) -> None:
         super().__init__(spec)
         self.temperature = spec.temperature
@@ -240,10 +236,6 @@ class PooledTerm(Term):
     """``weight * distance(P pool(h_s[L_S]), pool_T)``: the student's sentence embedding (mean of its last layer
     over its real tokens) through a trainable linear ``P`` (``proj: linear``; identity with ``none``, widths
     equal) against the teacher's cached one. Each side pools its own tokens, so the tokenizers may differ."""
-
-    needs_teacher = True
-    needs_student_hidden = True
-    needs_teacher_pooled = True
 
     def __init__(self, spec: LossTerm, student_dim: int, teacher_dim: int) -> None:
         super().__init__(spec)
@@ -269,16 +261,11 @@ class ContrastiveTerm(Term):
     for pairs of different labels, over the pairs of each minibatch. Hard labels: the human label of an
     original, the target label of a counterfactual, so an original and its counterfactual are a negative pair."""
 
-    needs_student_hidden = True
-
     def value(self, out: StepOutputs) -> torch.Tensor:
         return pair_similarity_loss(masked_mean_pool(out.student_hidden[-1].float(), out.mask), out.labels)
 
 
 class _LayerTerm(Term):
-    needs_teacher = True
-    needs_student_hidden = True
-
     def __init__(self, spec: LossTerm, pairs: Sequence[LayerMatch]) -> None:
         super().__init__(spec)
         self.pairs = list(pairs)
@@ -360,9 +347,11 @@ class FilterStage(nn.Module):
         self.teacher_filters.requires_grad_(False)
 
 
-# loss name -> term class; a new term is one class and one entry here
+# loss name -> term class; a new term is one class here and one entry in config.LOSSES (what it reads)
 TERMS: dict[str, type[Term]] = {"ce": CETerm, "kd": KDTerm, "hidden_mse": HiddenMSETerm, "filtered_mse": FilteredMSETerm,
                                  "pooled": PooledTerm, "contrastive": ContrastiveTerm}
+if TERMS.keys() != LOSSES.keys():
+    raise ImportError(f"losses.TERMS and config.LOSSES name different terms: {sorted(TERMS)} vs {sorted(LOSSES)}")
 
 
 def build_terms(specs: Sequence[LossTerm], student_layers: int, teacher_layers: int | None, student_dim: int,

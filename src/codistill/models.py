@@ -77,6 +77,23 @@ def label_names(config) -> list[str]:
     return [str(config.id2label[i]) for i in range(int(config.num_labels))]
 
 
+def generic_labels(names: Sequence[str]) -> bool:
+    """Whether ``names`` are the ``LABEL_i`` names transformers gives a head that was never named (such a
+    model's classes match a dataset's by index alone)."""
+    return all(n == f"LABEL_{i}" for i, n in enumerate(names))
+
+
+def check_teacher_labels(names: Sequence[str], dataset) -> None:
+    """A teacher with class ``names`` must have the dataset's classes, in the dataset's order (generic
+    ``LABEL_i`` names: by count only)."""
+    if len(names) != dataset.num_classes:
+        raise ConfigError(f"the teacher has {len(names)} labels but dataset '{dataset.name}' has "
+                          f"{dataset.num_classes} ({', '.join(dataset.label_names)})")
+    if not generic_labels(names) and list(names) != list(dataset.label_names):
+        raise ConfigError(f"the teacher's labels ({', '.join(names)}) differ from the dataset's "
+                          f"({', '.join(dataset.label_names)}); pass --labels in the teacher's order")
+
+
 def is_decoder_config(config) -> bool:
     """Decoder-only LLMs (Qwen, Llama, GPT-2, ...) pool the last non-pad token instead of [CLS]."""
     return bool(getattr(config, "is_decoder", False)) or config.model_type in {

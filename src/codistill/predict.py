@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from codistill.config import TrainConfig
 from codistill.data import TextRows, iter_json_lines, read_texts
 from codistill.errors import ConfigError, DataError
 from codistill.evaluate import agreement, batched_logits, classification_metrics
@@ -65,17 +66,17 @@ class Predictor:
     precision: str
     label_names: list[str]
     forward: Callable[[list[str]], Any]
-    max_length: int = 128
+    max_length: int = TrainConfig.max_length
 
     @property
     def num_classes(self) -> int:
         return len(self.label_names)
 
-    def logits(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+    def logits(self, texts: Sequence[str], batch_size: int = TrainConfig.eval_batch_size, progress: bool = False) -> torch.Tensor:
         return batched_logits(list(texts), self.forward, self.num_classes, batch_size, progress,
                               desc=f"predict ({self.backend})")
 
-    def probabilities(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def probabilities(self, texts: Sequence[str], batch_size: int = TrainConfig.eval_batch_size, progress: bool = False) -> np.ndarray:
         return self.logits(texts, batch_size, progress).softmax(-1).numpy()
 
 
@@ -121,7 +122,7 @@ def _onnx_predictor(folder: Path, max_length: int, threads: int | None) -> Predi
     return Predictor(str(folder), "onnx", precision, _label_names(config), forward, max_length)
 
 
-def torch_predictor(clf, max_length: int = 128) -> Predictor:
+def torch_predictor(clf, max_length: int = TrainConfig.max_length) -> Predictor:
     """A PyTorch :class:`Predictor` over a loaded :class:`~codistill.models.Classifier` (put in eval mode)."""
     model = clf.model.eval()
     device = next(model.parameters()).device
@@ -135,7 +136,7 @@ def torch_predictor(clf, max_length: int = 128) -> Predictor:
     return Predictor(clf.source, "pytorch", precision, _label_names(model.config), forward, max_length)
 
 
-def load_predictor(folder: str | Path, max_length: int = 128, threads: int | None = None) -> Predictor:
+def load_predictor(folder: str | Path, max_length: int = TrainConfig.max_length, threads: int | None = None) -> Predictor:
     """A :class:`Predictor` for a model folder: ONNX when it holds ``model.onnx``, else PyTorch
     (``transformers``; a Hub name works too)."""
     path = Path(folder).expanduser()
@@ -151,8 +152,8 @@ def load_predictor(folder: str | Path, max_length: int = 128, threads: int | Non
 # -- predicting a file ------------------------------------------------------------------------------------
 
 
-def read_reference(path: str | Path, rows: TextRows, label_names: Sequence[str], max_length: int = 128,
-                   batch_size: int = 64, threads: int | None = None, progress: bool = False) -> list[int]:
+def read_reference(path: str | Path, rows: TextRows, label_names: Sequence[str], max_length: int = TrainConfig.max_length,
+                   batch_size: int = TrainConfig.eval_batch_size, threads: int | None = None, progress: bool = False) -> list[int]:
     """Another model's predicted class for each row: from a predictions JSONL written by :func:`predict_file`
     on the same file (``label_id`` per line, in order), or by running a model folder now."""
     path = Path(path)
@@ -185,8 +186,8 @@ def summary_file(out: str | Path) -> Path:
 
 
 def predict_file(model: str | Path, data: str | Path, out: str | Path, *, text_column: str | None = None,
-                 label_column: str | None = None, encoding: str = "utf-8", batch_size: int = 64,
-                 max_length: int = 128, threads: int | None = None, reference: str | Path | None = None,
+                 label_column: str | None = None, encoding: str = "utf-8", batch_size: int = TrainConfig.eval_batch_size,
+                 max_length: int = TrainConfig.max_length, threads: int | None = None, reference: str | Path | None = None,
                  progress: bool = True) -> dict[str, Any]:
     """Predict every row of a CSV/TSV/JSONL file and write one JSON line per row (label, its index, the
     probability of each class, the gold label when the file has one) and a summary beside it: rows,

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from codistill import cod as cod_rules
 from codistill.config import (
-    HALF_MODES,
+    DEFAULT_FLUENCY_LM,
     DistillConfig,
     LayerMatch,
     RunConfig,
@@ -30,33 +31,28 @@ from codistill.data import LabeledTexts, TextDataset, sample_from, stratified_su
 from codistill.errors import ConfigError
 from codistill.evaluate import evaluate_split
 from codistill.fileio import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from codistill.models import Classifier, check_layer_map, label_names, load_classifier, make_student, same_tokenizer
+from codistill.models import (
+    Classifier,
+    check_layer_map,
+    check_teacher_labels,
+    label_names,
+    load_classifier,
+    make_student,
+    same_tokenizer,
+)
 from codistill.trainer import TrainSummary, seed_everything, train_classifier
 
 
 # -- checks made before anything trains -----------------------------------------------------------------
 
 
-def check_teacher_labels(teacher: Classifier, dataset: TextDataset) -> None:
-    """The teacher must have the dataset's classes, in the dataset's order (generic LABEL_i names pass)."""
-    config = teacher.model.config
-    if config.num_labels != dataset.num_classes:
-        raise ConfigError(f"the teacher has {config.num_labels} labels but dataset '{dataset.name}' has "
-                          f"{dataset.num_classes} ({', '.join(dataset.label_names)})")
-    names = label_names(config)
-    generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
-    if not generic and names != list(dataset.label_names):
-        raise ConfigError(f"the teacher's labels ({', '.join(names)}) differ from the dataset's "
-                          f"({', '.join(dataset.label_names)}); pass --labels in the teacher's order")
-
-
 def _check_inputs(teacher: Classifier | None, student: Classifier, dataset: TextDataset, dcfg: DistillConfig) -> None:
     if teacher is not None:
-        check_teacher_labels(teacher, dataset)
+        check_teacher_labels(label_names(teacher.model.config), dataset)
     if student.model.config.num_labels != dataset.num_classes:
         raise ConfigError(f"the student has {student.model.config.num_labels} labels but the dataset has {dataset.num_classes}")
     for term in method_terms(dcfg):
-        if not term.uses_hidden_states:
+        if not term.kind.teacher_layers:
             continue
         if not same_tokenizer(teacher.tokenizer, student.tokenizer):
             raise ConfigError(
@@ -67,20 +63,13 @@ def _check_inputs(teacher: Classifier | None, student: Classifier, dataset: Text
         check_layer_map(pairs, student.num_layers, teacher.num_layers)
 
 
-def check_cod_budget(k: int, num_classes: int) -> None:
-    """CoD keeps k/2 originals, balanced over the classes."""
-    if k % 2 or (k // 2) % num_classes:
-        raise ConfigError(f"k={k}: CoD keeps k/2 originals, so k/2 must be divisible by the number of classes "
-                          f"({num_classes})")
-
-
 # -- results ----------------------------------------------------------------------------------------------
 
 
 @dataclass
 class DistillResult:
     """The outcome of :func:`distill`, written to ``metrics.json`` by :meth:`to_dict` (training figures
-    flattened in). Read like a mapping too: ``result["test"]["accuracy"]``."""
+    flattened in)."""
 
     dataset: str
     method: str
@@ -99,14 +88,12 @@ class DistillResult:
     wall_seconds: float
     training: TrainSummary
     rounds: dict[str, Any] | None = None
+    generated: dict[str, Any] | None = None  # the counterfactual file the run made itself: path and figures
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "training"}
         out.update({k: v for k, v in asdict(self.training).items() if k != "log"})
         return out
-
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
 
 
 def _environment() -> dict[str, Any]:
@@ -138,10 +125,7 @@ def training_rows(dataset: TextDataset, run: RunConfig):
     counterfactuals added and skipped."""
     from codistill.counterfactuals.rows import cod_examples, extra_examples
 
-    half = run.cod in HALF_MODES  # CoD at budget k keeps k/2 originals
-    if half:
-        check_cod_budget(run.k, dataset.num_classes)
-    sample = sample_from(dataset, run.k // 2 if half else run.k, run.seed)
+    sample = sample_from(dataset, cod_rules.originals(run.k, run.cod, dataset.num_classes), run.seed)
     rows = sample.as_split()
     info = {"added": 0, "skipped_not_flipped": 0}
     if run.counterfactuals is not None:
@@ -153,7 +137,8 @@ def training_rows(dataset: TextDataset, run: RunConfig):
 
 def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
             teacher_test: tuple[dict, list[int]] | None = None, save_model: bool = True,
-            progress: bool = True, record: dict[str, Any] | None = None) -> DistillResult:
+            progress: bool = True, record: dict[str, Any] | None = None,
+            fluency_lm: str | None = DEFAULT_FLUENCY_LM) -> DistillResult:
     """Distill ``run.teacher`` into a student trained on the k-shot sample of ``dataset`` (plus
     counterfactuals), evaluate on the test and validation splits and write the run to ``out_dir``: the student
     (``save_pretrained``), ``metrics.json``, ``run_config.json`` (resolved) and ``train_log.jsonl``.
@@ -161,8 +146,14 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     Every input is checked before training starts. ``teacher_test`` = (metrics, predictions) of the
     teacher on the test split when the caller already has them (a grid computes them once);
     ``save_model=False`` skips writing the student's weights; ``record`` adds entries to both
-    ``metrics.json`` and ``run_config.json`` (a grid records the cell's key and recipe).
+    ``metrics.json`` and ``run_config.json`` (a grid records the cell's key and recipe). A CoD run without a
+    counterfactual file first generates one into ``out_dir/counterfactuals.jsonl`` with ``run.generator``
+    (default: the edit search), scored for fluency by ``fluency_lm`` (``None``: not scored).
     """
+    generated = None
+    if run.cod is not None and run.counterfactuals is None:
+        generated = generate_run_counterfactuals(dataset, run, Path(out_dir), fluency_lm, progress)
+        run = replace(run, counterfactuals=generated["path"], generator=run.generator if run.cod == "rounds" else None)
     scfg, dcfg, tcfg = run.student, run.method, run.train
     test = dataset.split("test")
     teacher = None
@@ -208,7 +199,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         teacher_test=teacher_metrics,
         student_parameters=student_info["parameters"],
         teacher_parameters=teacher.num_parameters() if teacher is not None else None,
-        wall_seconds=time.perf_counter() - t0, training=summary, rounds=rounds)
+        wall_seconds=time.perf_counter() - t0, training=summary, rounds=rounds, generated=generated)
     config = {
         "dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names,
                     "notes": dataset.notes},
@@ -220,13 +211,29 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     return result
 
 
+def generate_run_counterfactuals(dataset: TextDataset, run: RunConfig, out: Path, fluency_lm: str | None,
+                                 progress: bool = True) -> dict[str, Any]:
+    """The counterfactual file a CoD run without one trains on: made by ``run.generator`` (default: the edit
+    search) for the originals the run needs, verified by the teacher, written to ``out/counterfactuals.jsonl``.
+    Returns its path, generator and headline figures."""
+    from codistill.counterfactuals.generate import counterfactuals_for_run
+
+    path = out / "counterfactuals.jsonl"
+    s = counterfactuals_for_run(dataset, str(run.teacher), path, k=run.k, seed=run.seed, cod=run.cod,
+                                generator=run.generator, progress=progress, fluency_lm=fluency_lm)
+    return {"path": str(path), "spec": run.generator or {"name": "edits"},
+            **{key: s.get(key) for key in ("generator", "originals", "flipped", "used", "edited_words_mean",
+                                           "fluency_ratio_median")}}
+
+
 def _student_aware_round(student: Classifier, teacher: Classifier, rows: LabeledTexts, label_names: Sequence[str],
                          generator: dict[str, Any] | None, out: Path, progress: bool) -> tuple[LabeledTexts, dict]:
     """The second round of a ``rounds`` run: edits of the training texts that flip the first student and
     that the teacher labels otherwise (:func:`codistill.counterfactuals.rounds.student_disagreements`),
     as training rows with the teacher's labels; every edit is written to ``out/round2.jsonl``."""
-    from codistill.counterfactuals import Verifier, make_generator
+    from codistill.counterfactuals.registry import make_generator
     from codistill.counterfactuals.rounds import student_disagreements
+    from codistill.counterfactuals.verify import Verifier
 
     gen = make_generator(generator or {"name": "edits"}, default_cache_dir=str(out.parent / ".llm_cache"),
                          where="run generator")

@@ -149,7 +149,7 @@ class DistillModule(nn.Module):
         self.student = student
         self.terms = nn.ModuleList(terms)
         self.teacher_layers = sorted({layer for t in terms for layer in t.teacher_layers})
-        self.needs_hidden = any(t.needs_student_hidden for t in terms)
+        self.needs_hidden = any(t.kind.student_hidden for t in terms)
 
     def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits: torch.Tensor | None = None,
                 teacher_hidden: Sequence[torch.Tensor] | None = None,
@@ -370,7 +370,7 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
     device = accelerator.device
     student.model.to(device)
     encoded = encode(student.tokenizer, train.texts, tcfg.max_length)
-    uses_teacher = any(s.uses_teacher for s in specs)
+    uses_teacher = any(s.kind.teacher for s in specs)
     terms = build_terms(specs, student.num_layers, teacher.num_layers if teacher else None, student.hidden_size,
                         teacher.hidden_size if teacher else None, num_classes)
     t_layers = sorted({layer for t in terms for layer in t.teacher_layers})
@@ -382,7 +382,7 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
         t_encoded = encoded if same_tokenizer(teacher.tokenizer, student.tokenizer) else \
             encode(teacher.tokenizer, train.texts, tcfg.max_length)
         cache = build_teacher_cache(teacher, t_encoded, t_layers, tcfg.eval_batch_size, progress,
-                                    pooled=any(t.needs_teacher_pooled for t in terms))
+                                    pooled=any(t.kind.teacher_pooled for t in terms))
         cache_seconds = time.perf_counter() - t0
     first_stages = []
     for term in terms:

@@ -111,3 +111,13 @@ class CounterfactualGenerator(ABC):
     def generate(self, requests: Sequence[CFRequest], verifier, label_names: Sequence[str],
                  progress: bool = True) -> list[CFResult]:
         """One :class:`CFResult` per request, in order; every candidate verified by ``verifier``."""
+
+
+def choose_targets(probs_before, labels: Sequence[int]) -> list[int]:
+    """Each original's target: the class other than its label that the teacher finds most likely
+    (``1 - y`` for two classes)."""
+    targets = []
+    for p, y in zip(probs_before.tolist(), labels):
+        others = [c for c in range(len(p)) if c != y]
+        targets.append(max(others, key=p.__getitem__))
+    return targets

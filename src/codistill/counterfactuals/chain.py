@@ -13,25 +13,16 @@ from codistill.errors import ConfigError
 @dataclass
 class ChainConfig:
     """Options of a chain: ``generators``, a list of generator specs (``{"name": "llm", ...}``,
-    ``{"name": "edits", ...}``) tried in order."""
+    ``{"name": "edits", ...}``) tried in order. The registry (:mod:`.registry`) validates and builds each."""
 
     generators: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from codistill.counterfactuals import generator_config
-
         if not isinstance(self.generators, list) or len(self.generators) < 2:
             raise ConfigError("generator.generators: a chain needs a list of at least two generator specs")
         for i, spec in enumerate(self.generators):
             if isinstance(spec, dict) and spec.get("name") == "chain":
                 raise ConfigError(f"generator.generators[{i}]: a chain cannot hold another chain")
-            generator_config(spec, where=f"generator.generators[{i}]")
-
-    def build(self, default_cache_dir: str | None = None) -> "ChainGenerator":
-        from codistill.counterfactuals import make_generator
-
-        return ChainGenerator([make_generator(spec, default_cache_dir, where=f"generator.generators[{i}]")
-                               for i, spec in enumerate(self.generators)])
 
 
 class ChainGenerator(CounterfactualGenerator):

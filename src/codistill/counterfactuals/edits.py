@@ -30,12 +30,9 @@ TextAttack's word-substitution searches.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 from codistill.counterfactuals.base import (
     NO_EDIT_FOUND,
@@ -44,317 +41,21 @@ from codistill.counterfactuals.base import (
     CFResult,
     CounterfactualGenerator,
 )
+from codistill.counterfactuals.morphology import _article_for, _match_case, _split, antonym_forms, known_word
 from codistill.counterfactuals.verify import is_flip
+from codistill.counterfactuals.wordlists import (
+    AUXILIARIES,
+    CONTRACTIONS,
+    EMOTICONS,
+    FUNCTION_WORDS,
+    NEGATIONS,
+    QUANTIFIERS,
+    STOPWORDS,
+)
+from codistill.counterfactuals.wordnet import DictLexicon, Lexicon, WordNetLexicon
 from codistill.errors import ConfigError
 
-NEGATIONS = {"not", "never", "no", "n't", "nothing", "none", "nobody", "neither", "nor", "cannot"}
-AUXILIARIES = {"is", "was", "are", "were", "am", "be", "been", "do", "does", "did", "has", "have", "had", "can",
-               "could", "will", "would", "should", "must", "may", "might", "'s", "'re", "'m"}
-# Function words: never replaced by an "antonym" (WordNet has under -> dominant) nor deleted.
-STOPWORDS = {"a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "with", "from", "into", "onto", "over",
-             "under", "about", "above", "below", "up", "down", "out", "off", "through", "and", "or", "but", "if",
-             "as", "than", "then", "so", "that", "this", "these", "those", "it", "its", "i", "me", "my", "we", "us",
-             "our", "you", "your", "he", "him", "his", "she", "her", "they", "them", "their", "who", "whom",
-             "which", "what", "when", "where", "why", "how", "other", "some", "any", "all", "each", "own", "same",
-             "such", "there", "here", "just", "also", "too", "very", "'s", "'re", "'m", "'ve", "'ll", "'d"}
-# Degree and quantity words that WordNet lists as adjectives but that a substitute adjective cannot replace.
-QUANTIFIERS = {"more", "most", "less", "least", "much", "many", "few", "fewer", "enough", "only", "just", "like",
-               "unlike", "same", "own", "other", "such", "certain", "several", "whole", "entire", "single",
-               "first", "last", "next"}
-CONTRACTIONS = {"can't": "can", "won't": "will", "shan't": "shall", "ain't": "is", "cannot": "can"}
 EDIT_COST = {"antonym": 0, "substitute": 1, "lm": 1, "negation": 1, "delete": 2}
-# emoticons and emoji swapped for their opposite (both directions)
-EMOTICONS = {":)": ":(", ":-)": ":-(", ":d": ":(", "=)": "=(", ";)": ":(", "<3": "</3", ":]": ":[",
-             "\U0001F60A": "\U0001F61E", "\U0001F600": "\U0001F620", "\U0001F60D": "\U0001F612",
-             "\U0001F642": "\U0001F641", "\U0001F44D": "\U0001F44E", "\u2764\ufe0f": "\U0001F494",
-             "\u2764": "\U0001F494"}
-EMOTICONS.update({b: a for a, b in list(EMOTICONS.items()) if b not in EMOTICONS})
-# words a language model proposes that carry no content of their own (besides STOPWORDS and AUXILIARIES)
-FUNCTION_WORDS = {"because", "while", "although", "though", "since", "until", "unless", "whether", "would",
-                  "should", "could", "will", "can", "might", "must", "shall", "doesn", "didn", "isn", "wasn",
-                  "don", "aren", "weren", "hasn", "haven", "won", "wouldn", "couldn", "shouldn", "one", "ones",
-                  "something", "anything", "everything", "someone", "anyone", "everyone", "itself", "himself",
-                  "herself", "themselves", "yourself", "myself", "ourselves", "both", "either", "another"}
-
-# suffix -> (part of speech of the base form, possible endings of the base form); tried in order
-_SUFFIXES = [("iest", "a", ["y"]), ("ier", "a", ["y"]), ("ied", "v", ["y"]), ("ily", "a", ["y"]),
-             ("bly", "a", ["ble"]), ("ing", "v", ["", "e"]), ("est", "a", ["", "e"]), ("ed", "v", ["", "e"]),
-             ("er", "a", ["", "e"]), ("es", "v", ["", "e"]), ("ly", "a", [""]), ("s", "v", [""])]
-
-
-class Lexicon(Protocol):
-    def antonyms(self, word: str, pos: str | None = None) -> list[str]:
-        """Antonyms of a lower-case base form; ``pos`` one of ``a`` (adjective), ``r`` (adverb), ``v``
-        (verb) or ``None`` for any (may be empty)."""
-
-    def is_adjective(self, word: str) -> bool:
-        """Whether a lower-case word can be an adjective (a place where a substitute adjective fits)."""
-
-    def common_adjectives(self) -> list[str]:
-        """Frequent single-word adjectives: the pool that substitutes are drawn from."""
-
-    def is_lemma(self, word: str) -> bool:
-        """Whether a lower-case word is a dictionary word (base form): proposals that are not (a language
-        model's word fragments, ``omin``) are dropped."""
-
-
-@dataclass
-class DictLexicon:
-    """Antonyms from a mapping (made symmetric, any part of speech): for tests and user-supplied lists
-    (``--lexicon FILE.json``)."""
-
-    pairs: dict[str, list[str]]
-    _table: dict[str, list[str]] = field(default_factory=dict, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        for word, ants in self.pairs.items():
-            for ant in ([ants] if isinstance(ants, str) else ants):
-                self._table.setdefault(word.lower(), []).append(ant.lower())
-                self._table.setdefault(ant.lower(), []).append(word.lower())
-
-    def antonyms(self, word: str, pos: str | None = None) -> list[str]:
-        return list(dict.fromkeys(self._table.get(word, [])))
-
-    def is_adjective(self, word: str) -> bool:
-        return word in self._table
-
-    def common_adjectives(self) -> list[str]:
-        return sorted(self._table)
-
-    def is_lemma(self, word: str) -> bool:
-        return True  # a hand-made list names antonyms, not a vocabulary
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "DictLexicon":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"--lexicon {path}: cannot read a JSON object of word -> antonyms ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"--lexicon {path}: expected a JSON object of word -> [antonyms]")
-        return cls(data)
-
-
-WORDNET_DIRS = ("/usr/share/wordnet", "/usr/local/share/wordnet", "~/nltk_data/corpora/wordnet",
-                "/usr/share/nltk_data/corpora/wordnet")
-_POS_FILES = {"a": "adj", "r": "adv", "v": "verb"}
-
-
-class WordNetLexicon:
-    """Antonyms of adjectives, adverbs and verbs read from WordNet 3.0's database files (``index.adj``,
-    ``data.adj``, ...), e.g. Debian's ``wordnet-base`` package. For each word its senses are visited in
-    WordNet's frequency order; a sense contributes its direct antonyms (``!`` pointers) and, for a satellite
-    adjective, the antonyms of its head (superb -> good -> bad). Single words only. Common adjectives are
-    the polar ones (a direct antonym: good/bad, interesting/uninteresting) with at least one sense tagged
-    in WordNet's sense-tagged corpus. A past participle
-    (``paid``, ``raised``: in ``verb.exc`` or a verb + ``-ed``) does not count as an adjective position."""
-
-    def __init__(self, folder: str | Path | None = None, max_per_word: int = 3) -> None:
-        self.folder = Path(folder) if folder else find_wordnet()
-        self.max_per_word = max_per_word
-        self._adjectives: set[str] = set()
-        self._common: list[str] = []
-        self._verbs: set[str] = set()
-        self._polar: set[str] = set()  # adjectives with a direct antonym (good/bad, interesting/boring...)
-        self._tagged: dict[tuple[str, str], int] = {}  # (pos, word) -> senses tagged in the corpus
-        self._lemmas: set[str] = set()  # single-word lemmas of every part of speech
-        self._tables = {pos: self._load(pos, name) for pos, name in _POS_FILES.items()}
-        nouns = self.folder / "index.noun"
-        for line in nouns.read_text(encoding="latin-1").splitlines() if nouns.is_file() else []:
-            fields = line.split()
-            if line.startswith(" "):
-                continue
-            if "_" not in fields[0]:
-                self._lemmas.add(fields[0])
-            if fields[0] in self._adjectives:
-                self._tagged[("n", fields[0])] = int(fields[-int(fields[2]) - 1])
-        exc = self.folder / "verb.exc"
-        lines = exc.read_text(encoding="latin-1").splitlines() if exc.is_file() else []
-        self._irregular = {line.split()[0] for line in lines if line.strip()}
-
-    def is_adjective(self, word: str) -> bool:
-        return (word in self._adjectives and not self._is_past_participle(word)
-                and self._tagged.get(("a", word), 0) >= max(self._tagged.get(("n", word), 0),
-                                                           self._tagged.get(("v", word), 0)))
-
-    def is_lemma(self, word: str) -> bool:
-        return word in self._lemmas
-
-    def common_adjectives(self) -> list[str]:
-        # polar ones only (a direct antonym), so that topical adjectives a teacher happens to like
-        # ("scholastic", "pedagogical") are never proposed
-        return [w for w in self._common if w in self._polar and not self._is_past_participle(w)]
-
-    def _is_past_participle(self, word: str) -> bool:
-        if word in self._irregular:
-            return True
-        if not word.endswith("ed") or len(word) < 5:
-            return False
-        stem = word[:-2]
-        return (stem in self._verbs or stem + "e" in self._verbs or word[:-1] in self._verbs
-                or (len(stem) > 2 and stem[-1] == stem[-2] and stem[:-1] in self._verbs)
-                or (stem.endswith("i") and stem[:-1] + "y" in self._verbs))
-
-    def antonyms(self, word: str, pos: str | None = None) -> list[str]:
-        if pos is not None:
-            return self._tables[pos].get(word, [])
-        merged: list[str] = []
-        for table in self._tables.values():
-            merged.extend(a for a in table.get(word, []) if a not in merged)
-        return merged
-
-    def _load(self, pos: str, name: str) -> dict[str, list[str]]:
-        # synset offset -> (type, lemmas, antonym pointers (source word no., target offset, target word no.),
-        #                   head offsets of a satellite)
-        synsets: dict[int, tuple[str, list[str], list[tuple[int, int, int]], list[int]]] = {}
-        with open(self.folder / f"data.{name}", encoding="latin-1") as fh:
-            for line in fh:
-                if line.startswith(" "):
-                    continue
-                fields = line.split(" | ")[0].split()
-                n_words = int(fields[3], 16)
-                lemmas = [re.sub(r"\(.*\)$", "", w).lower() for w in fields[4:4 + 2 * n_words:2]]
-                at = 4 + 2 * n_words
-                antonyms, heads = [], []
-                for j in range(int(fields[at])):
-                    sym, off, _, st = fields[at + 1 + 4 * j: at + 5 + 4 * j]
-                    if sym == "!":
-                        antonyms.append((int(st[:2], 16), int(off), int(st[2:], 16)))
-                    elif sym == "&" and fields[2] == "s":
-                        heads.append(int(off))
-                synsets[int(fields[0])] = (fields[2], lemmas, antonyms, heads)
-
-        def direct(offset: int, lemma: str | None) -> list[str]:
-            _, lemmas, antonyms, _ = synsets[offset]
-            out = []
-            for src, target, tgt in antonyms:
-                if target in synsets and (lemma is None or src == 0 or lemmas[src - 1] == lemma):
-                    t_lemmas = synsets[target][1]
-                    out.append(t_lemmas[tgt - 1] if tgt else t_lemmas[0])
-            return out
-
-        table: dict[str, list[str]] = {}
-        with open(self.folder / f"index.{name}", encoding="latin-1") as fh:
-            for line in fh:
-                if line.startswith(" "):
-                    continue
-                fields = line.split()
-                lemma, n_synsets = fields[0].lower(), int(fields[2])
-                if "_" in lemma:
-                    continue
-                self._lemmas.add(lemma)
-                self._tagged[(pos, lemma)] = int(fields[-n_synsets - 1])
-                if pos == "v":
-                    self._verbs.add(lemma)
-                if pos == "a":
-                    self._adjectives.add(lemma)
-                    if lemma.isalpha() and int(fields[-n_synsets - 1]) > 0:
-                        self._common.append(lemma)
-                found: list[str] = []
-                for offset in (int(o) for o in fields[-n_synsets:]):
-                    if offset not in synsets:
-                        continue
-                    ants = direct(offset, lemma)
-                    if pos == "a" and any("_" not in a and a != lemma for a in ants):
-                        self._polar.add(lemma)
-                    for head in synsets[offset][3]:
-                        if head in synsets:
-                            ants += direct(head, None)
-                    found.extend(a for a in ants if "_" not in a and a != lemma and a not in found)
-                if found:
-                    table[lemma] = found[: self.max_per_word]
-        return table
-
-
-def find_wordnet() -> Path:
-    """The first folder holding WordNet's ``data.adj`` (``$CODISTILL_WORDNET`` first)."""
-    candidates = [os.environ.get("CODISTILL_WORDNET", "")] + list(WORDNET_DIRS)
-    for c in candidates:
-        if c and (Path(c).expanduser() / "data.adj").is_file():
-            return Path(c).expanduser()
-    raise ConfigError(
-        "WordNet files not found (looked in " + ", ".join(WORDNET_DIRS) + "): install Debian's wordnet-base "
-        "(apt-get install wordnet-base), set CODISTILL_WORDNET, or pass --lexicon FILE.json"
-    )
-
-
-def _match_case(template: str, word: str) -> str:
-    if template.isupper() and len(template) > 1:
-        return word.upper()
-    if template[:1].isupper():
-        return word[:1].upper() + word[1:]
-    return word
-
-
-def _inflect(base: str, suffix: str) -> str:
-    """Put ``suffix`` (as removed from the original word) on another base form, with simple spelling rules."""
-    vowels = "aeiou"
-    if suffix in ("ing",):
-        return (base[:-1] if base.endswith("e") and not base.endswith("ee") else base) + "ing"
-    if suffix in ("ed", "ied"):
-        if base.endswith("e"):
-            return base + "d"
-        if base.endswith("y") and len(base) > 1 and base[-2] not in vowels:
-            return base[:-1] + "ied"
-        return base + "ed"
-    if suffix in ("er", "ier", "est", "iest"):
-        tail = "er" if suffix in ("er", "ier") else "est"
-        if base.endswith("e"):
-            return base + tail[1:]
-        if base.endswith("y") and len(base) > 1 and base[-2] not in vowels:
-            return base[:-1] + "i" + tail
-        return base + tail
-    if suffix in ("s", "es"):
-        if base.endswith(("s", "x", "z", "ch", "sh")):
-            return base + "es"
-        if base.endswith("y") and len(base) > 1 and base[-2] not in vowels:
-            return base[:-1] + "ies"
-        return base + "s"
-    if suffix in ("ly", "ily", "bly"):
-        if base.endswith("ble"):
-            return base[:-1] + "y"
-        if base.endswith("y"):
-            return base[:-1] + "ily"
-        return base + "ly"
-    return base
-
-
-def known_word(word: str, lexicon: Lexicon) -> bool:
-    """Whether lower-case ``word`` is a dictionary word or an inflection of one (``hated`` -> ``hate``)."""
-    if lexicon.is_lemma(word):
-        return True
-    for suffix, _, endings in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 2:
-            stem = word[: -len(suffix)]
-            if any(lexicon.is_lemma(stem + e) for e in endings) or (
-                    len(stem) > 2 and stem[-1] == stem[-2] and lexicon.is_lemma(stem[:-1])):
-                return True
-    return False
-
-
-def antonym_forms(word: str, lexicon: Lexicon) -> list[str]:
-    """Antonyms of ``word`` in the same inflection and capitalisation (loved -> hated, Boring -> Interesting):
-    the word itself first, then its base forms by suffix rules (-s/-ed/-ing on verbs, -er/-est/-ly on
-    adjectives)."""
-    low = word.lower()
-    found = lexicon.antonyms(low)
-    if found:
-        return [_match_case(word, a) for a in found]
-    for suffix, pos, endings in _SUFFIXES:
-        if low.endswith(suffix) and len(low) - len(suffix) >= 2:
-            stem = low[: -len(suffix)]
-            for ending in endings:
-                for base in (stem + ending, stem[:-1] if len(stem) > 2 and stem[-1] == stem[-2] else None):
-                    ants = lexicon.antonyms(base, pos) if base else []
-                    if ants:
-                        return [_match_case(word, _inflect(a, suffix)) for a in ants]
-    return []
-
-
-# -- the search ---------------------------------------------------------------------------------------
-
-_CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -378,31 +79,6 @@ class _State:
                 if nxt is not None:
                     slots[i] = _article_for(slots[i], slots[nxt])
         return " ".join(s for s in slots if s)
-
-
-_VOWEL_SOUND_EXCEPTIONS = ("hour", "honest", "honor", "honour", "heir")
-_CONSONANT_SOUND_EXCEPTIONS = ("one", "once", "unique", "unit", "univers", "uniform", "unison", "use", "usu", "uti",
-                               "utop", "eu", "ewe")
-
-
-def _article_for(article_slot: str, next_word: str) -> str:
-    """``a``/``an`` (case and punctuation kept) by the sound of ``next_word``'s first letters (a spelling
-    heuristic: "an awful", "a useful", "an hour")."""
-    pre, core, post = _split(article_slot)
-    word = _split(next_word)[1].lower()
-    if not word or not word[0].isalpha():
-        return article_slot
-    vowel = word[0] in "aeiou"
-    if word.startswith(_VOWEL_SOUND_EXCEPTIONS):
-        vowel = True
-    elif word.startswith(_CONSONANT_SOUND_EXCEPTIONS):
-        vowel = False
-    return pre + _match_case(core, "an" if vowel else "a") + post
-
-
-def _split(word: str) -> tuple[str, str, str]:
-    m = _CORE.match(word)
-    return m.group(1), m.group(2), m.group(3)
 
 
 def _is_negation(slot: str) -> bool:
@@ -456,47 +132,27 @@ class EditSearchConfig:
     def build(self) -> "EditSearchGenerator":
         from codistill.counterfactuals.lm import CausalLM
 
-        lexicon = DictLexicon.from_json(self.lexicon) if self.lexicon else None
-        return EditSearchGenerator(lexicon, max_edits=self.max_edits, beam_width=self.beam_width,
-                                   top_positions=self.top_positions, substitutes=self.substitutes,
-                                   lm=CausalLM.load(self.lm) if self.lm else None,
-                                   lm_substitutes=self.lm_substitutes, lm_prompt=self.lm_prompt,
-                                   fluency_candidates=self.fluency_candidates, per_original=self.per_original)
+        return EditSearchGenerator(self, DictLexicon.from_json(self.lexicon) if self.lexicon else None,
+                                   CausalLM.load(self.lm) if self.lm else None)
 
 
 class EditSearchGenerator(CounterfactualGenerator):
     """Teacher-guided beam search over word edits (see the module docstring).
 
     Args:
-        lexicon: antonym source (``None``: WordNet from :func:`find_wordnet`).
-        max_edits: budget of edits per counterfactual.
-        beam_width: states kept per original between depths.
-        top_positions: words considered for deletion and substitution (the most important ones by
-            leave-one-out).
-        substitutes: adjectives per target label tried as replacements (``0`` disables substitution).
+        cfg: the search's options (validated by :class:`EditSearchConfig`); its ``lexicon`` and ``lm`` name
+            what :meth:`EditSearchConfig.build` loads, the objects themselves are the next two arguments.
+        lexicon: antonym source (``None``: WordNet from :func:`~.wordnet.find_wordnet`).
         lm: a :class:`~.lm.CausalLM` (or anything with its ``propose_words`` and ``log_perplexity``) for
             in-context substitutions and the fluency choice; ``None``: neither.
-        lm_substitutes, lm_prompt, fluency_candidates, per_original: see :class:`EditSearchConfig`.
     """
 
     name = "edits"
 
-    def __init__(self, lexicon: Lexicon | None = None, max_edits: int = 3, beam_width: int = 4,
-                 top_positions: int = 8, substitutes: int = 8, lm=None, lm_substitutes: int = 6,
-                 lm_prompt: str = "Here is a very {label} text:\n", fluency_candidates: int = 8,
-                 per_original: int = 1) -> None:
-        if max_edits < 1 or beam_width < 1 or top_positions < 0 or substitutes < 0:
-            raise ConfigError("max_edits and beam_width must be >= 1, top_positions and substitutes >= 0")
+    def __init__(self, cfg: EditSearchConfig, lexicon: Lexicon | None = None, lm=None) -> None:
+        self.cfg = cfg
         self.lexicon = lexicon if lexicon is not None else WordNetLexicon()
-        self.max_edits = max_edits
-        self.beam_width = beam_width
-        self.top_positions = top_positions
-        self.substitutes = substitutes
         self.lm = lm
-        self.lm_substitutes = lm_substitutes
-        self.lm_prompt = lm_prompt
-        self.fluency_candidates = fluency_candidates
-        self.per_original = per_original
         if lm is not None:
             self.name = "edits+lm"
         self._targets: tuple[int, int, list[list[str]]] | None = None
@@ -506,11 +162,11 @@ class EditSearchGenerator(CounterfactualGenerator):
         highest probability of that label (one batched teacher call, remembered for this verifier)."""
         if self._targets is not None and self._targets[:2] == (id(verifier), num_labels):
             return self._targets[2]
-        pool = self.lexicon.common_adjectives() if self.substitutes else []
+        pool = self.lexicon.common_adjectives() if self.cfg.substitutes else []
         if not pool:
             return [[] for _ in range(num_labels)]
         probs = verifier.probs(pool)
-        found = [[pool[j] for j in probs[:, c].argsort(descending=True)[: self.substitutes].tolist()]
+        found = [[pool[j] for j in probs[:, c].argsort(descending=True)[: self.cfg.substitutes].tolist()]
                  for c in range(num_labels)]
         self._targets = (id(verifier), num_labels, found)
         return found
@@ -581,14 +237,14 @@ class EditSearchGenerator(CounterfactualGenerator):
         for row, (qi, i) in enumerate(owners):
             label = requests[qi].label
             importance[qi][i] = float(before[qi][label] - loo[row][label])
-        important = [set(sorted(imp, key=imp.get, reverse=True)[: self.top_positions]) for imp in importance]
+        important = [set(sorted(imp, key=imp.get, reverse=True)[: self.cfg.top_positions]) for imp in importance]
         target_words = self.target_adjectives(verifier, len(label_names)) if requests else []
         proposals = [self._proposals(r, st.slots, important[qi], label_names)
                      for qi, (r, st) in enumerate(zip(requests, originals))]
 
         beams: dict[int, list[_State]] = {qi: [st] for qi, st in enumerate(originals)}
         best_seen: dict[int, tuple[float, _State, list[float]]] = {}
-        for depth in tqdm(range(1, self.max_edits + 1), desc="edit search", disable=not progress, leave=False):
+        for depth in tqdm(range(1, self.cfg.max_edits + 1), desc="edit search", disable=not progress, leave=False):
             children: list[tuple[int, _State]] = []
             for qi, states in beams.items():
                 seen: set[str] = set()
@@ -621,14 +277,14 @@ class EditSearchGenerator(CounterfactualGenerator):
                 top_p, top_state = scored[0][1][target], scored[0][0]
                 if qi not in best_seen or top_p > best_seen[qi][0]:
                     best_seen[qi] = (top_p, top_state, scored[0][1])
-                next_beams[qi] = [ch for ch, _ in scored[: self.beam_width]]
+                next_beams[qi] = [ch for ch, _ in scored[: self.cfg.beam_width]]
             self._record(results, self._choose(flipping), verifier)
             beams = next_beams
             if not beams:
                 break
         failed = [qi for qi, res in enumerate(results) if not res.attempts]
         self._record(results, [(qi, best_seen[qi][1]) for qi in failed if qi in best_seen], verifier,
-                     prefix=f"best within {self.max_edits} edits: ")
+                     prefix=f"best within {self.cfg.max_edits} edits: ")
         for qi in failed:
             if not results[qi].attempts:
                 results[qi].attempts.append(Attempt(None, NO_EDIT_FOUND, "no applicable edit"))
@@ -637,7 +293,7 @@ class EditSearchGenerator(CounterfactualGenerator):
     def _proposals(self, request: CFRequest, slots: Sequence[str], important: set[int],
                    label_names: Sequence[str]) -> dict[int, list[str]]:
         """The LM's in-context substitutes at the important plain content words of one original."""
-        if self.lm is None or not self.lm_substitutes:
+        if self.lm is None or not self.cfg.lm_substitutes:
             return {}
         positions = []
         for i in sorted(important):
@@ -646,9 +302,9 @@ class EditSearchGenerator(CounterfactualGenerator):
             if (core.isalpha() and not pre.endswith(("@", "#")) and low not in STOPWORDS and low not in AUXILIARIES
                     and low not in NEGATIONS and low not in FUNCTION_WORDS):
                 positions.append(i)
-        prompt = self.lm_prompt.format(label=label_names[request.target])
-        contrast = self.lm_prompt.format(label=label_names[request.label])
-        found = self.lm.propose_words(slots, positions, prompt, contrast, top=8 * self.lm_substitutes)
+        prompt = self.cfg.lm_prompt.format(label=label_names[request.target])
+        contrast = self.cfg.lm_prompt.format(label=label_names[request.label])
+        found = self.lm.propose_words(slots, positions, prompt, contrast, top=8 * self.cfg.lm_substitutes)
         # the prompt's own words ("positive", "text") are echoes of the prompt, not edits of the text
         echoes = {w.lower() for w in re.findall(r"[A-Za-z]+", prompt + " " + contrast + " " + " ".join(label_names))}
         keep = {}
@@ -656,7 +312,7 @@ class EditSearchGenerator(CounterfactualGenerator):
             ok = [w for w in words if w not in STOPWORDS and w not in AUXILIARIES and w not in NEGATIONS
                   and w not in FUNCTION_WORDS and w not in QUANTIFIERS and w not in echoes
                   and known_word(w, self.lexicon)]
-            keep[i] = ok[: self.lm_substitutes]
+            keep[i] = ok[: self.cfg.lm_substitutes]
         return keep
 
     def _choose(self, flipping: dict[int, list[_State]]) -> list[tuple[int, _State]]:
@@ -665,7 +321,8 @@ class EditSearchGenerator(CounterfactualGenerator):
         kept ones edit. One batched LM pass over every original's shortlist."""
         ordered = dict(flipping)
         if self.lm is not None:
-            shortlist = {qi: states[: max(self.fluency_candidates, self.per_original)] for qi, states in flipping.items()}
+            size = max(self.cfg.fluency_candidates, self.cfg.per_original)
+            shortlist = {qi: states[:size] for qi, states in flipping.items()}
             texts = [st.text() for states in shortlist.values() for st in states]
             scores = iter(self.lm.log_perplexity(texts)) if texts else iter(())
             for qi, states in shortlist.items():
@@ -681,7 +338,7 @@ class EditSearchGenerator(CounterfactualGenerator):
                 chosen.append((qi, st))
                 used |= st.edited
                 kept += 1
-                if kept == self.per_original:
+                if kept == self.cfg.per_original:
                     break
         return chosen
 

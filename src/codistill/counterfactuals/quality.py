@@ -18,7 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from codistill.counterfactuals.metrics import quality_summary
+from codistill.counterfactuals.rows import summary_path
+from codistill.data import iter_json_lines
 from codistill.errors import ConfigError, DataError
+from codistill.fileio import atomic_write_json, atomic_write_jsonl, read_json
 
 
 class QualityScorer:
@@ -64,7 +68,9 @@ class QualityScorer:
         index only)."""
         if self.judge_labels is None:
             return
-        generic = all(n == f"LABEL_{i}" for i, n in enumerate(self.judge_labels))
+        from codistill.models import generic_labels
+
+        generic = generic_labels(self.judge_labels)
         for r in rows:
             for idx, name in ((r.get("label"), r.get("label_name")), (r.get("target_label"), r.get("target_name"))):
                 if idx is None or name is None:
@@ -98,8 +104,6 @@ class QualityScorer:
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """The raw rows of a counterfactual file (as ``codistill counterfactuals`` writes them)."""
-    from codistill.data import iter_json_lines
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such counterfactual file")
@@ -116,10 +120,6 @@ def score_file(path: str | Path, scorer: QualityScorer, force: bool = False) -> 
     """Score the rows of counterfactual file ``path`` and rewrite it and its summary (atomically); the
     summary keeps every field it had and gains the quality figures. A file already scored with the same
     LM and judge is left alone unless ``force``. Returns the summary."""
-    from codistill.counterfactuals import summary_path
-    from codistill.counterfactuals.metrics import quality_summary
-    from codistill.fileio import atomic_write_json, atomic_write_jsonl, read_json
-
     path = Path(path)
     rows = read_rows(path)
     spath = summary_path(path)

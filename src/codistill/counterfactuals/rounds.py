@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from codistill.counterfactuals.base import CFRequest, CounterfactualGenerator
+from codistill.counterfactuals.base import CFRequest, CounterfactualGenerator, choose_targets
 from codistill.counterfactuals.verify import Verifier
 
 
@@ -27,7 +27,6 @@ def student_disagreements(texts: Sequence[str], student: Verifier, teacher: Veri
     scored by the teacher once; a row is ``use``-able when the teacher's class differs from the student's
     new class, and then it trains with the teacher's class. Returns the rows (one per edit) and a summary.
     """
-    from codistill.counterfactuals import choose_targets
 
     start = time.perf_counter()
     before = student.probs(texts)

@@ -38,6 +38,12 @@ class CounterfactualRow:
         return self.text, self.label
 
 
+def summary_path(out: str | Path) -> Path:
+    """A counterfactual file's summary beside it: ``cf.jsonl`` -> ``cf.summary.json``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".summary.json")
+
+
 def label_index(label: Any, label_names: Sequence[str], where: str) -> int:
     """A class index from an index or a class name; anything else is an error naming ``where``."""
     if isinstance(label, str) and label in label_names:

@@ -4,14 +4,16 @@ candidate passes before the teacher sees it."""
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
-
+from codistill.config import TrainConfig
 from codistill.counterfactuals.base import FLIPPED, NOT_FLIPPED, Attempt
 from codistill.counterfactuals.metrics import word_edit_distance, words
 
-Scorer = Callable[[Sequence[str]], torch.Tensor]
+if TYPE_CHECKING:  # torch is imported when texts are scored, so the command line starts without it
+    import torch
+
+Scorer = Callable[[Sequence[str]], "torch.Tensor"]
 
 REFUSAL = re.compile(
     r"^\s*(i['’]?m sorry|i am sorry|sorry,|i can(?:not|['’]t)|i won['’]t|i am unable|i['’]m unable|as an ai"
@@ -34,7 +36,8 @@ class Verifier:
         self.texts_scored = 0
 
     @classmethod
-    def from_classifier(cls, clf, batch_size: int = 64, max_length: int = 256) -> "Verifier":
+    def from_classifier(cls, clf, batch_size: int = TrainConfig.eval_batch_size,
+                        max_length: int = TrainConfig.max_length) -> "Verifier":
         from codistill.evaluate import predict_logits
 
         device = next(clf.model.parameters()).device
@@ -46,6 +49,8 @@ class Verifier:
 
     def probs(self, texts: Sequence[str]) -> torch.Tensor:
         """Class probabilities ``(N, C)`` (one batched call; empty input gives an empty tensor)."""
+        import torch
+
         if not texts:
             return torch.empty(0, 0)
         self.calls += 1

@@ -15,9 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from codistill.config import HALF_MODES, RunConfig, teacher_train_config
+from codistill import cod as cod_rules
+from codistill.config import RunConfig, teacher_train_config
 from codistill.data import TextDataset, sample_from, texts_fingerprint
-from codistill.errors import ConfigError
 from codistill.fileio import atomic_write_json, read_json
 
 
@@ -103,7 +103,7 @@ def prepare_teacher(entry, dataset: TextDataset, name: str, root: Path, progress
 
 def generator_recipe(spec: dict[str, Any]) -> dict[str, Any]:
     """A generator spec without the options that change how hard it tries but not what it produces."""
-    from codistill.counterfactuals import generator_config
+    from codistill.counterfactuals.registry import generator_config
 
     if spec.get("name") == "chain":
         generator_config(spec)
@@ -121,14 +121,11 @@ def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teacher: dict[
     Each file is then scored for quality (:mod:`codistill.counterfactuals.quality`: the sweep's
     ``fluency_lm``, the dataset's ``judge``) unless it was already scored by the same LM and judge.
     Returns, per seed, the file's path and recipe."""
-    from codistill.counterfactuals import (
-        QualityScorer,
-        Verifier,
-        generate_counterfactuals,
-        make_generator,
-        score_file,
-        summary_path,
-    )
+    from codistill.counterfactuals.generate import generate_counterfactuals
+    from codistill.counterfactuals.quality import QualityScorer, score_file
+    from codistill.counterfactuals.registry import make_generator
+    from codistill.counterfactuals.rows import summary_path
+    from codistill.counterfactuals.verify import Verifier
     from codistill.models import load_classifier
 
     k_max = cfg.counterfactual_k()
@@ -165,8 +162,7 @@ def counterfactual_rows_hash(path: Path, dataset: TextDataset, run: RunConfig) -
     """SHA-256 of the counterfactual rows a cell trains on (those of its own originals)."""
     from codistill.counterfactuals.rows import read_counterfactual_rows
 
-    n = run.k // 2 if run.cod in HALF_MODES else run.k
-    wanted = set(sample_from(dataset, n, run.seed).indices)
+    wanted = set(sample_from(dataset, cod_rules.originals(run.k, run.cod), run.seed).indices)
     rows = [asdict(r) for r in read_counterfactual_rows(path, dataset.label_names) if r.pool_index in wanted]
     for r in rows:
         r.pop("line")

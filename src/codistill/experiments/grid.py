@@ -7,18 +7,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from codistill.config import (
+    DEFAULT_FLUENCY_LM,
     METHODS,
+    TEACHER_TRAIN,
     DistillConfig,
     StudentConfig,
     TrainConfig,
     build_config,
     check_types,
-    counterfactual_k,
     read_yaml_mapping,
 )
+from codistill import cod as cod_rules
 from codistill.errors import ConfigError
 
-COD_CHOICES = ("none", "replace", "augment", "multi", "rounds")
+COD_CHOICES = ("none", *cod_rules.MODES)  # "none": the baseline on k originals
 EXECUTORS = ("local", "ray")
 
 
@@ -53,8 +55,8 @@ class DatasetEntry:
     data: str
     teacher: str | None = None
     teacher_model: str = "minilm"
-    teacher_epochs: int = 2
-    teacher_lr: float = 5e-5
+    teacher_epochs: int = TEACHER_TRAIN.epochs
+    teacher_lr: float = TEACHER_TRAIN.lr
     teacher_max_train: int | None = None
     max_eval: int | None = None
     name: str | None = None
@@ -115,8 +117,8 @@ class SweepConfig:
     k: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 512])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     generator: dict[str, Any] = field(default_factory=lambda: {"name": "edits"})
-    on_failure: str = "skip"
-    fluency_lm: str | None = "smollm2"
+    on_failure: str = cod_rules.ON_FAILURE[0]
+    fluency_lm: str | None = DEFAULT_FLUENCY_LM
     student: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     distill: dict[str, Any] = field(default_factory=dict)
@@ -144,13 +146,10 @@ class SweepConfig:
                 raise ConfigError(f"sweep.cod: unknown cod mode '{c}' (choose from {', '.join(COD_CHOICES)})")
         if any(k < 1 for k in self.k):
             raise ConfigError(f"sweep.k: every k must be >= 1, got {self.k}")
-        if self.generator.get("name") not in ("edits", "llm", "chain"):
-            raise ConfigError(f"sweep.generator.name: must be 'edits', 'llm' or 'chain', got {self.generator.get('name')!r}")
         if "multi" in self.cod and int(self.generator.get("per_original", 1)) < 2:
             raise ConfigError("sweep.cod: 'multi' trains on several counterfactuals per original; give the "
                               "generator per_original >= 2 (e.g. generator: {name: edits, per_original: 3})")
-        if self.on_failure not in ("skip", "keep-best"):
-            raise ConfigError(f"sweep.on_failure: must be 'skip' or 'keep-best', got '{self.on_failure}'")
+        cod_rules.check_on_failure(self.on_failure, "sweep.on_failure")
         if self.workers < 1:
             raise ConfigError("sweep.workers: must be >= 1")
         if self.executor not in EXECUTORS:
@@ -161,7 +160,7 @@ class SweepConfig:
         if "method" in self.distill:
             raise ConfigError("distill.method: set the methods with the sweep's 'methods' list")
         build_config(DistillConfig, {**self.distill, "method": "lwd"}, "distill")
-        from codistill.counterfactuals import generator_config
+        from codistill.counterfactuals.registry import generator_config
 
         generator_config(self.generator, default_cache_dir=str(Path(self.out) / "llm_cache"), where="generator")
 
@@ -176,7 +175,7 @@ class SweepConfig:
 
     def counterfactual_k(self) -> int | None:
         """The k the counterfactual files are generated for: the largest any cell needs (None: no CoD)."""
-        needed = [counterfactual_k(k, c) for k in self.k for c in self.cod if c != "none"]
+        needed = [cod_rules.counterfactual_budget(k, c) for k in self.k for c in self.cod if c != "none"]
         return max(needed) if needed else None
 
 

@@ -66,7 +66,7 @@ def _teacher(root: Path, dataset: str, entry: dict | None, cells: list[dict]) ->
 
 
 def _counterfactual_sets(root: Path, dataset: str, entry: dict | None) -> list[dict[str, Any]]:
-    from codistill.counterfactuals import summary_path
+    from codistill.counterfactuals.rows import summary_path
 
     files = ((entry or {}).get("artifacts", {}).get(dataset, {}) or {}).get("counterfactuals")
     paths = [summary_path(root / f) for f in files] if files is not None else \

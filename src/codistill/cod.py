@@ -1,0 +1,65 @@
+"""What CoD's modes mean for the label budget: the one home of the rules every caller applies.
+
+A baseline at budget k trains on the k-shot sample (k labelled originals). CoD at the same budget keeps the
+first k/2 of them (samples of one seed are nested) and adds counterfactuals of those k/2, so it needs half
+the human labels. :func:`originals` says how many originals a run keeps, :func:`counterfactual_budget` for
+which budget its counterfactual file is made, and :func:`check_budget` refuses a k that cannot be halved
+evenly over the classes. Imports nothing heavy: the command line's help reads the names from here.
+"""
+
+from __future__ import annotations
+
+from codistill.errors import ConfigError
+
+# mode -> what it trains on; the first is the default of ``--cod``
+MODES: dict[str, str] = {
+    "replace": "CoD at budget k: k/2 originals + their counterfactuals",
+    "multi": "k/2 originals + every counterfactual of each (a file made with per_original > 1)",
+    "rounds": "CoD, then edits that flip the first student and that the teacher labels otherwise, and a fresh "
+              "student (the same k/2 labels)",
+    "augment": "k originals + counterfactuals of all k (a larger set)",
+}
+DEFAULT_MODE = "replace"
+# the modes that keep k/2 originals: CoD at the same label budget as the baseline
+HALF_MODES = ("replace", "multi", "rounds")
+ON_FAILURE = ("skip", "keep-best")  # what to do with an original no candidate flipped; the first is the default
+
+
+def halves(cod: str | None) -> bool:
+    """Whether a run in mode ``cod`` keeps only k/2 originals (``None``: the baseline or hand-added rows)."""
+    return cod in HALF_MODES
+
+
+def check_budget(k: int, num_classes: int) -> None:
+    """CoD keeps k/2 originals, balanced over the classes, so k/2 must be a multiple of ``num_classes``."""
+    if k % 2 or (k // 2) % num_classes:
+        raise ConfigError(f"k={k}: CoD keeps k/2 originals, so k/2 must be divisible by the number of classes "
+                          f"({num_classes})")
+
+
+def originals(k: int, cod: str | None, num_classes: int | None = None) -> int:
+    """How many originals of the k-shot sample a run in mode ``cod`` trains on (checked against
+    ``num_classes`` when given)."""
+    if not halves(cod):
+        return k
+    if num_classes is not None:
+        check_budget(k, num_classes)
+    return k // 2
+
+
+def counterfactual_budget(k: int, cod: str | None) -> int:
+    """The budget whose CoD half (:func:`edited_originals`) a run at budget ``k`` needs counterfactuals for:
+    ``k`` itself, or ``2k`` for ``augment`` (all k originals are the CoD half of the nested 2k sample)."""
+    return 2 * k if cod == "augment" else k
+
+
+def edited_originals(budget: int, num_classes: int) -> int:
+    """How many originals a counterfactual file made for ``budget`` covers: its CoD half, k/2."""
+    check_budget(budget, num_classes)
+    return budget // 2
+
+
+def check_on_failure(value: str, where: str = "--on-failure") -> str:
+    if value not in ON_FAILURE:
+        raise ConfigError(f"{where}: must be {' or '.join(repr(v) for v in ON_FAILURE)}, got {value!r}")
+    return value
