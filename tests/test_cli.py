@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,12 +67,80 @@ def test_demo_config_is_the_documented_grid() -> None:
     assert cfg.datasets[0].data == "tweets" and cfg.student["layers"] == 3
 
 
-def test_help_on_every_command() -> None:
+def test_help_on_every_command(capsys) -> None:
     for args in ([], ["data"], ["data", "show"], ["data", "sample"], ["demo"], ["teacher"], ["distill"],
                  ["counterfactuals"], ["quality"], ["sweep"], ["report"], ["export"], ["predict"], ["fetch"]):
-        proc = subprocess.run([sys.executable, "-m", "codistill", *args, "--help"], capture_output=True, text=True)
-        assert proc.returncode == 0, (args, proc.stderr)
-        assert "Usage" in proc.stdout
+        code, out, err = run(capsys, *args, "--help")
+        assert code == 0 and "Usage" in out, (args, err)
+
+
+def test_help_starts_without_torch() -> None:
+    script = ("import sys; from codistill.cli import main; code = main(['distill', '--help']); "
+              "print('torch' in sys.modules, code)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.stdout.split()[-2:] == ["False", "0"], proc.stderr[-2000:]
+
+
+def shown_defaults(help_text: str) -> dict[str, str]:
+    """``--flag`` -> the ``[default: X]`` its help shows."""
+    text = " ".join(help_text.split())
+    chunks = re.split(r"(?<![\w-])(?=--[a-z][\w-]*[ /])", text)
+    out = {}
+    for chunk in chunks:
+        m = re.match(r"(--[a-z][\w-]*)", chunk)
+        d = re.search(r"\[default: ([^\]]+)\]", chunk)
+        if m and d:
+            out[m.group(1)] = d.group(1).strip()
+    return out
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def test_help_shows_the_defaults_each_command_applies(capsys, csv_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    import dataclasses
+
+    import codistill.runs
+    from codistill.config import TEACHER_TRAIN, RunConfig, TrainConfig
+    from codistill.errors import CodistillError
+
+    scalar = lambda v: v is None or isinstance(v, (bool, int, float, str))  # noqa: E731
+    _, teacher_help, _ = run(capsys, "teacher", "--help")
+    _, distill_help, _ = run(capsys, "distill", "--help")
+    teacher_shown, distill_shown = shown_defaults(teacher_help), shown_defaults(distill_help)
+    student_train = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "seed" or not scalar(getattr(student_train, f.name)) or isinstance(f.default, bool):
+            continue
+        assert teacher_shown[_flag(f.name)] == str(getattr(TEACHER_TRAIN, f.name)), f.name
+        assert distill_shown[_flag(f.name)] == str(getattr(student_train, f.name)), f.name
+    assert teacher_shown["--epochs"] != distill_shown["--epochs"]  # the two recipes differ, and each is shown
+    assert distill_shown["--k"] == str(RunConfig.k) and distill_shown["--seed"] == str(RunConfig.seed)
+    assert teacher_shown["--data"] == distill_shown["--data"] == "tweets"
+
+    applied = {}
+
+    def capture(name):
+        def fake(dataset, *args, **kwargs):
+            applied[name] = (args, kwargs)
+            raise CodistillError("stopped by the test")
+        return fake
+
+    monkeypatch.setattr(codistill.runs, "train_teacher", capture("teacher"))
+    monkeypatch.setattr(codistill.runs, "distill", capture("distill"))
+    assert run(capsys, "teacher", "--data", str(csv_folder), "--out", str(tmp_path / "t"))[0] == 2
+    assert applied["teacher"][1]["train"] == TEACHER_TRAIN and applied["teacher"][0][0] == "minilm"
+    assert run(capsys, "distill", "--data", str(csv_folder), "--teacher", "t", "--out", str(tmp_path / "s"))[0] == 2
+    applied_run = applied["distill"][0][0]
+    assert applied_run.train == student_train and (applied_run.k, applied_run.seed) == (RunConfig.k, RunConfig.seed)
+
+
+def test_config_file_keys_are_checked_at_the_top_level_too(capsys, csv_folder: Path, tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("teacher: t\nk: 8\nepochs: 3\n")  # 'epochs' belongs in the train section
+    code, _, err = run(capsys, "distill", "--data", str(csv_folder), "--out", str(tmp_path / "o"), "--config", str(config))
+    assert code == 2 and "unknown option(s) epochs" in err and str(config) in err
 
 
 def test_teacher_and_distill_commands(capsys, csv_folder: Path, tiny_teacher: Path, tiny_student: Path, tiny_lm: Path,
@@ -131,3 +200,14 @@ def test_distill_bad_options(capsys, csv_folder: Path, tmp_path: Path, args: lis
     code, _, err = run(capsys, *base, *[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert code == 2 and message in " ".join(err.split())
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_ctrl_c_exits_130_and_says_so(capsys, monkeypatch) -> None:
+    import codistill.data
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(codistill.data, "load_dataset", interrupted)
+    code, _, err = run(capsys, "data", "show", "tweets")
+    assert code == 130 and err.strip() == "interrupted"

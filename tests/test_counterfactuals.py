@@ -327,9 +327,9 @@ def _cfg(url: str, tmp_path: Path, **kw) -> LLMConfig:
 
 def test_client_retries_429_500_and_timeouts_then_caches(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("CODISTILL_TEST_KEY", "sk-secret-123")
-    script = {"the film was great": [("status", 429), ("status", 500), ("sleep", 3.0, "late"), ("ok", "the film was awful")]}
+    script = {"the film was great": [("sleep", 1.0, "late"), ("status", 429), ("status", 500), ("ok", "the film was awful")]}
     with ScriptedLLM(script) as server:
-        client = ChatClient(_cfg(server.url, tmp_path))
+        client = ChatClient(_cfg(server.url, tmp_path, timeout=0.5))
         messages = build_messages("the film was great", "positive", "negative", ["negative", "positive"])
         text, usage, cached = client.complete(messages)
         assert text == "the film was awful" and not cached and usage["completion_tokens"] == 3

@@ -10,17 +10,9 @@ from pathlib import Path
 import pytest
 
 from codistill.errors import ConfigError
-from codistill.experiments import (
-    SweepConfig,
-    aggregate,
-    build_report,
-    format_mean_std,
-    mean_std,
-    method_label,
-    paired_difference,
-    read_cells,
-    run_sweep,
-)
+from codistill.experiments import SweepConfig, build_report, read_cells, run_sweep
+from codistill.experiments.grid import method_label
+from codistill.experiments.stats import aggregate, format_mean_std, mean_std, paired_difference
 
 from conftest import synthetic_rows, write_csv
 

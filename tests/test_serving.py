@@ -41,6 +41,22 @@ def models(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="module")
+def exports(models, tmp_path_factory):
+    """ONNX exports made once per module (an export takes seconds): ``exports(kind, int8)`` -> the report."""
+    from codistill.export import export_onnx
+
+    root = tmp_path_factory.mktemp("exports")
+    made = {}
+
+    def get(kind: str, int8: bool = False):
+        if (kind, int8) not in made:
+            made[kind, int8] = export_onnx(models[kind], root / f"{kind}-{'int8' if int8 else 'fp32'}", int8=int8)
+        return made[kind, int8]
+
+    return get
+
+
 def torch_probs(folder: Path, texts) -> np.ndarray:
     from codistill.predict import load_predictor
 
@@ -69,15 +85,13 @@ def raw_onnx_probs(folder: Path, texts) -> np.ndarray:
     return torch.tensor(together).softmax(-1).numpy()
 
 
-@pytest.mark.parametrize("kind", ["bert-binary", "bert-3-class", "qwen-decoder"])
-def test_onnx_export_round_trip_matches_pytorch(kind, models, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["bert-binary", "bert-3-class", pytest.param("qwen-decoder", marks=pytest.mark.slow)])
+def test_onnx_export_round_trip_matches_pytorch(kind, models, exports) -> None:
     import onnxruntime as ort
     from transformers import AutoConfig
 
-    from codistill.export import export_onnx
-
     source = models[kind]
-    report = export_onnx(source, tmp_path / "onnx")
+    report = exports(kind)
     out = Path(report.out)
     assert report.precision == "fp32" and report.max_abs_diff <= FP32_BOUND and report.agreement == 1.0
     expected = torch_probs(source, TEXTS)
@@ -95,22 +109,21 @@ def test_onnx_export_round_trip_matches_pytorch(kind, models, tmp_path: Path) ->
     assert manifest["check"]["max_abs_diff"] == report.max_abs_diff
 
 
-def test_int8_export_agrees_with_fp32_and_is_smaller(models, tmp_path: Path) -> None:
-    from codistill.export import export_onnx
+def test_int8_export_agrees_with_fp32_and_is_smaller(exports) -> None:
     from codistill.predict import load_predictor
 
-    fp32 = export_onnx(models["bert-binary"], tmp_path / "fp32")
-    int8 = export_onnx(models["bert-binary"], tmp_path / "int8", int8=True)
+    fp32, int8 = exports("bert-binary"), exports("bert-binary", int8=True)
     assert int8.precision == "int8" and int8.tolerance is None
     assert int8.onnx_bytes < 0.7 * fp32.onnx_bytes
-    p32 = load_predictor(tmp_path / "fp32").probabilities(TEXTS)
-    q8 = load_predictor(tmp_path / "int8")
+    p32 = load_predictor(fp32.out).probabilities(TEXTS)
+    q8 = load_predictor(int8.out)
     assert q8.precision == "int8"
     p8 = q8.probabilities(TEXTS)
     assert 0 < np.abs(p8 - p32).max() <= 0.05  # quantized for real, and close
     assert np.mean(p8.argmax(-1) == p32.argmax(-1)) >= 0.95
 
 
+@pytest.mark.slow  # three exports
 def test_a_failed_check_writes_nothing_and_a_rerun_replaces(models, tmp_path: Path) -> None:
     from codistill.errors import CodistillError
     from codistill.export import export_onnx
@@ -180,29 +193,28 @@ def test_predict_reads_every_format_and_scores_labels(models, tmp_path: Path) ->
     assert summary["metrics"] is None and "gold" not in lines[0]
 
 
-def test_predict_agreement_with_a_reference(models, tmp_path: Path) -> None:
-    from codistill.export import export_onnx
+def test_predict_agreement_with_a_reference(models, exports, tmp_path: Path) -> None:
     from codistill.predict import predict_file
 
     model = models["bert-3-class"]
     rows = [{"text": t, "label": i % 3} for i, t in enumerate(TEXTS)]
     data = write_csv(tmp_path / "in.csv", rows)
-    export_onnx(model, tmp_path / "int8", int8=True)
+    int8 = Path(exports("bert-3-class", int8=True).out)
     teacher = predict_file(model, data, tmp_path / "a.jsonl", progress=False)
-    other = predict_file(tmp_path / "int8", data, tmp_path / "b.jsonl", reference=tmp_path / "a.jsonl", progress=False)
+    other = predict_file(int8, data, tmp_path / "b.jsonl", reference=tmp_path / "a.jsonl", progress=False)
     a = [line["label_id"] for line in _read_jsonl(tmp_path / "a.jsonl")]
     b = [line["label_id"] for line in _read_jsonl(tmp_path / "b.jsonl")]
     assert other["backend"] == "onnx" and teacher["backend"] == "pytorch"
     assert other["agreement"] == pytest.approx(np.mean(np.array(a) == np.array(b)))
     assert other["metrics"]["agreement"] == other["agreement"]
     # a model folder as the reference is run on the same rows: the same figure
-    again = predict_file(tmp_path / "int8", data, tmp_path / "c.jsonl", reference=model, progress=False)
+    again = predict_file(int8, data, tmp_path / "c.jsonl", reference=model, progress=False)
     assert again["agreement"] == other["agreement"]
     # a reference of another model's classes is refused
     from codistill.errors import ConfigError
 
     with pytest.raises(ConfigError, match="labels"):
-        predict_file(tmp_path / "int8", data, tmp_path / "d.jsonl", reference=models["bert-binary"], progress=False)
+        predict_file(int8, data, tmp_path / "d.jsonl", reference=models["bert-binary"], progress=False)
 
 
 def test_a_distilled_student_exports_and_predicts_the_same(csv_folder: Path, tiny_teacher: Path, tiny_student: Path,
@@ -290,14 +302,13 @@ def test_a_multi_label_model_is_refused_not_softmaxed(tmp_path: Path) -> None:
         load_predictor(folder)
 
 
-def test_an_int8_export_that_changes_predictions_says_so(models, tmp_path: Path, monkeypatch) -> None:
+def test_an_int8_export_that_changes_predictions_says_so(models, exports, tmp_path: Path, monkeypatch) -> None:
     from codistill import export
 
-    quiet = export.export_onnx(models["bert-binary"], tmp_path / "a", int8=True)
+    quiet = exports("bert-binary", int8=True)
     assert quiet.warning is None and quiet.agreement >= export.INT8_AGREEMENT_WARNING
     monkeypatch.setattr(export, "INT8_AGREEMENT_WARNING", 1.01)  # any export now falls short
     loud = export.export_onnx(models["bert-binary"], tmp_path / "b", int8=True)
     assert loud.warning.startswith("int8 changed the predicted class of 0.0% of the check texts")
     assert json.loads((tmp_path / "b" / "codistill_export.json").read_text())["check"]["warning"] == loud.warning
-    fp32 = export.export_onnx(models["bert-binary"], tmp_path / "c")
-    assert fp32.warning is None  # fp32 is bounded by the tolerance instead
+    assert exports("bert-binary").warning is None  # fp32 is bounded by the tolerance instead

@@ -622,34 +622,28 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the de
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point: run the app, turning known errors into one line on stderr and exit status 2."""
+    """Entry point: run the app, turning known errors into one line on stderr and exit status 2. Typer
+    returns a command's exit code in this mode (0 for ``--help``, 130 after Ctrl-C); click raises its usage
+    errors."""
+    import click
+
     err = Console(stderr=True)
     try:
-        app(args=argv, standalone_mode=False)
-    except CodistillError as exc:
+        code = app(args=argv, standalone_mode=False)
+    except (CodistillError, FileNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     except NotImplementedError as exc:
         err.print(f"[red]not implemented:[/red] {exc}", highlight=False, soft_wrap=True)
         return 3
-    except FileNotFoundError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:  # end of input at a prompt
+        return 1
+    if code == 130:
         err.print("interrupted")
-        return 130
-    except SystemExit as exc:  # typer/click usage errors and --help
-        return int(exc.code or 0)
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

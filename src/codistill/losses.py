@@ -51,11 +51,11 @@ def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor)
 
 class Projections(nn.Module):
     """One trainable linear map ``P_l: R^{D_S} -> R^{D_T}`` per matched layer pair (identity when the
-    widths agree and ``force`` is off). Its parameters must be given to the optimizer."""
+    widths agree). Its parameters must be given to the optimizer."""
 
-    def __init__(self, num_pairs: int, student_dim: int, teacher_dim: int, force: bool = False) -> None:
+    def __init__(self, num_pairs: int, student_dim: int, teacher_dim: int) -> None:
         super().__init__()
-        self.needed = force or student_dim != teacher_dim
+        self.needed = student_dim != teacher_dim
         self.maps = nn.ModuleList(
             [nn.Linear(student_dim, teacher_dim) for _ in range(num_pairs)] if self.needed else []
         )

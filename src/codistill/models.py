@@ -172,12 +172,6 @@ def _layer_holder(model: nn.Module) -> tuple[nn.Module, str]:
     raise ConfigError(f"cannot find the transformer layers of {type(model).__name__}")
 
 
-def layer_list(model: nn.Module) -> nn.ModuleList:
-    """The ``ModuleList`` of transformer blocks of a classifier (BERT, DeBERTa, RoBERTa, Qwen2, Llama, ...)."""
-    holder, attr = _layer_holder(model)
-    return getattr(holder, attr)
-
-
 def evenly_spaced_layers(total: int, keep: int) -> list[int]:
     """Indices (0-based blocks) of ``keep`` layers spread evenly over ``total``, starting at the bottom
     (DistilBERT's choice: 6 -> 3 keeps blocks 0, 2, 4)."""

@@ -57,8 +57,8 @@ def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _teacher(root: Path, dataset: str, entry: dict | None, cells: list[dict]) -> tuple[float | None, int | None]:
     rel = ((entry or {}).get("artifacts", {}).get(dataset, {}) or {}).get("teacher_predictions")
-    path = (root / rel) if rel else root / "teachers" / f"{dataset}.test_predictions.json"
-    if path.is_file():
+    path = (root / rel) if rel else None  # recorded in sweep.json by the sweep that made the cells
+    if path is not None and path.is_file():
         saved = read_json(path)
         return saved["metrics"]["accuracy"], saved.get("parameters")
     given = [c["teacher_test"]["accuracy"] for c in cells if c["dataset"] == dataset and c.get("teacher_test")]
