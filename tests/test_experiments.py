@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -95,7 +96,18 @@ def grid_setup(tmp_path_factory, tiny_teacher: Path, tiny_student: Path, tiny_lm
         "train": {"epochs": 3, "min_steps": 8, "batch_size": 4, "lr": 2e-3, "max_length": 32, "eval_batch_size": 16,
                   "probe_steps": 0},
     }
-    return {"root": root, "base": base}
+    # the same teacher trained once, for the sweeps that do not test teacher training ("given")
+    from codistill.config import teacher_train_config
+    from codistill.data import load_dataset
+    from codistill.runs import train_teacher
+
+    entry = base["datasets"][0]
+    teacher = root / "teacher"
+    train_teacher(load_dataset(str(folder), **entry["options"]), str(tiny_teacher), teacher,
+                  train=teacher_train_config(epochs=entry["teacher_epochs"], lr=entry["teacher_lr"]), progress=False)
+    given = {**base, "datasets": [{**{k: v for k, v in entry.items() if not k.startswith("teacher_")},
+                                   "teacher": str(teacher)}]}
+    return {"root": root, "base": base, "given": given}
 
 
 def _comparable(summary: dict) -> dict:
@@ -151,7 +163,11 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     assert f"LM for fluency: {base['fluency_lm']}; judge: {base['datasets'][0]['judge']}." in report
     cf_summaries = sorted((Path(full.out) / "counterfactuals" / "toy").glob("*.summary.json"))
     first = json.loads(cf_summaries[0].read_text())
-    assert first["fluency_ratio_median"] > 0 and first["validity"] is not None
+    rows = [json.loads(line) for line in cf_summaries[0].with_name(
+        cf_summaries[0].name.replace(".summary.json", ".jsonl")).read_text().splitlines()]
+    ratios = [r["fluency_ratio"] for r in rows if r["flipped"] and r.get("fluency_ratio") is not None]
+    assert ratios and first["fluency_ratio_median"] == pytest.approx(statistics.median(ratios))
+    assert first["validity"] is not None
     assert f"{first['fluency_ratio_median']:.2f} (" in report
     assert report.count("→ **") == len(first["examples"]) > 0    # the pairs of the first set, to read
     for png in ("toy_accuracy_vs_k.png", "toy_agreement_vs_k.png"):
@@ -160,7 +176,10 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     with open(Path(full.out) / "cells.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 16 and {r["label"] for r in rows} == {"kd", "kd+cod", "finetune", "finetune+cod"}
-    assert all(0.0 <= float(r["validation_accuracy"]) <= 1.0 for r in rows)  # what a recipe is chosen on
+    by_cell = {(c["method"], c["cod"] or "", str(c["k"]), str(c["seed"])): c for c in cells}
+    for r in rows:  # what a recipe is chosen on, as the cell measured it
+        cell = by_cell[(r["method"], r["cod"] if r["cod"] not in ("none", "None") else "", r["k"], r["seed"])]
+        assert float(r["validation_accuracy"]) == pytest.approx(cell["validation"]["accuracy"], abs=1e-4)
     # counterfactuals were generated once per seed, for the largest k
     assert sorted(p.name.split("-")[0] for p in (Path(full.out) / "counterfactuals" / "toy").glob("*.jsonl")) == \
         ["edits_k8_s0", "edits_k8_s1"]
@@ -170,7 +189,7 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
 def test_example_configs_parse_and_a_tiny_version_runs(example: str, grid_setup: dict, tmp_path: Path) -> None:
     cfg = SweepConfig.from_yaml(EXAMPLES / example)
     assert cfg.datasets and cfg.methods and cfg.k and cfg.seeds
-    base = grid_setup["base"]
+    base = grid_setup["given"]
     tiny = SweepConfig(out=str(tmp_path / "tiny"), datasets=base["datasets"], methods=cfg.methods[:1],
                        cod=cfg.cod[:2], k=[4], seeds=[0], generator=base["generator"], on_failure="keep-best",
                        fluency_lm=None,
@@ -180,7 +199,7 @@ def test_example_configs_parse_and_a_tiny_version_runs(example: str, grid_setup:
 
 
 def test_cod_multi_is_its_own_method_paired_with_cod(grid_setup: dict, tmp_path: Path) -> None:
-    base = {**grid_setup["base"], "methods": ["kd"], "k": [4], "seeds": [0, 1], "fluency_lm": None}
+    base = {**grid_setup["given"], "methods": ["kd"], "k": [4], "seeds": [0, 1], "fluency_lm": None}
     with pytest.raises(ConfigError, match="per_original >= 2"):
         SweepConfig(out=str(tmp_path / "x"), **{**base, "cod": ["replace", "multi"]})
     cfg = SweepConfig(out=str(tmp_path / "m"), **{**base, "cod": ["replace", "multi"],
@@ -200,8 +219,8 @@ def test_cod_multi_is_its_own_method_paired_with_cod(grid_setup: dict, tmp_path:
 
 
 def test_cod_rounds_is_its_own_method_paired_with_cod(grid_setup: dict, tmp_path: Path) -> None:
-    base = {**grid_setup["base"], "methods": ["kd"], "k": [4], "seeds": [0], "fluency_lm": None,
-            "cod": ["replace", "rounds"], "train": grid_setup["base"]["train"]}
+    base = {**grid_setup["given"], "methods": ["kd"], "k": [4], "seeds": [0], "fluency_lm": None,
+            "cod": ["replace", "rounds"]}
     cfg = SweepConfig(out=str(tmp_path / "r"), **base)
     assert run_sweep(cfg, progress=False)["finished"] == 2
     cells = {c["cod"]: c for c in read_cells(Path(cfg.out) / "cells")}
@@ -251,24 +270,17 @@ def test_report_on_empty_folder_is_an_error(tmp_path: Path) -> None:
         build_report(tmp_path)
 
 
-def test_parallel_workers_finish_every_cell(grid_setup: dict, tmp_path: Path) -> None:
+def test_parallel_workers_finish_every_cell_and_cap_evaluation(grid_setup: dict, tmp_path: Path) -> None:
     base = grid_setup["base"]
-    cfg = SweepConfig(out=str(tmp_path / "par"), **{**base, "methods": ["kd"], "cod": ["none", "replace"], "k": [4],
-                                                     "seeds": [0, 1]})
-    result = run_sweep(cfg, workers=2, progress=False)
+    datasets = [{**base["datasets"][0], "max_eval": 12}]
+    cfg = SweepConfig(out=str(tmp_path / "cap"), **{**base, "datasets": datasets, "methods": ["kd"],
+                                                     "cod": ["none", "replace"], "k": [4], "seeds": [0, 1],
+                                                     "fluency_lm": None})
+    result = run_sweep(cfg, workers=2, progress=False)   # worker processes load (and cap) the dataset themselves
     assert result["ran"] == 4 and result["finished"] == 4
     cells = read_cells(Path(cfg.out) / "cells")
     assert sorted((c["cod"] or "none", c["seed"]) for c in cells) == [("none", 0), ("none", 1), ("replace", 0), ("replace", 1)]
-
-
-def test_max_eval_caps_validation_and_test_for_teacher_and_cells(grid_setup: dict, tmp_path: Path) -> None:
-    base = grid_setup["base"]
-    datasets = [{**base["datasets"][0], "max_eval": 12}]
-    cfg = SweepConfig(out=str(tmp_path / "cap"), **{**base, "datasets": datasets, "methods": ["kd"], "cod": ["none"],
-                                                     "k": [4], "seeds": [0, 1]})
-    run_sweep(cfg, workers=2, progress=False)   # worker processes load (and cap) the dataset themselves
-    cells = read_cells(Path(cfg.out) / "cells")
-    assert [c["test"]["n"] for c in cells] == [12, 12]
+    assert [c["test"]["n"] for c in cells] == [12, 12, 12, 12]
     teacher_dir, = (Path(cfg.out) / "teachers").glob("toy-*/")
     teacher = json.loads((teacher_dir / "metrics.json").read_text())
     assert teacher["test"]["n"] == 12
@@ -352,7 +364,7 @@ def test_sigterm_stops_the_worker_processes(grid_setup: dict, tmp_path: Path) ->
     """`kill` on a running sweep must not leave its workers training on as orphans."""
     import signal
 
-    proc, workers, _ = _start_long_sweep(grid_setup["base"], tmp_path)
+    proc, workers, _ = _start_long_sweep(grid_setup["given"], tmp_path)
     try:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM
@@ -368,7 +380,7 @@ def test_a_killed_worker_ends_the_sweep_with_an_error(grid_setup: dict, tmp_path
     import os
     import signal
 
-    proc, workers, log = _start_long_sweep(grid_setup["base"], tmp_path)
+    proc, workers, log = _start_long_sweep(grid_setup["given"], tmp_path)
     try:
         victim, other = sorted(workers)
         os.kill(victim, signal.SIGKILL)
