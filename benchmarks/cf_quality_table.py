@@ -16,8 +16,8 @@ import argparse
 import glob
 
 from codistill.counterfactuals.metrics import quality_summary
-from codistill.counterfactuals.rows import summary_path
 from codistill.counterfactuals.quality import read_rows
+from codistill.counterfactuals.rows import summary_path
 from codistill.fileio import read_json
 
 

@@ -19,8 +19,8 @@ import torch
 
 from codistill.evaluate import predict_logits
 from codistill.experiments import SweepConfig, build_report, run_sweep
-from codistill.experiments.stats import aggregate
 from codistill.experiments.runner import load_entry
+from codistill.experiments.stats import aggregate
 from codistill.fileio import atomic_write_json
 from codistill.models import load_classifier, make_student
 

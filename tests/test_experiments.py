@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import synthetic_rows, write_csv
+
 from codistill.errors import ConfigError
 from codistill.experiments import SweepConfig, build_report, read_cells, run_sweep
 from codistill.experiments.grid import method_label
 from codistill.experiments.stats import aggregate, format_mean_std, mean_std, paired_difference
-
-from conftest import synthetic_rows, write_csv
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -14,11 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_counterfactuals import toy_dataset, toy_scorer
 
 from codistill.counterfactuals.generate import generate_counterfactuals
 from codistill.counterfactuals.llm import LLMConfig, LLMGenerator
 from codistill.counterfactuals.verify import Verifier
-from test_counterfactuals import toy_dataset, toy_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_PYTHON = Path(os.environ.get("CODISTILL_LLAMA_PYTHON", ROOT / ".venv-llm" / "bin" / "python"))

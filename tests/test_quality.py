@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_counterfactuals import LEXICON, toy_dataset, toy_scorer
 
 from codistill.counterfactuals.base import CFRequest
 from codistill.counterfactuals.edits import EditSearchConfig, EditSearchGenerator
 from codistill.counterfactuals.generate import generate_counterfactuals
+from codistill.counterfactuals.lm import CausalLM
 from codistill.counterfactuals.metrics import edit_kind, edit_ops, quality_summary
 from codistill.counterfactuals.quality import QualityScorer, score_file
 from codistill.counterfactuals.rows import summary_path
 from codistill.counterfactuals.verify import Verifier
 from codistill.counterfactuals.wordnet import DictLexicon
-from codistill.counterfactuals.lm import CausalLM
 from codistill.errors import ConfigError
-from test_counterfactuals import LEXICON, toy_dataset, toy_scorer
 
 LABELS = ["negative", "positive"]
 

@@ -22,23 +22,24 @@ from codistill.config import (
     ONNX_OPSET,
     TEACHER_TRAIN,
     CounterfactualOptions,
-    RunConfig,
-    TeacherOptions,
-    fluency_lm_option,
-    teacher_train_config,
     DataConfig,
     DistillConfig,
     LayerMatch,
+    RunConfig,
     StudentConfig,
+    TeacherOptions,
     TrainConfig,
     build_config,
+    fluency_lm_option,
     parse_layer_map,
     read_yaml_mapping,
+    teacher_train_config,
 )
 from codistill.counterfactuals.edits import EditSearchConfig
 from codistill.counterfactuals.llm import LLMConfig
 from codistill.data.splits import SPLITS
 from codistill.errors import CodistillError
+from codistill.experiments.grid import DEMO_OUT
 
 app = typer.Typer(
     name="codistill",
@@ -604,7 +605,7 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="A sweep folder.")) -> N
 
 
 @app.command("demo")
-def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the demo writes everything.")) -> None:
+def demo(out: Path = typer.Option(Path(DEMO_OUT), "--out", help="Where the demo writes everything.")) -> None:
     """The one-command demo on the embedded tweets: teacher, counterfactuals, KD vs KD+CoD, report."""
     import time
 

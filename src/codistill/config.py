@@ -12,7 +12,6 @@ from typing import Any, Union
 from codistill import cod as cod_rules
 from codistill.errors import ConfigError
 
-
 # -- type checks: every option group validates its fields' types at construction ------------------------
 
 

@@ -42,7 +42,6 @@ from codistill.models import (
 )
 from codistill.trainer import TrainSummary, seed_everything, train_classifier
 
-
 # -- checks made before anything trains -----------------------------------------------------------------
 
 

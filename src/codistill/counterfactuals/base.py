@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from codistill.counterfactuals.metrics import word_edit_distance
+
 # Reasons recorded for a candidate. Only FLIPPED candidates count as counterfactuals.
 FLIPPED = "flipped"
 NOT_FLIPPED = "not_flipped"
@@ -77,8 +79,6 @@ class CFResult:
 
     def to_row(self, label_names: Sequence[str]) -> dict[str, Any]:
         """The JSONL row written for this original (read back by ``codistill distill --counterfactuals``)."""
-        from codistill.counterfactuals.metrics import word_edit_distance
-
         best = self.best
         text = best.text if best is not None else None
         more = [a.text for a in self.attempts if a.flipped and a is not best]

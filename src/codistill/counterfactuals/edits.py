@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from codistill.config import check_types
 from codistill.counterfactuals.base import (
     NO_EDIT_FOUND,
     Attempt,
@@ -119,8 +120,6 @@ class EditSearchConfig:
     per_original: int = 1
 
     def __post_init__(self) -> None:
-        from codistill.config import check_types
-
         check_types(self, "generator")
         if self.max_edits < 1 or self.beam_width < 1 or self.top_positions < 0 or self.substitutes < 0:
             raise ConfigError("generator: max_edits and beam_width must be >= 1, top_positions and substitutes >= 0")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from codistill.config import check_types
 from codistill.counterfactuals.base import REQUEST_FAILED, Attempt, CFRequest, CFResult, CounterfactualGenerator
 from codistill.counterfactuals.verify import check_candidate
 from codistill.errors import CodistillError, ConfigError
@@ -68,8 +69,6 @@ class LLMConfig:
     cache_dir: str = ".codistill_cache/llm"
 
     def __post_init__(self) -> None:
-        from codistill.config import check_types
-
         check_types(self, "generator")
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"--base-url must start with http:// or https://, got '{self.base_url}'")

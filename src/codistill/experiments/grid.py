@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from codistill import cod as cod_rules
 from codistill.config import (
     DEFAULT_FLUENCY_LM,
     METHODS,
@@ -17,7 +18,7 @@ from codistill.config import (
     check_types,
     read_yaml_mapping,
 )
-from codistill import cod as cod_rules
+from codistill.counterfactuals.registry import generator_config
 from codistill.errors import ConfigError
 
 COD_CHOICES = ("none", *cod_rules.MODES)  # "none": the baseline on k originals
@@ -160,8 +161,6 @@ class SweepConfig:
         if "method" in self.distill:
             raise ConfigError("distill.method: set the methods with the sweep's 'methods' list")
         build_config(DistillConfig, {**self.distill, "method": "lwd"}, "distill")
-        from codistill.counterfactuals.registry import generator_config
-
         generator_config(self.generator, default_cache_dir=str(Path(self.out) / "llm_cache"), where="generator")
 
     @classmethod
@@ -205,11 +204,12 @@ def plan_cells(cfg: SweepConfig, names: Sequence[str]) -> list[Cell]:
 
 # -- the demo -----------------------------------------------------------------------------------------------
 
+DEMO_OUT = "runs/demo"
 DEMO_TEACHER_ROWS = 2000
 DEMO_EVAL_ROWS = 1000
 
 
-def demo_config(out: str | Path = "runs/demo") -> SweepConfig:
+def demo_config(out: str | Path = DEMO_OUT) -> SweepConfig:
     """The README's demo: on the embedded tweets, a MiniLM teacher fine-tuned for one epoch on a stratified
     2,000-row subset, edit-search counterfactuals, and KD vs KD+CoD at k = 8, 16, 32 with 3 seeds,
     3-layer pretrained MiniLM student; cells run in two processes. To fit 20 minutes on 2 CPU cores,

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from codistill.counterfactuals.rows import summary_path
 from codistill.errors import ConfigError
 from codistill.experiments.artifacts import read_json
 from codistill.experiments.grid import method_label
@@ -66,8 +67,6 @@ def _teacher(root: Path, dataset: str, entry: dict | None, cells: list[dict]) ->
 
 
 def _counterfactual_sets(root: Path, dataset: str, entry: dict | None) -> list[dict[str, Any]]:
-    from codistill.counterfactuals.rows import summary_path
-
     files = ((entry or {}).get("artifacts", {}).get(dataset, {}) or {}).get("counterfactuals")
     paths = [summary_path(root / f) for f in files] if files is not None else \
         sorted((root / "counterfactuals" / dataset).glob("*.summary.json"))
