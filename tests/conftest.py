@@ -198,7 +198,7 @@ def run_distill(dataset, teacher, out, *, k: int, student, seed: int = 0, method
 
     run = RunConfig(teacher=str(teacher) if teacher is not None else None, k=k, seed=seed,
                     counterfactuals=str(counterfactuals) if counterfactuals is not None else None, cod=cod,
-                    generator=generator, student=student, method=method or DistillConfig(),
+                    generator=generator, student=student, distill=method or DistillConfig(),
                     train=train or fast_train())
     return distill(dataset, run, out, **kwargs).to_dict()
 

@@ -152,7 +152,7 @@ def test_distill_end_to_end_each_method(method: str, tmp_path: Path, trained_tea
     if method == "ted":
         assert m["first_stages"][0]["steps"] > 0 and m["first_stages"][0]["term"] == "filtered_mse"
     config = json.loads((out / "run_config.json").read_text())
-    assert config["student"]["layers_kept"] == [0] and config["method"]["method"] == method
+    assert config["student"]["layers_kept"] == [0] and config["distill"]["method"] == method
     clf = pipeline("text-classification", model=str(out), tokenizer=str(out))
     text = toy["test"].texts[0]
     assert clf(text)[0]["label"] == toy.label_names[int(predicted(out, [text])[0])]
@@ -528,4 +528,4 @@ def test_cod_rounds_adds_the_edits_the_teacher_labels_otherwise_and_trains_a_fre
     with pytest.raises(ConfigError, match="or a 'rounds' run, searches"):
         RunConfig(teacher="t", cod="replace", counterfactuals="cf.jsonl", generator={"name": "edits"})
     with pytest.raises(ConfigError, match="'rounds' needs a teacher"):
-        RunConfig(cod="rounds", counterfactuals="cf.jsonl", method=DistillConfig(method="finetune"))
+        RunConfig(cod="rounds", counterfactuals="cf.jsonl", distill=DistillConfig(method="finetune"))

@@ -323,7 +323,7 @@ def _print_metrics(title: str, rows: dict[str, dict], first: str = "split") -> N
 
 CF_DOCS = field_docs(CounterfactualOptions)
 TEACHER_TOP = OptionGroup("top", TeacherOptions)
-RUN_TOP = OptionGroup("top", RunConfig, {"student": None, "method": None, "train": None, "generator": None, "cod": None})
+RUN_TOP = OptionGroup("top", RunConfig, {"student": None, "distill": None, "train": None, "generator": None, "cod": None})
 CF_TOP = OptionGroup("top", CounterfactualOptions)
 
 
@@ -368,7 +368,7 @@ def distill_cmd(
     from codistill.runs import distill
 
     file = ConfigFile(config, ("data", "student", "distill", "train", "generator"),
-                      field_names(RunConfig, "student", "method", "train", "generator") + ("fluency_lm",))
+                      field_names(RunConfig, "student", "distill", "train", "generator") + ("fluency_lm",))
     top = file.options(options["top"])
     lm = fluency_lm_option(fluency_lm if fluency_lm is not None else top.get("fluency_lm", DEFAULT_FLUENCY_LM))
     top.pop("fluency_lm", None)
@@ -379,7 +379,7 @@ def distill_cmd(
     run = build_config(RunConfig, {
         **top,
         "student": build_config(StudentConfig, file.section("student", options["student"]), "student"),
-        "method": build_config(DistillConfig, file.section("distill", options["distill"]), "distill"),
+        "distill": build_config(DistillConfig, file.section("distill", options["distill"]), "distill"),
         "train": build_config(TrainConfig, file.section("train", options["train"]), "train")}, "run")
     dataset = load_dataset(data_config(options, file))
     m = distill(dataset, run, out, fluency_lm=lm)
@@ -390,7 +390,7 @@ def distill_cmd(
         console.print(f"counterfactuals ({g['generator']}): {g['flipped']}/{g['originals']} flipped the teacher, "
                       f"{edited} words edited on average{fluency}; {g['path']}")
     console.print(
-        f"{method_label(run.method.method, m.cod)}: k={run.k}, seed={run.seed}, {m.n_originals} originals + "
+        f"{method_label(run.distill.method, m.cod)}: k={run.k}, seed={run.seed}, {m.n_originals} originals + "
         f"{m.n_counterfactuals} counterfactuals, {m.training.steps} steps in {m.training.train_seconds:.1f}s "
         f"({m.training.examples_per_second:.1f} examples/s); saved to {out}")
     if m.rounds is not None:

@@ -243,12 +243,13 @@ class TrainConfig:
         batch_size: examples per forward pass.
         grad_accum: forward passes per optimizer step (effective batch = batch_size * grad_accum).
         lr: peak AdamW learning rate of the model.
-        head_lr: learning rate of projections and TED filters (``None``: same as ``lr``).
+        extras_lr: learning rate of the trainable parts loss terms add (LWD's projections, TED's filters;
+            ``None``: same as ``lr``).
         classifier_lr: learning rate of the model's own classification head, the parameters outside its
             base model (``None``: same as ``lr``). A fresh head on a pretrained encoder wants the larger
             rate a new linear map gets (SetFit fits its head to convergence).
         probe_steps: optimizer steps of a first stage in which only the classification head trains (the
-            encoder frozen, the same loss terms, at ``classifier_lr`` or else ``head_lr``) before everything
+            encoder frozen, the same loss terms, at ``classifier_lr`` or else ``extras_lr``) before everything
             trains: linear probing then fine-tuning (LP-FT, Kumar et al., ICLR 2022), so a random head's
             gradients do not distort the pretrained features. ``0``: no such stage. With the mean-pooling
             student (``pooling: auto``) 200 steps are the recipe chosen on validation (benchmarks/README.md);
@@ -270,7 +271,7 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 5e-5
-    head_lr: float | None = 1e-3
+    extras_lr: float | None = 1e-3
     classifier_lr: float | None = 1e-3
     probe_steps: int = 200
     weight_decay: float = 0.01
@@ -293,7 +294,7 @@ class TrainConfig:
             raise ConfigError(f"min_steps must be >= 0, got {self.min_steps}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.lr <= 0 or any(v is not None and v <= 0 for v in (self.head_lr, self.classifier_lr)):
+        if self.lr <= 0 or any(v is not None and v <= 0 for v in (self.extras_lr, self.classifier_lr)):
             raise ConfigError("learning rates must be > 0")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
@@ -558,7 +559,7 @@ class RunConfig:
             same k/2 human labels).
         generator: the search a CoD run without a counterfactual file generates them with, and of a
             ``rounds`` run's second round (``{"name": "edits", ...}``; ``None``: the edit search's defaults).
-        student, method, train: the option groups.
+        student, distill, train: the option groups.
     """
 
     teacher: str | None = None
@@ -568,7 +569,7 @@ class RunConfig:
     cod: str | None = None
     generator: dict[str, Any] | None = None
     student: StudentConfig = field(default_factory=StudentConfig)
-    method: DistillConfig = field(default_factory=DistillConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -587,8 +588,8 @@ class RunConfig:
             raise ConfigError("cod mode 'rounds' needs a teacher (--teacher DIR) to label the second round")
         if self.train.seed != self.seed:
             self.train = TrainConfig(**{**asdict(self.train), "seed": self.seed})
-        if self.teacher is None and (self.method.uses_teacher or self.student.init == "teacher"):
-            raise ConfigError(f"method '{self.method.method}' needs a teacher (--teacher DIR)")
+        if self.teacher is None and (self.distill.uses_teacher or self.student.init == "teacher"):
+            raise ConfigError(f"method '{self.distill.method}' needs a teacher (--teacher DIR)")
 
     @property
     def searches(self) -> bool:

@@ -153,7 +153,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     if run.cod is not None and run.counterfactuals is None:
         generated = generate_run_counterfactuals(dataset, run, Path(out_dir), fluency_lm, progress)
         run = replace(run, counterfactuals=generated["path"], generator=run.generator if run.cod == "rounds" else None)
-    scfg, dcfg, tcfg = run.student, run.method, run.train
+    scfg, dcfg, tcfg = run.student, run.distill, run.train
     test = dataset.split("test")
     teacher = None
     if run.teacher is not None:

@@ -190,7 +190,7 @@ def _batches(n: int, batch_size: int, seed: int) -> Any:
 
 def _param_groups(module: nn.Module, student: nn.Module, cfg: TrainConfig) -> list[dict]:
     """AdamW groups: student weights (decayed), student biases/LayerNorms (not decayed), the student's
-    classification head at ``classifier_lr`` when set, extras (projections, filters) at ``head_lr``."""
+    classification head at ``classifier_lr`` when set, extras (projections, filters) at ``extras_lr``."""
     student_ids = {id(p) for p in student.parameters()}
     head_ids = {id(p) for p in head_parameters(student)} if cfg.classifier_lr is not None else set()
     decay, no_decay, head, extra = [], [], [], []
@@ -209,7 +209,7 @@ def _param_groups(module: nn.Module, student: nn.Module, cfg: TrainConfig) -> li
         {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
         {"params": head, "lr": cfg.classifier_lr, "weight_decay": cfg.weight_decay},
-        {"params": extra, "lr": cfg.head_lr or cfg.lr, "weight_decay": 0.0},
+        {"params": extra, "lr": cfg.extras_lr or cfg.lr, "weight_decay": 0.0},
     ]
     return [g for g in groups if g["params"]]
 
@@ -335,7 +335,7 @@ def _probe_stage(module: DistillModule, student: Classifier, encoded: Encoded, l
     try:
         stage_cfg = replace(tcfg, min_steps=tcfg.probe_steps, max_steps=tcfg.probe_steps)
         result = fit(module, student, encoded, labels, stage_cfg, cache=cache, teacher_layers=teacher_layers, epochs=1,
-                     lr_override=tcfg.classifier_lr or tcfg.head_lr or tcfg.lr, progress=progress,
+                     lr_override=tcfg.classifier_lr or tcfg.extras_lr or tcfg.lr, progress=progress,
                      desc="probe: head only", accelerator=accelerator)
     finally:
         for p in frozen:
@@ -391,7 +391,7 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
         if stage is not None:
             stage_module, epochs = stage
             r1 = fit(stage_module, student, encoded, train.labels, tcfg, cache=cache, teacher_layers=t_layers,
-                     epochs=epochs, lr_override=tcfg.head_lr or tcfg.lr, progress=progress,
+                     epochs=epochs, lr_override=tcfg.extras_lr or tcfg.lr, progress=progress,
                      desc=f"{term.name}: first stage", accelerator=accelerator)
             stage_module.finish()
             first_stages.append(r1.stage_summary(term.name))

@@ -68,7 +68,7 @@ class CellJob:
         return RunConfig(teacher=self.teacher, k=c.k, seed=c.seed, counterfactuals=self.counterfactuals,
                          cod=None if c.cod == "none" else c.cod, student=StudentConfig(**cfg.student),
                          generator=cfg.generator if c.cod == "rounds" else None,
-                         method=distill_options(c.method, cfg.distill), train=TrainConfig(**cfg.train))
+                         distill=distill_options(c.method, cfg.distill), train=TrainConfig(**cfg.train))
 
 
 def run_cell(job: CellJob, threads: int | None = None, progress: bool = True, dataset=None) -> dict[str, Any]:
