@@ -138,15 +138,18 @@ def test_a_failed_check_writes_nothing_and_a_rerun_replaces(models, tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
 
 
-def named(folder: Path, names=("negative", "positive")) -> Path:
-    """The model in ``folder`` with class names instead of LABEL_i."""
+def named(folder: Path, out: Path, names=("negative", "positive")) -> Path:
+    """A copy of the model in ``folder`` at ``out``, with class names instead of LABEL_i."""
+    import shutil
+
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(folder)
+    shutil.copytree(folder, out)
+    config = AutoConfig.from_pretrained(out)
     config.id2label = dict(enumerate(names))
     config.label2id = {n: i for i, n in enumerate(names)}
-    config.save_pretrained(folder)
-    return folder
+    config.save_pretrained(out)
+    return out
 
 
 def _formats(tmp_path: Path, rows: list[dict]) -> dict[str, tuple[Path, dict]]:
@@ -167,7 +170,7 @@ def test_predict_reads_every_format_and_scores_labels(models, tmp_path: Path) ->
     from codistill.evaluate import macro_f1
     from codistill.predict import predict_file, summary_file
 
-    model = named(models["bert-binary"])
+    model = named(models["bert-binary"], tmp_path / "named")
     rows = synthetic_rows(30, seed=9)
     expected = torch_probs(model, [r["text"] for r in rows])
     outputs = {}
@@ -196,10 +199,10 @@ def test_predict_reads_every_format_and_scores_labels(models, tmp_path: Path) ->
 def test_predict_agreement_with_a_reference(models, exports, tmp_path: Path) -> None:
     from codistill.predict import predict_file
 
-    model = models["bert-3-class"]
-    rows = [{"text": t, "label": i % 3} for i, t in enumerate(TEXTS)]
+    model = models["bert-binary"]
+    rows = [{"text": t, "label": i % 2} for i, t in enumerate(TEXTS)]
     data = write_csv(tmp_path / "in.csv", rows)
-    int8 = Path(exports("bert-3-class", int8=True).out)
+    int8 = Path(exports("bert-binary", int8=True).out)
     teacher = predict_file(model, data, tmp_path / "a.jsonl", progress=False)
     other = predict_file(int8, data, tmp_path / "b.jsonl", reference=tmp_path / "a.jsonl", progress=False)
     a = [line["label_id"] for line in _read_jsonl(tmp_path / "a.jsonl")]
@@ -214,7 +217,7 @@ def test_predict_agreement_with_a_reference(models, exports, tmp_path: Path) -> 
     from codistill.errors import ConfigError
 
     with pytest.raises(ConfigError, match="labels"):
-        predict_file(int8, data, tmp_path / "d.jsonl", reference=models["bert-binary"], progress=False)
+        predict_file(int8, data, tmp_path / "d.jsonl", reference=models["bert-3-class"], progress=False)
 
 
 def test_a_distilled_student_exports_and_predicts_the_same(csv_folder: Path, tiny_teacher: Path, tiny_student: Path,
@@ -233,6 +236,32 @@ def test_a_distilled_student_exports_and_predicts_the_same(csv_folder: Path, tin
     ox = predict_file(tmp_path / "onnx", test, tmp_path / "ox.jsonl", reference=tmp_path / "pt.jsonl", progress=False)
     assert pt["label_names"] == ox["label_names"] == ["0", "1"]
     assert ox["agreement"] == 1.0 and ox["metrics"]["accuracy"] == pt["metrics"]["accuracy"]
+    # in a fresh interpreter: plain transformers loads the (mean-head) student without codistill; then the
+    # command line predicts from its export there, nothing of codistill's imported before
+    import subprocess
+    import sys
+
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["model_type"] == "codistill_bert_mean"
+    texts = [json.loads(line)["text"] for line in (tmp_path / "pt.jsonl").read_text().splitlines()]
+    script = "\n".join([
+        "import json, sys",
+        "from transformers import pipeline",
+        f"clf = pipeline('text-classification', model={str(tmp_path / 'student')!r}, trust_remote_code=True, top_k=None)",
+        "print(json.dumps([{d['label']: d['score'] for d in r} for r in clf(json.loads(sys.stdin.read()))]))",
+        "print('codistill' in ' '.join(sys.modules))",
+        "from codistill.cli import main",
+        f"sys.exit(main(['predict', {str(tmp_path / 'onnx')!r}, '--data', {str(test)!r}, '--out', "
+        f"{str(tmp_path / 'fresh.jsonl')!r}]))"])
+    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(texts), capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    scores, imported = lines[0], lines[1]
+    assert imported == "False"
+    expected = [json.loads(line)["probabilities"] for line in (tmp_path / "pt.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([[r["0"], r["1"]] for r in json.loads(scores)], [[e["0"], e["1"]] for e in expected],
+                               atol=1e-5)
+    assert _read_jsonl(tmp_path / "fresh.jsonl") == _read_jsonl(tmp_path / "ox.jsonl")
 
 
 def test_labels_resolve_by_class_name_before_index(tmp_path: Path) -> None:
@@ -302,13 +331,20 @@ def test_a_multi_label_model_is_refused_not_softmaxed(tmp_path: Path) -> None:
         load_predictor(folder)
 
 
-def test_an_int8_export_that_changes_predictions_says_so(models, exports, tmp_path: Path, monkeypatch) -> None:
+def test_an_int8_export_that_keeps_predictions_is_quiet(exports) -> None:
     from codistill import export
 
     quiet = exports("bert-binary", int8=True)
     assert quiet.warning is None and quiet.agreement >= export.INT8_AGREEMENT_WARNING
+    assert json.loads((Path(quiet.out) / "codistill_export.json").read_text())["check"]["warning"] is None
+    assert exports("bert-binary").warning is None  # fp32 is bounded by the tolerance instead
+
+
+@pytest.mark.slow  # one more export
+def test_an_int8_export_that_changes_predictions_says_so(models, tmp_path: Path, monkeypatch) -> None:
+    from codistill import export
+
     monkeypatch.setattr(export, "INT8_AGREEMENT_WARNING", 1.01)  # any export now falls short
     loud = export.export_onnx(models["bert-binary"], tmp_path / "b", int8=True)
     assert loud.warning.startswith("int8 changed the predicted class of 0.0% of the check texts")
     assert json.loads((tmp_path / "b" / "codistill_export.json").read_text())["check"]["warning"] == loud.warning
-    assert exports("bert-binary").warning is None  # fp32 is bounded by the tolerance instead

@@ -1,66 +1,19 @@
-"""A classification head transformers does not have: a BERT-family classifier that reads the *sentence
-embedding* (the mean of its last layer over the real tokens, which sentence-transformers backbones such as
-all-MiniLM-L6-v2 were trained to make meaningful) instead of the [CLS] token.
+"""The student's classification head: ``cls`` (the model's own) or ``mean`` (the mean of the last layer over the
+real tokens, :mod:`codistill.modeling_bert_mean`), and the switch between them.
 
-``BertForSequenceClassification`` classifies from ``tanh(W h_[CLS])``; on all-MiniLM-L6-v2 the [CLS] state
-was never trained for anything, while the mean-pooled one is the model's whole point. The class here is
-registered with transformers' auto classes under its own ``model_type`` (``codistill_bert_mean``), so a saved
-student loads back as itself wherever codistill is imported, and plain transformers refuses the unknown type
-rather than silently reading [CLS].
+The mean head's classes are registered with transformers' auto classes here, so a saved mean-pooling student
+loads back as itself wherever codistill is imported; elsewhere it loads with ``trust_remote_code=True`` from
+the modeling file saved beside its weights.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertModel, BertPreTrainedModel
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from codistill.config import POOLINGS
 from codistill.errors import ConfigError
-from codistill.losses import masked_mean_pool
-
-MEAN_MODEL_TYPE = "codistill_bert_mean"
-
-
-class BertMeanConfig(BertConfig):
-    """A :class:`~transformers.BertConfig` under its own model type, so the auto classes pick the mean head."""
-
-    model_type = MEAN_MODEL_TYPE
-
-
-class BertMeanForSequenceClassification(BertPreTrainedModel):
-    """``logits = W dropout(mean_t h_L[t]) + b`` over real tokens (``attention_mask``), ``(B, T) -> (B, C)``.
-
-    The encoder is ``BertModel`` without its pooler; hidden states and attentions are returned like
-    ``BertForSequenceClassification``'s, so every loss term and layer map works unchanged.
-    """
-
-    config_class = BertMeanConfig
-
-    def __init__(self, config: BertMeanConfig) -> None:
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
-
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
-                return_dict: bool | None = None, **kwargs) -> SequenceClassifierOutput:
-        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        output_hidden_states=output_hidden_states, output_attentions=output_attentions,
-                        return_dict=True)
-        hidden = out.last_hidden_state
-        mask = attention_mask if attention_mask is not None else torch.ones(hidden.shape[:2], device=hidden.device)
-        logits = self.classifier(self.dropout(masked_mean_pool(hidden, mask)))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                        attentions=out.attentions)
-
+from codistill.modeling_bert_mean import MEAN_MODEL_TYPE, BertMeanConfig, BertMeanForSequenceClassification
 
 AutoConfig.register(MEAN_MODEL_TYPE, BertMeanConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(BertMeanConfig, BertMeanForSequenceClassification, exist_ok=True)

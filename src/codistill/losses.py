@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codistill.config import LOSSES, LayerMatch, LossTerm, uniform_layer_map
+from codistill.modeling_bert_mean import masked_mean_pool  # the mean head's pooling, one definition
 
 
 def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -82,12 +83,6 @@ def lwd_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[to
             hs = projections(i, hs)
         total = total + w * masked_mse(hs, teacher_hidden[lt], mask)
     return total
-
-
-def masked_mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Average of the real tokens: ``(B, T, D), (B, T) -> (B, D)``."""
-    m = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 def pooled_loss(student_pooled: torch.Tensor, teacher_pooled: torch.Tensor, distance: str = "mse") -> torch.Tensor:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+import codistill.heads  # noqa: F401  (registers the mean head's model type: an export of such a student reads back)
 from codistill.config import TrainConfig
 from codistill.data import TextRows, iter_json_lines, read_texts
 from codistill.errors import ConfigError, DataError
