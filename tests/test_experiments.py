@@ -374,6 +374,7 @@ def test_sigterm_stops_the_worker_processes(grid_setup: dict, tmp_path: Path) ->
         _kill_all(proc, workers)
 
 
+@pytest.mark.slow  # a second sweep process with its workers (the fast suite keeps the SIGTERM case)
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_a_killed_worker_ends_the_sweep_with_an_error(grid_setup: dict, tmp_path: Path) -> None:
     """A worker killed from outside (the OOM killer) must end the sweep with a one-line error, not hang it."""

@@ -85,7 +85,8 @@ def raw_onnx_probs(folder: Path, texts) -> np.ndarray:
     return torch.tensor(together).softmax(-1).numpy()
 
 
-@pytest.mark.parametrize("kind", ["bert-binary", "bert-3-class", pytest.param("qwen-decoder", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kind", ["bert-binary", *(pytest.param(k, marks=pytest.mark.slow)  # an export each
+                                                   for k in ("bert-3-class", "qwen-decoder"))])
 def test_onnx_export_round_trip_matches_pytorch(kind, models, exports) -> None:
     import onnxruntime as ort
     from transformers import AutoConfig
