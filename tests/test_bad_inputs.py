@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from codistill.cli import main
 
@@ -56,6 +57,11 @@ CASES = [
      "language model '{tmp}/nolm': no such folder"),
     ("quality: judge folder missing", {"cf.jsonl": [CF_ROW]},
      ["quality", "{tmp}/cf.jsonl", "--fluency-lm", "none", "--judge", "{tmp}/nojudge"], "judge '{tmp}/nojudge': no such folder"),
+    ("alpha not a number", {}, ["distill", "--alpha", "nan"], "distill.alpha: expected a finite number, got nan"),
+    ("temperature infinite in --config", {"c.yaml": {"distill": {"temperature": float("inf")}}},
+     ["distill", "--config", "{tmp}/c.yaml"], "distill.temperature: expected a finite number, got inf"),
+    ("sweep lr NaN", {"s.yaml": {"train": {"lr": float("nan")}}}, ["sweep", "{tmp}/s.yaml"],
+     "train.lr: expected a finite number, got nan"),
     ("quality: a row that is not a counterfactual", {"cf.jsonl": [{"text": "a", "label": 0}]},
      ["quality", "{tmp}/cf.jsonl"], "cf.jsonl, line 1: not a counterfactual row (no counterfactual, target_label)"),
     # serving: predict and export ({model} is the tiny teacher's folder)
@@ -100,7 +106,7 @@ def _write(tmp: Path, name: str, content, folder: Path) -> None:
         path.write_text(text)
     elif name.endswith(".yaml"):
         sweep = {"out": str(tmp / "sweep_out"), "datasets": [{"data": str(folder)}]} if name == "s.yaml" else {}
-        path.write_text(json.dumps({**sweep, **content}))  # JSON is YAML
+        path.write_text(yaml.safe_dump({**sweep, **content}))
     else:
         path.write_text(content)
 

@@ -529,3 +529,14 @@ def test_cod_rounds_adds_the_edits_the_teacher_labels_otherwise_and_trains_a_fre
         RunConfig(teacher="t", cod="replace", counterfactuals="cf.jsonl", generator={"name": "edits"})
     with pytest.raises(ConfigError, match="'rounds' needs a teacher"):
         RunConfig(cod="rounds", counterfactuals="cf.jsonl", distill=DistillConfig(method="finetune"))
+
+
+def test_a_diverging_loss_stops_training_with_one_line(tmp_path: Path, trained_teacher: Path, tiny_student: Path,
+                                                        toy) -> None:
+    from codistill.errors import TrainingDiverged
+
+    # a learning rate this large sends the weights, and then the loss, to NaN or infinity within a few steps
+    with pytest.raises(TrainingDiverged, match=r"step \d+: the loss is (nan|inf).*\(ce .*, kd .*\)"):
+        run_distill(toy, trained_teacher, tmp_path / "nan", k=8, student=StudentConfig(model=str(tiny_student), layers=1),
+                    train=replace(FAST, lr=1e30, classifier_lr=1e30, max_grad_norm=0.0, min_steps=40), progress=False)
+    assert not (tmp_path / "nan" / "metrics.json").exists()

@@ -84,6 +84,8 @@ def check_types(obj: Any, section: str) -> None:
         ok, value = _coerce(getattr(obj, f.name), hints[f.name])
         if not ok:
             raise ConfigError(f"{section}.{f.name}: expected {_describe(hints[f.name])}, got {getattr(obj, f.name)!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every `x <= 0` check after this
+            raise ConfigError(f"{section}.{f.name}: expected a finite number, got {value}")
         setattr(obj, f.name, value)
 
 

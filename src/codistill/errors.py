@@ -11,3 +11,7 @@ class DataError(CodistillError, ValueError):
 
 class ConfigError(CodistillError, ValueError):
     """An option has a value that cannot work (named in the message)."""
+
+
+class TrainingDiverged(CodistillError):
+    """The loss became NaN or infinite: training stops at that step and nothing is saved."""

@@ -21,6 +21,7 @@ from torch import nn
 
 from codistill.config import LossTerm, TrainConfig
 from codistill.data import LabeledTexts
+from codistill.errors import TrainingDiverged
 from codistill.evaluate import classification_metrics, predict_logits
 from codistill.losses import StepOutputs, Term, build_terms, masked_mean_pool
 from codistill.models import Classifier, head_parameters, same_tokenizer
@@ -293,6 +294,10 @@ def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequen
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
             seen += len(idx) * world
+        if not math.isfinite(sums["loss"]):
+            terms = ", ".join(f"{k} {v:.4g}" for k, v in sums.items() if k != "loss")
+            raise TrainingDiverged(f"step {step + 1}: the loss is {sums['loss']} ({terms}); training stopped and "
+                                   "nothing was saved (check the learning rates and loss weights)")
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(module.parameters(), cfg.max_grad_norm)
         optimizer.step()
