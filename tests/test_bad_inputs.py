@@ -57,6 +57,8 @@ CASES = [
      "language model '{tmp}/nolm': no such folder"),
     ("quality: judge folder missing", {"cf.jsonl": [CF_ROW]},
      ["quality", "{tmp}/cf.jsonl", "--fluency-lm", "none", "--judge", "{tmp}/nojudge"], "judge '{tmp}/nojudge': no such folder"),
+    ("sweep dataset name that leaves the folder", {"s.yaml": {"datasets": [{"data": "tweets", "name": "../../x"}]}},
+     ["sweep", "{tmp}/s.yaml"], "datasets[].name: '../../x' is not a plain folder name"),
     ("alpha not a number", {}, ["distill", "--alpha", "nan"], "distill.alpha: expected a finite number, got nan"),
     ("temperature infinite in --config", {"c.yaml": {"distill": {"temperature": float("inf")}}},
      ["distill", "--config", "{tmp}/c.yaml"], "distill.temperature: expected a finite number, got inf"),

@@ -265,6 +265,23 @@ def test_a_changed_config_reruns_exactly_what_it_changes(grid_setup: dict, tmp_p
     assert baseline_folder.name.endswith(metrics["cell_key"][:12])
 
 
+def test_one_writer_per_sweep_folder_and_a_truncated_cell_runs_again(grid_setup: dict, tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    cfg = SweepConfig(out=str(tmp_path / "one"), **{**grid_setup["given"], "methods": ["kd"], "cod": ["none"],
+                                                     "k": [4], "seeds": [0, 1], "fluency_lm": None})
+    with FileLock(str(tmp_path / "one" / ".sweep.lock")):  # another sweep holds the folder
+        with pytest.raises(ConfigError, match="is in use by another sweep"):
+            run_sweep(cfg, progress=False)
+    assert not list((tmp_path / "one").glob("cells/**/metrics.json"))
+    assert run_sweep(cfg, progress=False)["finished"] == 2
+    metrics = sorted((tmp_path / "one").glob("cells/**/metrics.json"))
+    metrics[0].write_text(metrics[0].read_text()[:40])  # cut short, as a full disk or a bad copy leaves it
+    again = run_sweep(cfg, progress=False)
+    assert again["ran"] == 1 and again["finished"] == 2
+    assert json.loads(metrics[0].read_text())["k"] == 4
+
+
 def test_report_on_empty_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no finished cells"):
         build_report(tmp_path)

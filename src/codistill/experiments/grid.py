@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,6 +71,17 @@ class DatasetEntry:
             raise ConfigError(f"datasets[].teacher_epochs must be >= 1, got {self.teacher_epochs}")
         if self.max_eval is not None and self.max_eval < 2:
             raise ConfigError(f"datasets[].max_eval must be >= 2, got {self.max_eval}")
+        if self.name is not None:
+            check_dataset_name(self.name)
+
+
+def check_dataset_name(name: str) -> str:
+    """A dataset's name in a sweep names folders (cells, teachers, counterfactuals), so it must be one plain
+    folder name that stays inside the sweep's folder."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name) or ".." in name:
+        raise ConfigError(f"datasets[].name: {name!r} is not a plain folder name (letters, digits, '.', '_', '+', "
+                          "'-'; no '/' or '..'): give the dataset a 'name' of that kind")
+    return name
 
 
 def _int_list(value: Any, key: str, example: str) -> list[int]:

@@ -20,7 +20,7 @@ from codistill.experiments.artifacts import (
     prepare_teacher,
     read_json,
 )
-from codistill.experiments.grid import Cell, SweepConfig, plan_cells
+from codistill.experiments.grid import Cell, SweepConfig, check_dataset_name, plan_cells
 from codistill.fileio import atomic_write_json
 
 
@@ -191,23 +191,59 @@ def record_history(root: Path, cfg: SweepConfig, artifacts: dict[str, Any], cell
     return entry
 
 
+def finished(folder: str | Path) -> bool:
+    """A cell is finished when its ``metrics.json`` (written last, atomically) reads back as JSON; a
+    truncated one (a copy cut short, a full disk) makes the cell run again."""
+    try:
+        return isinstance(read_json(Path(folder) / "metrics.json"), dict)
+    except (OSError, CodistillError):
+        return False
+
+
+@contextlib.contextmanager
+def sweep_lock(root: Path):
+    """One writer per sweep folder: a second sweep into a folder in use is refused (the lock is the
+    operating system's, so it goes with a process that dies)."""
+    from filelock import FileLock, Timeout
+
+    root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(root / ".sweep.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(f"sweep: the folder {root} is in use by another sweep; wait for it to finish or "
+                          "give this one another 'out'") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = True, stop_after: int | None = None,
               executor: str | None = None) -> dict[str, Any]:
     """Run every unfinished cell of the grid; returns counts. ``stop_after`` ends after that many new
-    cells (used to test resuming); ``executor`` overrides the config's (``local`` or ``ray``)."""
-    from tqdm.auto import tqdm
-
+    cells (used to test resuming); ``executor`` overrides the config's (``local`` or ``ray``). A second
+    sweep into the same folder while this one runs is refused."""
     executor = executor or cfg.executor
     root = Path(cfg.out)
-    datasets, jobs, names, artifacts = {}, [], [], {}
+    datasets, names = {}, []
     for i, entry in enumerate(cfg.datasets):  # load everything first: a bad dataset fails before any work
         dataset = load_entry(entry)
-        name = entry.name or dataset.name
+        name = check_dataset_name(entry.name or dataset.name)
         if name in datasets:
             raise ConfigError(f"sweep: two datasets are named '{name}'; give them distinct 'name's")
         datasets[name] = (i, dataset)
         names.append(name)
-    root.mkdir(parents=True, exist_ok=True)
+    with sweep_lock(root):  # created here: a bad dataset leaves no folder behind
+        return _run_cells(cfg, datasets, names, workers, progress, stop_after, executor)
+
+
+def _run_cells(cfg: SweepConfig, datasets: dict, names: list[str], workers: int | None, progress: bool,
+               stop_after: int | None, executor: str) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    root = Path(cfg.out)
+    jobs, artifacts = [], {}
     config = cfg.to_dict()
     context = {}
     for name, (i, dataset) in datasets.items():
@@ -228,7 +264,7 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
         job.folder = str(c.folder(root, job.key))
         jobs.append(job)
     record_history(root, cfg, artifacts, {str(Path(j.folder).relative_to(root)): j.key for j in jobs})
-    todo = [j for j in jobs if not (Path(j.folder) / "metrics.json").is_file()]
+    todo = [j for j in jobs if not finished(j.folder)]
     if stop_after is not None:
         todo = todo[:stop_after]
     workers = workers or cfg.workers
@@ -245,5 +281,5 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
         with terminate_on_sigterm():
             run_in_pool(todo, workers, lambda: bar.update(1))
     bar.close()
-    done = sum((Path(j.folder) / "metrics.json").is_file() for j in jobs)
+    done = sum(finished(j.folder) for j in jobs)
     return {"cells": len(jobs), "ran": len(todo), "finished": done, "seconds": time.perf_counter() - start}
