@@ -211,3 +211,10 @@ def test_ctrl_c_exits_130_and_says_so(capsys, monkeypatch) -> None:
     monkeypatch.setattr(codistill.data, "load_dataset", interrupted)
     code, _, err = run(capsys, "data", "show", "tweets")
     assert code == 130 and err.strip() == "interrupted"
+
+
+def test_user_text_is_printed_as_it_is(capsys, csv_folder: Path) -> None:
+    code, out, _ = run(capsys, "data", "show", str(csv_folder), "--labels", "[neg],[pos]")
+    assert code == 0 and "0=[neg], 1=[pos]" in out  # not read as rich markup
+    code, _, err = run(capsys, "sweep", str(csv_folder / "missing [ray].yaml"))
+    assert code == 2 and "missing [ray].yaml" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import inspect
 import re
 import sys
@@ -52,7 +53,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect datasets and draw k-shot samples.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 
-console = Console()
+# markup off: user text (labels, file names, messages) is printed as it is, never read as rich markup
+console = Console(markup=False, highlight=False)
 
 
 # -- options generated from the config dataclasses -----------------------------------------------------------
@@ -211,8 +213,17 @@ def _csv_list(value: Optional[str]) -> Optional[list[str]]:
 
 
 def _label_map(value: Optional[str], flag: str = "--label-map") -> Optional[dict[str, str]]:
+    """``RAW:NAME,RAW:NAME`` or the JSON mapping ``{"RAW": "NAME", ...}``."""
     if value is None:
         return None
+    if value.lstrip().startswith("{"):
+        try:
+            mapping = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise CodistillError(f"{flag}: not a JSON mapping ({exc.msg}): {value}") from None
+        if not isinstance(mapping, dict):
+            raise CodistillError(f"{flag}: expected a JSON mapping of raw values to names, got {value}")
+        return {str(k): str(v) for k, v in mapping.items()}
     pairs = {}
     for item in _csv_list(value) or []:
         raw, sep, name = item.partition(":")
@@ -244,7 +255,7 @@ def data_show(
 
     dataset = load_dataset(data_config(options, source=data))
     info = describe(dataset)
-    console.print(f"[bold]{dataset.name}[/bold]  source: {dataset.source}")
+    console.print(f"{dataset.name}  source: {dataset.source}")
     console.print(f"classes ({dataset.num_classes}): " + ", ".join(f"{i}={n}" for i, n in enumerate(dataset.label_names)))
     for note in dataset.notes:
         console.print(f"note: {note}")
@@ -465,7 +476,7 @@ def _print_cf_summary(s: dict, title: str, out: Path) -> None:
                  f"fluency x{e['fluency_ratio']:.2f}" if e.get("fluency_ratio") is not None else None,
                  None if e.get("judge_agrees") is None else ("judge agrees" if e["judge_agrees"] else "judge disagrees")]
         console.print(f"[{e['label']} -> {e['target']}] {_shorten(e['text'], 90)}\n    -> {_shorten(e['counterfactual'], 90)}"
-                      f"  ({', '.join(x for x in extra if x)})", markup=False, highlight=False)
+                      f"  ({', '.join(x for x in extra if x)})")
     console.print(f"wrote {out} and {summary_path(out)}")
 
 
@@ -516,7 +527,7 @@ def export_cmd(
     console.print(f"check on {r.checked_texts} texts against PyTorch: largest probability difference "
                   f"{r.max_abs_diff:.2e}{bound}, same class on {r.agreement:.1%}")
     if r.warning:
-        console.print(f"[yellow]warning:[/yellow] {r.warning}")
+        console.print(f"warning: {r.warning}")
 
 
 @app.command("predict")
@@ -628,14 +639,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     errors."""
     import click
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, markup=False, highlight=False)
     try:
         code = app(args=argv, standalone_mode=False)
     except (CodistillError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"error: {exc}", soft_wrap=True)
         return 2
     except NotImplementedError as exc:
-        err.print(f"[red]not implemented:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"not implemented: {exc}", soft_wrap=True)
         return 3
     except click.exceptions.ClickException as exc:
         exc.show()

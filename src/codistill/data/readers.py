@@ -83,14 +83,21 @@ def _read_delimited(path: Path, cfg: DataConfig, delimiter: str, label_required:
         if header is None or not any(h.strip() for h in header):
             raise DataError(f"{path}: file is empty (expected a header row with the column names)")
         header = [h.strip() for h in header]
+        repeated = sorted({h for h in header if h and header.count(h) > 1})
+        if repeated:
+            raise DataError(f"{path}: column '{repeated[0]}' appears more than once in the header; rename one")
         text_cols = _text_columns(header, cfg, str(path))
         label_col = _label_column(header, cfg, str(path), label_required)
         text_idx = [header.index(c) for c in text_cols]
         label_idx = header.index(label_col) if label_col is not None else None
         rows = _RawRows(str(path), [], [] if label_col is not None else None, [])
-        for row in reader:
-            line = reader.line_num  # physical line where the row ends
-            if not row or (len(row) == 1 and not row[0].strip()):
+        records = [(reader.line_num, row) for row in reader]  # line_num: the physical line where the row ends
+        while records and not any(f.strip() for f in records[-1][1]):
+            records.pop()  # blank lines at the end of the file
+        for line, row in records:
+            if len(header) == 1 and len(row) <= 1:
+                row = row or [""]  # one column: a blank line inside the file is an empty text, not nothing
+            elif not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) != len(header):
                 raise DataError(

@@ -225,6 +225,8 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
     cells (used to test resuming); ``executor`` overrides the config's (``local`` or ``ray``). A second
     sweep into the same folder while this one runs is refused."""
     executor = executor or cfg.executor
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {workers}")
     root = Path(cfg.out)
     datasets, names = {}, []
     for i, entry in enumerate(cfg.datasets):  # load everything first: a bad dataset fails before any work
@@ -267,7 +269,7 @@ def _run_cells(cfg: SweepConfig, datasets: dict, names: list[str], workers: int 
     todo = [j for j in jobs if not finished(j.folder)]
     if stop_after is not None:
         todo = todo[:stop_after]
-    workers = workers or cfg.workers
+    workers = cfg.workers if workers is None else workers
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="cells", disable=not progress)
     if executor == "ray":
