@@ -414,6 +414,31 @@ def test_llm_end_to_end_file_has_tokens_and_time(tmp_path: Path) -> None:
     assert again["llm"]["completion_tokens"] == 3 * new
 
 
+def test_a_password_in_the_url_is_sent_but_never_written(tmp_path: Path) -> None:
+    from codistill.counterfactuals.generate import CounterfactualsIncomplete
+    from codistill.fileio import atomic_write_json
+
+    ds = toy_dataset(8)
+    answers = {t: [("ok", t.replace("great", "awful") if "great" in t else t.replace("awful", "great"))]
+               for t in ds["train"].texts}
+    with ScriptedLLM(answers) as server:
+        url = server.url.replace("http://", "http://alice:s3cr3t-pw@")
+        cfg = _cfg(url, tmp_path)
+        summary = generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(cfg), tmp_path / "cf.jsonl", k=4,
+                                           progress=False)
+        assert server.headers[0]["authorization"].startswith("Basic ")  # the endpoint still gets them
+        atomic_write_json(tmp_path / "config.json", {"generator": {"name": "llm", "base_url": url}})
+    assert summary["llm"]["base_url"] == server.url
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) >= 4 and not [p for p in written if "s3cr3t-pw" in p.read_text(errors="replace")]
+    with ScriptedLLM({}, default=("status", 401)) as server:  # and messages name the URL without them
+        url = server.url.replace("http://", "http://alice:s3cr3t-pw@")
+        with pytest.raises(CounterfactualsIncomplete) as failed:
+            generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(_cfg(url, tmp_path / "b")),
+                                     tmp_path / "b.jsonl", k=4, progress=False)
+    assert "s3cr3t-pw" not in str(failed.value) and server.url in str(failed.value)
+
+
 def test_llm_then_edits_chain_fills_what_the_llm_could_not_flip(tmp_path: Path, capsys) -> None:
     from codistill.cli import main
     from codistill.counterfactuals.registry import make_generator

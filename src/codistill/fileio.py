@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -39,9 +40,31 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
     return path
 
 
+_URL_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+
+
+def strip_credentials(url: str) -> str:
+    """``http://user:secret@host/v1`` -> ``http://host/v1``: a URL as it may be shown or written."""
+    return _URL_CREDENTIALS.sub(r"\1", url)
+
+
+def without_credentials(obj: Any) -> Any:
+    """``obj`` with the credentials taken out of every string that is a URL (configs, summaries and caches
+    may hold an endpoint's URL; a password in it never lands on disk)."""
+    if isinstance(obj, str):
+        return strip_credentials(obj) if "@" in obj and "://" in obj and not any(c.isspace() for c in obj) else obj
+    if isinstance(obj, dict):
+        return {k: without_credentials(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [without_credentials(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """:func:`atomic_write_text` of ``obj`` as indented JSON (NaN written as null is the caller's job)."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    """:func:`atomic_write_text` of ``obj`` as indented JSON, credentials taken out of URLs
+    (:func:`without_credentials`; NaN written as null is the caller's job)."""
+    return atomic_write_text(path, json.dumps(without_credentials(obj), indent=2, ensure_ascii=False,
+                                              sort_keys=False) + "\n")
 
 
 def atomic_write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:

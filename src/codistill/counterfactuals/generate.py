@@ -21,7 +21,7 @@ from codistill.counterfactuals.rows import summary_path
 from codistill.counterfactuals.verify import Verifier
 from codistill.data import TextDataset, sample_from
 from codistill.errors import CodistillError
-from codistill.fileio import atomic_write_json, atomic_write_jsonl
+from codistill.fileio import atomic_write_json, atomic_write_jsonl, strip_credentials
 
 
 class CounterfactualsIncomplete(CodistillError):
@@ -74,7 +74,7 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
     summary.update({"failed_originals": len(failed), "complete": not failed and fatal is None, "fatal": fatal})
     if llms:
         after = llms[0].client.stats.as_dict()
-        summary["llm"] = {"base_url": llms[0].cfg.base_url, "model": llms[0].cfg.model,
+        summary["llm"] = {"base_url": strip_credentials(llms[0].cfg.base_url), "model": llms[0].cfg.model,
                           **{key: after[key] - stats_before[key] for key in after}}
         summary["generated_by"] = {name: sum(r["flipped"] and r["generator"] == name for r in rows)
                                    for name in sorted({r["generator"] for r in rows})}

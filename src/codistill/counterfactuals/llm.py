@@ -22,7 +22,7 @@ from codistill.config import check_types
 from codistill.counterfactuals.base import REQUEST_FAILED, Attempt, CFRequest, CFResult, CounterfactualGenerator
 from codistill.counterfactuals.verify import check_candidate
 from codistill.errors import CodistillError, ConfigError
-from codistill.fileio import atomic_write_json
+from codistill.fileio import atomic_write_json, strip_credentials
 
 FATAL_STATUS = {401: "unauthorized: check the key in --api-key-env", 403: "forbidden: the key may not use this model",
                 404: "not found: check --base-url and --model"}
@@ -164,7 +164,7 @@ class ChatClient:
                 hit = self._cached(path)
                 if hit is None:
                     content, usage = self._request(messages)
-                    atomic_write_json(path, {"model": self.cfg.model, "base_url": self.cfg.base_url,
+                    atomic_write_json(path, {"model": self.cfg.model, "base_url": strip_credentials(self.cfg.base_url),
                                              "messages": list(messages), "content": content, "usage": usage,
                                              "time": time.time()})
                     return content, usage, False
@@ -174,7 +174,7 @@ class ChatClient:
     def _request(self, messages: Sequence[dict[str, str]]) -> tuple[str, dict[str, int]]:
         import openai
 
-        url = self.cfg.base_url.rstrip("/")
+        url = strip_credentials(self.cfg.base_url).rstrip("/")  # how it is named in messages
         timeout = self.cfg.timeout
         if self.cfg.deadline is not None:
             remaining = self.cfg.deadline - (time.monotonic() - self._started)
