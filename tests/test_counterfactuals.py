@@ -244,9 +244,16 @@ def test_on_failure_skip_or_keep_best(tmp_path: Path) -> None:
     ds = toy_dataset(template="{} film number {}")  # no auxiliary: nothing to negate
     # no antonyms, no deletions
     weak = EditSearchGenerator(EditSearchConfig(max_edits=1, top_positions=0), DictLexicon({}))
-    skip = generate_counterfactuals(ds, Verifier(toy_scorer), weak, tmp_path / "s.jsonl", k=8, progress=False)
+    from codistill.cod import NoCounterfactuals
+
+    # a file without one usable counterfactual is written, then refused unless allowed
+    with pytest.raises(NoCounterfactuals, match="s.jsonl: none of the 4 originals has a usable counterfactual"):
+        generate_counterfactuals(ds, Verifier(toy_scorer), weak, tmp_path / "s.jsonl", k=8, progress=False)
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 4
+    skip = generate_counterfactuals(ds, Verifier(toy_scorer), weak, tmp_path / "s.jsonl", k=8, progress=False,
+                                    allow_empty=True)
     keep = generate_counterfactuals(ds, Verifier(toy_scorer), weak, tmp_path / "k.jsonl", k=8, progress=False,
-                                    on_failure="keep-best")
+                                    on_failure="keep-best", allow_empty=True)
     assert skip["flip_rate"] == 0.0 and skip["used"] == 0
     assert keep["used"] == 0  # keep-best needs a candidate; with no applicable edit there is none
     # may delete the key word
@@ -626,6 +633,27 @@ def test_sweep_against_a_dead_endpoint_trains_no_cell(tmp_path: Path, tiny_teach
     with pytest.raises(CodistillError, match="got no counterfactual"):
         run_sweep(cfg, progress=False)
     assert not list((tmp_path / "sweep").glob("cells/**/metrics.json"))
+
+
+def test_a_cod_cell_without_counterfactuals_stops_the_sweep_before_training(tmp_path: Path, tiny_teacher: Path,
+                                                                           csv_folder: Path) -> None:
+    from codistill.cod import NoCounterfactuals
+    from codistill.experiments import SweepConfig, read_cells, run_sweep
+
+    with ScriptedLLM({}) as server:  # it only echoes the original: no candidate reaches the teacher
+        base = dict(datasets=[{"data": str(csv_folder), "teacher": str(tiny_teacher)}], methods=["kd"],
+                    cod=["none", "replace"], k=[4], seeds=[0], fluency_lm=None,
+                    generator={"name": "llm", "base_url": server.url, "model": "x", "max_attempts": 1,
+                               "api_key_env": "", "cache_dir": str(tmp_path / "cache")},
+                    student={"model": str(tiny_teacher), "layers": 1}, train={"epochs": 1, "min_steps": 1,
+                                                                              "probe_steps": 0})
+        with pytest.raises(NoCounterfactuals, match="sweep cell toy kd[+]cod k=4 seed=0: .*none of the 2 originals"):
+            run_sweep(SweepConfig(out=str(tmp_path / "sweep"), **base), progress=False)
+        assert not list((tmp_path / "sweep").glob("cells/**/metrics.json"))  # not even the baseline trained
+        allowed = SweepConfig(out=str(tmp_path / "sweep"), allow_empty_counterfactuals=True, **base)
+        assert run_sweep(allowed, progress=False)["finished"] == 2
+    cod = [c for c in read_cells(tmp_path / "sweep" / "cells") if c["cod"] == "replace"]
+    assert cod[0]["n_counterfactuals"] == 0 and cod[0]["n_originals"] == 2
 
 
 def test_edit_search_keeps_several_counterfactuals_at_different_positions(tmp_path: Path) -> None:

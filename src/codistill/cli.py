@@ -445,7 +445,7 @@ def counterfactuals_cmd(
     check_teacher_labels(label_names(clf.model.config), dataset)
     scorer = QualityScorer.load(top.fluency_lm, top.judge)
     s = generate_counterfactuals(dataset, Verifier.from_classifier(clf), gen, out, k=top.k, seed=top.seed,
-                                 on_failure=top.on_failure, scorer=scorer)
+                                 on_failure=top.on_failure, scorer=scorer, allow_empty=top.allow_empty)
     _print_cf_summary(s, f"counterfactuals: {dataset.name}, k={s['k']} ({s['originals']} originals), {s['generator']}",
                       out)
 

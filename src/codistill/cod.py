@@ -59,6 +59,18 @@ def edited_originals(budget: int, num_classes: int) -> int:
     return budget // 2
 
 
+class NoCounterfactuals(ConfigError):
+    """CoD without a single usable counterfactual: it would train on the originals alone."""
+
+
+def check_usable(used: int, originals: int, where: str, allow_empty: bool) -> None:
+    """CoD needs at least one usable counterfactual among its ``originals``, unless ``allow_empty``."""
+    if used == 0 and originals and not allow_empty:
+        raise NoCounterfactuals(f"{where}: none of the {originals} originals has a usable counterfactual (the teacher "
+                                "was flipped on none), so CoD would train on the originals alone; see its summary "
+                                "file, or allow it with allow_empty_counterfactuals")
+
+
 def check_on_failure(value: str, where: str = "--on-failure") -> str:
     if value not in ON_FAILURE:
         raise ConfigError(f"{where}: must be {' or '.join(repr(v) for v in ON_FAILURE)}, got {value!r}")

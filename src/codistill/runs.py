@@ -130,6 +130,9 @@ def training_rows(dataset: TextDataset, run: RunConfig):
     if run.counterfactuals is not None:
         extra, info = (extra_examples(run.counterfactuals, dataset.label_names) if run.cod is None
                        else cod_examples(run.counterfactuals, sample, dataset.label_names, every=run.cod == "multi"))
+        if run.cod is not None:
+            cod_rules.check_usable(info["added"], len(sample.texts), str(run.counterfactuals),
+                                   run.allow_empty_counterfactuals)
         rows = LabeledTexts(rows.texts + extra.texts, rows.labels + extra.labels)
     return sample, rows, info
 
@@ -219,7 +222,8 @@ def generate_run_counterfactuals(dataset: TextDataset, run: RunConfig, out: Path
 
     path = out / "counterfactuals.jsonl"
     s = counterfactuals_for_run(dataset, str(run.teacher), path, k=run.k, seed=run.seed, cod=run.cod,
-                                generator=run.generator, progress=progress, fluency_lm=fluency_lm)
+                                generator=run.generator, progress=progress, fluency_lm=fluency_lm,
+                                allow_empty=run.allow_empty_counterfactuals)
     return {"path": str(path), "spec": run.generator or {"name": "edits"},
             **{key: s.get(key) for key in ("generator", "originals", "flipped", "used", "edited_words_mean",
                                            "fluency_ratio_median")}}

@@ -30,13 +30,16 @@ class CounterfactualsIncomplete(CodistillError):
 
 def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator: CounterfactualGenerator,
                              out: str | Path, *, k: int, seed: int = 0, on_failure: str = cod_rules.ON_FAILURE[0],
-                             progress: bool = True, scorer: QualityScorer | None = None) -> dict[str, Any]:
+                             progress: bool = True, scorer: QualityScorer | None = None,
+                             allow_empty: bool = False) -> dict[str, Any]:
     """Counterfactuals for the CoD half of the k-shot sample of ``dataset`` (seed ``seed``), written to
     ``out`` (JSONL, one row per original) and ``summary_path(out)``. Returns the summary.
 
     ``on_failure``: ``skip`` marks originals without a flipping candidate ``"use": false`` (distill leaves
     them out); ``keep-best`` uses the candidate closest to the target instead, labelled with the target.
-    ``scorer`` adds fluency and validity (:mod:`.quality`) to the rows and the summary.
+    ``scorer`` adds fluency and validity (:mod:`.quality`) to the rows and the summary. A file without a
+    single usable counterfactual is written and then refused (:func:`codistill.cod.check_usable`) unless
+    ``allow_empty``.
     """
     from codistill.models import check_teacher_labels
 
@@ -86,13 +89,14 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
         raise CounterfactualsIncomplete(
             f"{len(failed)} of {len(rows)} originals got no counterfactual because requests failed ({last}); "
             f"wrote what was done to {out}: run the same command again to resume from the cache")
+    cod_rules.check_usable(summary["used"], len(rows), str(out), allow_empty)
     return summary
 
 
 def counterfactuals_for_run(dataset: TextDataset, teacher: str, out: str | Path, *, k: int, seed: int = 0,
                             cod: str = cod_rules.DEFAULT_MODE, generator: dict | None = None,
                             on_failure: str = cod_rules.ON_FAILURE[0], progress: bool = True,
-                            fluency_lm: str | None = None) -> dict[str, Any]:
+                            fluency_lm: str | None = None, allow_empty: bool = False) -> dict[str, Any]:
     """Counterfactuals for a distillation run at budget ``k`` in mode ``cod``
     (:func:`codistill.cod.counterfactual_budget`), made by ``generator`` (default: the edit search),
     verified by the teacher and scored for fluency by ``fluency_lm`` (``None``: not scored). Returns the
@@ -103,4 +107,4 @@ def counterfactuals_for_run(dataset: TextDataset, teacher: str, out: str | Path,
     gen = make_generator(generator or {"name": "edits"}, default_cache_dir=str(Path(out).parent / ".llm_cache"))
     scorer = QualityScorer.load(fluency_lm) if fluency_lm else None
     return generate_counterfactuals(dataset, verifier, gen, out, k=cod_rules.counterfactual_budget(k, cod), seed=seed,
-                                    on_failure=on_failure, progress=progress, scorer=scorer)
+                                    on_failure=on_failure, progress=progress, scorer=scorer, allow_empty=allow_empty)

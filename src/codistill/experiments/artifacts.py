@@ -147,7 +147,7 @@ def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teacher: dict[
             verifier = Verifier.from_classifier(load_classifier(teacher["path"], what="teacher"))
             generator = make_generator(cfg.generator, default_cache_dir=str(root / "llm_cache"))
         generate_counterfactuals(dataset, verifier, generator, path, k=k_max, seed=seed,
-                                 on_failure=cfg.on_failure, progress=progress)
+                                 on_failure=cfg.on_failure, progress=progress, allow_empty=True)  # checked per cell
         atomic_write_json(summary, {**read_json(summary), "artifact": {"key": key, "recipe": recipe}})
     wanted = {"lm": cfg.fluency_lm, "judge": judge}
     scorer = None

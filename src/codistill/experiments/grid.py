@@ -13,6 +13,7 @@ from codistill.config import (
     METHODS,
     TEACHER_TRAIN,
     DistillConfig,
+    RunConfig,
     StudentConfig,
     TrainConfig,
     build_config,
@@ -112,6 +113,8 @@ class SweepConfig:
         generator: ``{"name": "edits", "max_edits": 3, "beam_width": 4, "lexicon": null}`` or
             ``{"name": "llm", "base_url": ..., "model": ..., ...}`` (fields of :class:`LLMConfig`).
         on_failure: ``skip`` or ``keep-best`` for originals without a flipping counterfactual.
+        allow_empty_counterfactuals: let CoD cells train when none of their originals has a usable
+            counterfactual (by default the sweep stops before training any cell).
         fluency_lm: the causal LM that scores the counterfactuals' fluency (``smollm2``, a folder, a Hub
             name; ``None``: not measured).
         student, train, distill: fields of :class:`StudentConfig`, :class:`TrainConfig`,
@@ -131,6 +134,7 @@ class SweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     generator: dict[str, Any] = field(default_factory=lambda: {"name": "edits"})
     on_failure: str = cod_rules.ON_FAILURE[0]
+    allow_empty_counterfactuals: bool = RunConfig.allow_empty_counterfactuals
     fluency_lm: str | None = DEFAULT_FLUENCY_LM
     student: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)

@@ -68,6 +68,7 @@ class CellJob:
         return RunConfig(teacher=self.teacher, k=c.k, seed=c.seed, counterfactuals=self.counterfactuals,
                          cod=None if c.cod == "none" else c.cod, student=StudentConfig(**cfg.student),
                          generator=cfg.generator if c.cod == "rounds" else None,
+                         allow_empty_counterfactuals=cfg.allow_empty_counterfactuals,
                          distill=distill_options(c.method, cfg.distill), train=TrainConfig(**cfg.train))
 
 
@@ -219,6 +220,22 @@ def sweep_lock(root: Path):
         lock.release()
 
 
+def check_counterfactual_cells(jobs: list[CellJob], cfg: SweepConfig, context: dict) -> None:
+    """Every CoD cell to run has at least one usable counterfactual (unless the sweep allows none):
+    checked for all of them before the first one trains."""
+    from codistill.cod import NoCounterfactuals
+    from codistill.runs import training_rows
+
+    for job in jobs:
+        if job.counterfactuals is None:
+            continue
+        try:
+            training_rows(context[job.cell.dataset][1], job.run_config(cfg))
+        except NoCounterfactuals as exc:
+            c = job.cell
+            raise NoCounterfactuals(f"sweep cell {c.dataset} {c.label} k={c.k} seed={c.seed}: {exc}") from None
+
+
 def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = True, stop_after: int | None = None,
               executor: str | None = None) -> dict[str, Any]:
     """Run every unfinished cell of the grid; returns counts. ``stop_after`` ends after that many new
@@ -269,6 +286,7 @@ def _run_cells(cfg: SweepConfig, datasets: dict, names: list[str], workers: int 
     todo = [j for j in jobs if not finished(j.folder)]
     if stop_after is not None:
         todo = todo[:stop_after]
+    check_counterfactual_cells(todo, cfg, context)
     workers = cfg.workers if workers is None else workers
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="cells", disable=not progress)
