@@ -241,7 +241,7 @@ def test_write_labeled_roundtrips_through_the_loader(tmp_path: Path, csv_folder:
     assert rows[0]["label_name"] == ds.label_names[rows[0]["label"]]
     csv_out = write_labeled(tmp_path / "s" / "train.csv", sample.as_split(), ds.label_names)
     back = load_dataset(csv_out.parent, label_names=["neg", "pos"])
-    assert sorted(back["train"].texts + back["validation"].texts + back["test"].texts) == sorted(sample.texts)
+    assert sorted(back.splits["train"].texts + back.splits["validation"].texts + back.splits["test"].texts) == sorted(sample.texts)
 
 
 def test_describe_reports_counts_and_lengths(csv_folder: Path) -> None:
@@ -304,7 +304,7 @@ def test_non_utf8_bytes(tmp_path: Path) -> None:
     msg = _one_line_error(tmp_path, "u.csv", b"text,label\nfine,0\ncaf\xe9 bad,1\n", "u.csv, line 3: bytes not valid utf-8")
     assert "0xe9" in msg and "--encoding" in msg
     ds = load_dataset(tmp_path / "u.csv", encoding="latin-1")
-    assert "café bad" in ds["train"].texts + ds["validation"].texts + ds["test"].texts
+    assert "café bad" in ds.splits["train"].texts + ds.splits["validation"].texts + ds.splits["test"].texts
 
 
 def test_malformed_rows(tmp_path: Path) -> None:
@@ -364,3 +364,19 @@ def test_stratified_subset_keeps_proportions() -> None:
     assert sub.class_counts(2) == [14, 6]
     assert stratified_subset(pool, 20, seed=0).texts == sub.texts != stratified_subset(pool, 20, seed=1).texts
     assert set(sub.texts) <= set(pool.texts)
+
+
+def test_degenerate_evaluation_splits_are_said_or_refused(tmp_path: Path) -> None:
+    # a test split with one class only: loaded, with a note that macro-F1 and MCC say little on it
+    folder = tmp_path / "one_class_test"
+    write_csv(folder / "train.csv", synthetic_rows(20, seed=1))
+    write_csv(folder / "test.csv", [r for r in synthetic_rows(10, seed=2) if r["label"] == 1])
+    ds = load_dataset(folder, label_names=["negative", "positive"])
+    assert "'test' has no rows of class 'negative': macro-F1 and MCC on it say little" in ds.notes
+    # many classes with two rows each: 10% per class rounds to nothing, so the carved splits are empty;
+    # they load (and show), but nothing is evaluated on them
+    rows = [{"text": f"text {c} {i}", "label": f"c{c}"} for c in range(50) for i in range(2)]
+    ds = load_dataset(write_csv(tmp_path / "tiny.csv", rows))
+    assert len(ds.splits["test"]) == 0 and describe(ds)["splits"]["test"]["rows"] == 0
+    with pytest.raises(DataError, match="dataset 'tiny': the 'test' split is empty"):
+        ds.split("test")

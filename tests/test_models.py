@@ -190,3 +190,20 @@ def test_mean_head_is_refused_for_a_decoder(tiny_qwen: Path) -> None:
         make_student(str(tiny_qwen), None, "pretrained", ["neg", "pos"], pooling="mean")
     with pytest.raises(ConfigError, match="pooling"):
         StudentConfig(pooling="max")
+
+
+def test_a_folder_without_its_tokenizer_or_with_cut_weights_is_refused(tiny_teacher: Path, tmp_path: Path) -> None:
+    import shutil
+
+    no_tokenizer = tmp_path / "no_tokenizer"
+    shutil.copytree(tiny_teacher, no_tokenizer)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        (no_tokenizer / name).unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match="its tokenizer has .* tokens but the model embeds"):
+        load_classifier(str(no_tokenizer), what="teacher")
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny_teacher, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match="teacher '.*cut' could not be loaded"):
+        load_classifier(str(cut), what="teacher")

@@ -269,7 +269,7 @@ def data_show(
     lengths.add_column("characters", justify="right")
     lengths.add_column("words", justify="right")
     for split, s in info["splits"].items():
-        counts = [f"{n:,} ({n / s['rows']:.1%})" for n in s["class_counts"].values()]
+        counts = [f"{n:,} ({n / s['rows']:.1%})" if s["rows"] else "0" for n in s["class_counts"].values()]
         table.add_row(split, f"{s['rows']:,}", *counts)
         lengths.add_row(split, *(
             " / ".join(f"{s[kind][key]:.0f}" for key in ("p5", "p50", "p95", "max")) for kind in ("chars", "words")

@@ -72,6 +72,15 @@ class Classifier:
         return sum(p.numel() for p in self.model.parameters())
 
 
+def check_vocabulary(tokens: int, embeddings: int, what: str) -> None:
+    """The tokenizer must fit the model's embedding matrix: more tokens than rows would index past it, and far
+    fewer (transformers builds a few-token tokenizer for a folder without its tokenizer files) would read
+    every word as unknown, a constant classifier."""
+    if tokens > embeddings or tokens < embeddings // 2:
+        raise ConfigError(f"{what}: its tokenizer has {tokens:,} tokens but the model embeds {embeddings:,}; "
+                          "the folder lacks its own tokenizer files (tokenizer.json, vocab.txt, ...)?")
+
+
 def label_names(config) -> list[str]:
     """A classifier's class names in index order (``id2label``; ``LABEL_i`` when it was never named)."""
     return [str(config.id2label[i]) for i in range(int(config.num_labels))]
@@ -134,16 +143,19 @@ def load_classifier(name_or_path: str, label_names: Sequence[str] | None = None,
     hf_logging.disable_progress_bar()  # loading takes a second; our own bars show the long steps
     if label_names is not None:  # the fresh head is intended: no load report about its missing weights
         hf_logging.set_verbosity_error()
+    from safetensors import SafetensorError
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForSequenceClassification.from_pretrained(source, ignore_mismatched_sizes=True, **kwargs)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # a missing file, or weights cut short
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{what} '{name_or_path}' could not be loaded: {first[:300]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+    check_vocabulary(len(tokenizer), model.get_input_embeddings().num_embeddings, f"{what} '{name_or_path}'")
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ConfigError(f"{what} '{name_or_path}': tokenizer has neither a pad nor an EOS token")

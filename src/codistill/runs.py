@@ -262,6 +262,9 @@ def train_teacher(dataset: TextDataset, model: str, out_dir: str | Path, *, trai
     """
     tcfg = train or teacher_train_config()
     rows = dataset.split("train")
+    evaluated = [s for s in ("validation", "test") if s in dataset.splits]
+    for split in evaluated:
+        dataset.split(split)  # an empty split is refused now, not after training
     if max_train is not None and max_train < len(rows):
         rows = stratified_subset(rows, max_train, f"teacher-cap-{tcfg.seed}")
     seed_everything(tcfg.seed)
@@ -273,15 +276,14 @@ def train_teacher(dataset: TextDataset, model: str, out_dir: str | Path, *, trai
                                "capped": max_train is not None and len(rows) < len(dataset.split("train")),
                                "parameters": clf.num_parameters()}
     test_predictions = None
-    for split in ("validation", "test"):
-        if split in dataset.splits:
-            metrics[split], pred = evaluate_split(clf, dataset.split(split), dataset.num_classes, tcfg.eval_batch_size,
-                                                  tcfg.max_length, progress=progress)
-            if split == "test":
-                test = dataset.split("test")
-                test_predictions = {"dataset": dataset.name, "test_sha256": texts_fingerprint(test.texts, test.labels),
-                                    "n": len(pred), "metrics": metrics["test"], "predictions": pred,
-                                    "parameters": metrics["parameters"]}
+    for split in evaluated:
+        metrics[split], pred = evaluate_split(clf, dataset.split(split), dataset.num_classes, tcfg.eval_batch_size,
+                                              tcfg.max_length, progress=progress)
+        if split == "test":
+            test = dataset.split("test")
+            test_predictions = {"dataset": dataset.name, "test_sha256": texts_fingerprint(test.texts, test.labels),
+                                "n": len(pred), "metrics": metrics["test"], "predictions": pred,
+                                "parameters": metrics["parameters"]}
     metrics.update({k: v for k, v in asdict(summary).items() if k != "log"})
     config = {"dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names},
               "model": model, "train": asdict(tcfg), "max_train": max_train, "environment": _environment()}

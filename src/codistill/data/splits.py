@@ -73,6 +73,10 @@ def complete_splits(dataset: TextDataset, cfg: DataConfig) -> TextDataset:
                 f"dataset '{dataset.name}': split 'train' has only one class ('{only}'); "
                 "a classifier needs at least two"
             )
+        absent = [dataset.label_names[c] for c in range(len(dataset.label_names)) if c not in set(present)]
+        if split != "train" and len(data) and absent:
+            dataset.notes.append(f"'{split}' has no rows of class {', '.join(repr(a) for a in absent[:5])}"
+                                 f"{' and more' if len(absent) > 5 else ''}: macro-F1 and MCC on it say little")
     if len(dataset.label_names) < 2:
         raise DataError(f"dataset '{dataset.name}' has only one class ({dataset.label_names}); need at least two")
     return dataset

@@ -32,7 +32,7 @@ def describe(dataset: TextDataset) -> dict[str, Any]:
         out["splits"][split] = {
             "rows": len(data),
             "class_counts": dict(zip(dataset.label_names, counts)),
-            "chars": {f"p{int(q * 100)}": _percentile(chars, q) for q in (0.05, 0.5, 0.95)} | {"max": chars[-1]},
-            "words": {f"p{int(q * 100)}": _percentile(words, q) for q in (0.05, 0.5, 0.95)} | {"max": words[-1]},
+            "chars": {f"p{int(q * 100)}": _percentile(chars, q) for q in (0.05, 0.5, 0.95)} | {"max": max(chars, default=0)},
+            "words": {f"p{int(q * 100)}": _percentile(words, q) for q in (0.05, 0.5, 0.95)} | {"max": max(words, default=0)},
         }
     return out

@@ -58,10 +58,14 @@ class TextDataset:
         return self.split(split)
 
     def split(self, split: str) -> LabeledTexts:
-        """The named split, or a clear error listing the splits there are."""
+        """The named split, or a clear error listing the splits there are, or saying it is empty (a split
+        carved from too few rows per class): nothing is trained or evaluated on an empty split."""
         if split not in self.splits:
             have = ", ".join(self.splits) or "none"
             raise DataError(f"dataset '{self.name}' has no '{split}' split (it has: {have})")
+        if not len(self.splits[split]):
+            raise DataError(f"dataset '{self.name}': the '{split}' split is empty (too few rows per class to carve "
+                            f"it?); give a {split} file")
         return self.splits[split]
 
 
