@@ -699,3 +699,18 @@ def test_student_aware_round_keeps_the_edits_that_flip_the_student_but_not_the_t
     assert [r["counterfactual"] for r in rows if r["use"]] == ["bad film"]
     assert by_edit["bad film"]["teacher_label"] == 1 and by_edit["awful film"]["teacher_label"] == 0
     assert summary == {**summary, "texts": 4, "student_flipped": 3, "edits": 3, "disagreements": 1, "teacher_calls": 1}
+
+
+def test_a_long_text_is_not_searched_and_says_so(tmp_path: Path) -> None:
+    import time as clock
+
+    ds = toy_dataset(8)
+    long_text = " ".join(["the film was great and the plot lovely"] * 4000)  # 32,000 words, 200 kB
+    requests = [CFRequest(0, long_text, 1, 0), CFRequest(1, "the film was great", 1, 0)]
+    gen = EditSearchGenerator(EditSearchConfig(), LEXICON)
+    start = clock.monotonic()
+    results = gen.generate(requests, Verifier(toy_scorer), ds.label_names, progress=False)
+    assert clock.monotonic() - start < 10
+    assert [a.reason for a in results[0].attempts] == ["too_long"]
+    assert "32000 words, more than max_words (256)" in results[0].attempts[0].detail
+    assert results[1].flipped  # the short one is searched as before

@@ -18,6 +18,7 @@ FLIPPED = "flipped"
 NOT_FLIPPED = "not_flipped"
 REQUEST_FAILED = "request_failed"
 NO_EDIT_FOUND = "no_edit_found"
+TOO_LONG = "too_long"  # an original longer than a generator searches
 
 
 @dataclass

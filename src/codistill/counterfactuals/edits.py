@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 from codistill.config import check_types
 from codistill.counterfactuals.base import (
     NO_EDIT_FOUND,
+    TOO_LONG,
     Attempt,
     CFRequest,
     CFResult,
@@ -106,6 +107,9 @@ class EditSearchConfig:
         per_original: counterfactuals kept per original (at the first depth that flips, each at positions
             no other kept one edits); the first is the row's ``counterfactual``, the others its
             ``more_counterfactuals`` (CoD ``multi`` trains on all).
+        max_words: originals longer than this many words are not searched (their reason is ``too_long``):
+            the search scores one copy of the text per word and per candidate edit, so a long document would
+            take hours and gigabytes; the teacher reads only its first ``max_length`` tokens anyway.
     """
 
     max_edits: int = 3
@@ -118,9 +122,12 @@ class EditSearchConfig:
     lm_prompt: str = "Here is a very {label} text:\n"
     fluency_candidates: int = 8
     per_original: int = 1
+    max_words: int = 256
 
     def __post_init__(self) -> None:
         check_types(self, "generator")
+        if self.max_words < 1:
+            raise ConfigError(f"generator.max_words must be >= 1, got {self.max_words}")
         if self.max_edits < 1 or self.beam_width < 1 or self.top_positions < 0 or self.substitutes < 0:
             raise ConfigError("generator: max_edits and beam_width must be >= 1, top_positions and substitutes >= 0")
         if self.lm_substitutes < 0 or self.fluency_candidates < 1 or self.per_original < 1:
@@ -219,9 +226,25 @@ class EditSearchGenerator(CounterfactualGenerator):
 
     def generate(self, requests: Sequence[CFRequest], verifier, label_names: Sequence[str],
                  progress: bool = True) -> list[CFResult]:
+        """Search the originals of at most ``max_words`` words; longer ones get the reason ``too_long``."""
+        requests = list(requests)
+        short = [i for i, r in enumerate(requests) if len(r.text.split()) <= self.cfg.max_words]
+        results: list[CFResult | None] = [None] * len(requests)
+        for i, res in zip(short, self._search([requests[i] for i in short], verifier, label_names, progress)):
+            results[i] = res
+        long = [i for i in range(len(requests)) if results[i] is None]
+        if long:
+            before = verifier.probs([requests[i].text for i in long])
+            for j, i in enumerate(long):
+                results[i] = CFResult(requests[i], self.name, [round(x, 6) for x in before[j].tolist()])
+                results[i].attempts.append(Attempt(None, TOO_LONG, f"{len(requests[i].text.split())} words, more "
+                                                                   f"than max_words ({self.cfg.max_words})"))
+        return results
+
+    def _search(self, requests: list[CFRequest], verifier, label_names: Sequence[str],
+                progress: bool) -> list[CFResult]:
         from tqdm.auto import tqdm
 
-        requests = list(requests)
         before = verifier.probs([r.text for r in requests]) if requests else None
         results = [CFResult(r, self.name, [round(x, 6) for x in before[i].tolist()]) for i, r in enumerate(requests)]
         originals = [_State(tuple(r.text.split()), frozenset(), (), 0, 0) for r in requests]
