@@ -218,3 +218,34 @@ def test_user_text_is_printed_as_it_is(capsys, csv_folder: Path) -> None:
     assert code == 0 and "0=[neg], 1=[pos]" in out  # not read as rich markup
     code, _, err = run(capsys, "sweep", str(csv_folder / "missing [ray].yaml"))
     assert code == 2 and "missing [ray].yaml" in err
+
+
+def test_outputs_that_would_clobber_an_input_or_cannot_be_written(capsys, csv_folder: Path, tiny_teacher: Path,
+                                                                 tmp_path: Path) -> None:
+    import shutil
+
+    teacher = shutil.copytree(tiny_teacher, tmp_path / "teacher")
+    weights = (teacher / "model.safetensors").read_bytes()
+    train = (csv_folder / "train.csv").read_text()
+    data = tmp_path / "texts.jsonl"
+    data.write_text('{"text": "great"}\n')
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cases = [
+        (["predict", str(teacher), "--data", str(data), "--out", str(data)], "would overwrite an input"),
+        (["counterfactuals", "--data", str(csv_folder), "--teacher", str(teacher), "--k", "4",
+          "--fluency-lm", "none", "--out", str(csv_folder / "train.csv")], "would overwrite an input"),
+        (["distill", "--data", str(csv_folder), "--teacher", str(teacher), "--k", "4", "--out", str(teacher)],
+         "would overwrite an input"),
+        (["teacher", "--data", str(csv_folder), "--model", str(teacher), "--out", str(teacher)],
+         "would overwrite an input"),
+        (["distill", "--data", str(csv_folder), "--teacher", str(teacher), "--k", "4", "--out", str(blocker)],
+         "is a file; give a folder"),
+        (["distill", "--data", str(csv_folder), "--teacher", str(teacher), "--k", "4", "--out", str(blocker / "x")],
+         "cannot write there"),  # as a read-only or full filesystem would answer
+    ]
+    for argv, message in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and message in " ".join(err.split()) and len(err.strip().splitlines()) == 1, (argv, err)
+    assert (teacher / "model.safetensors").read_bytes() == weights and (csv_folder / "train.csv").read_text() == train
+    assert data.read_text() == '{"text": "great"}\n' and blocker.read_text() == "not a folder"

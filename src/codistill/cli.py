@@ -422,7 +422,7 @@ def counterfactuals_cmd(
     """Generate counterfactuals for the CoD half of a k-shot sample, verified by the teacher and scored for
     fluency (and validity, with --judge). A run whose requests failed writes what it has and exits
     non-zero; rerunning resumes from the answer cache."""
-    from codistill.counterfactuals.generate import generate_counterfactuals
+    from codistill.counterfactuals.generate import check_counterfactual_output, generate_counterfactuals
     from codistill.counterfactuals.quality import QualityScorer
     from codistill.counterfactuals.registry import command_spec, make_generator
     from codistill.counterfactuals.verify import Verifier
@@ -441,6 +441,7 @@ def counterfactuals_cmd(
     spec = command_spec(top.generator, {"edits": options["edits"], "llm": options["llm"]}, section)
     gen = make_generator(spec, default_cache_dir=str(out.parent / ".llm_cache"), where="--generator")
     dataset = load_dataset(data_config(options, file))
+    check_counterfactual_output(out, dataset)
     clf = load_classifier(top.teacher, what="teacher")
     check_teacher_labels(label_names(clf.model.config), dataset)
     scorer = QualityScorer.load(top.fluency_lm, top.judge)
@@ -644,6 +645,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         code = app(args=argv, standalone_mode=False)
     except (CodistillError, FileNotFoundError) as exc:
         err.print(f"error: {exc}", soft_wrap=True)
+        return 2
+    except OSError as exc:  # a disk that fills or a folder that goes away mid-run: what failed, in one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"error: {where}{exc.strerror or exc}", soft_wrap=True)
         return 2
     except NotImplementedError as exc:
         err.print(f"not implemented: {exc}", soft_wrap=True)

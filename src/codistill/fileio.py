@@ -72,6 +72,42 @@ def atomic_write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def source_files(source: str | Path | None) -> list[Path]:
+    """The files a data source names: the file itself, or the files of a folder (nothing for a name that is
+    not a path, such as ``tweets`` or a Hub dataset)."""
+    if source is None:
+        return []
+    path = Path(source)
+    if path.is_dir():
+        return [p for p in path.iterdir() if p.is_file()]
+    return [path] if path.is_file() else []
+
+
+def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), folder: bool = False,
+                 flag: str = "--out") -> Path:
+    """An output that can be written and overwrites none of ``inputs``, checked before the work that fills it:
+    not an input (nor a folder holding one, for a folder output), a folder or a file as expected, and a place
+    where a file can really be created (tried, so a read-only or full filesystem shows up now)."""
+    path = Path(path)
+    target = path.resolve()
+    for given in inputs:
+        if given is None or not Path(given).exists():
+            continue
+        source = Path(given).resolve()
+        if source == target:
+            raise ConfigError(f"{flag} {path} would overwrite an input of this command ({given}); write elsewhere")
+    if path.exists() and path.is_dir() != folder:
+        raise ConfigError(f"{flag} {path} is {'a file' if folder else 'a folder'}; give {'a folder' if folder else 'a file'}")
+    place = path if folder else path.parent
+    try:
+        place.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=place):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
 def read_json(path: Path) -> Any:
     """A JSON result file; a damaged one is one line naming it."""
     try:

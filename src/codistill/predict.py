@@ -22,7 +22,7 @@ from codistill.config import TrainConfig
 from codistill.data import TextRows, iter_json_lines, read_texts
 from codistill.errors import ConfigError, DataError
 from codistill.evaluate import agreement, batched_logits, classification_metrics
-from codistill.fileio import atomic_write_json, atomic_write_text
+from codistill.fileio import atomic_write_json, atomic_write_text, check_output
 
 ONNX_FILE = "model.onnx"
 EXPORT_MANIFEST = "codistill_export.json"
@@ -198,6 +198,8 @@ def predict_file(model: str | Path, data: str | Path, out: str | Path, *, text_c
     out = Path(out)
     if out.suffix.lower() != ".jsonl":
         raise ConfigError(f"--out {out}: predictions are written as JSONL (name it .jsonl)")
+    check_output(out, inputs=[data, reference])
+    check_output(summary_file(out), inputs=[data, reference], flag="--out (its summary)")
     predictor = load_predictor(model, max_length, threads)
     rows = read_texts(data, predictor.label_names, text_column, label_column, encoding)
     ref = None  # read (or predicted) first: a bad reference fails before the long run, never reads our output

@@ -30,7 +30,7 @@ from codistill.config import (
 from codistill.data import LabeledTexts, TextDataset, sample_from, stratified_subset, texts_fingerprint
 from codistill.errors import ConfigError
 from codistill.evaluate import evaluate_split
-from codistill.fileio import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from codistill.fileio import atomic_write_json, atomic_write_jsonl, atomic_write_text, check_output, source_files
 from codistill.models import (
     Classifier,
     check_layer_map,
@@ -152,6 +152,8 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     counterfactual file first generates one into ``out_dir/counterfactuals.jsonl`` with ``run.generator``
     (default: the edit search), scored for fluency by ``fluency_lm`` (``None``: not scored).
     """
+    check_output(out_dir, inputs=[run.teacher, run.counterfactuals, dataset.source, *source_files(dataset.source)],
+                 folder=True)
     generated = None
     if run.cod is not None and run.counterfactuals is None:
         generated = generate_run_counterfactuals(dataset, run, Path(out_dir), fluency_lm, progress)
@@ -260,6 +262,7 @@ def train_teacher(dataset: TextDataset, model: str, out_dir: str | Path, *, trai
 
     ``max_train`` caps the training rows with a stratified, seeded subset (the report says so).
     """
+    check_output(out_dir, inputs=[model, dataset.source, *source_files(dataset.source)], folder=True)
     tcfg = train or teacher_train_config()
     rows = dataset.split("train")
     evaluated = [s for s in ("validation", "test") if s in dataset.splits]

@@ -21,11 +21,25 @@ from codistill.counterfactuals.rows import summary_path
 from codistill.counterfactuals.verify import Verifier
 from codistill.data import TextDataset, sample_from
 from codistill.errors import CodistillError
-from codistill.fileio import atomic_write_json, atomic_write_jsonl, strip_credentials
+from codistill.fileio import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    check_output,
+    source_files,
+    strip_credentials,
+)
 
 
 class CounterfactualsIncomplete(CodistillError):
     """Some originals got no answer because requests failed; the file holds what was done."""
+
+
+def check_counterfactual_output(out: str | Path, dataset: TextDataset) -> None:
+    """A counterfactual file and its summary can be written at ``out`` without overwriting the dataset's
+    files (checked before any model loads)."""
+    inputs = source_files(dataset.source)
+    check_output(out, inputs=inputs)
+    check_output(summary_path(out), inputs=inputs, flag="--out (its summary)")
 
 
 def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator: CounterfactualGenerator,
@@ -44,6 +58,7 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
     from codistill.models import check_teacher_labels
 
     cod_rules.check_on_failure(on_failure)
+    check_counterfactual_output(out, dataset)
     sample = sample_from(dataset, cod_rules.edited_originals(k, dataset.num_classes), seed)
     start = time.perf_counter()
     before = verifier.probs(sample.texts)

@@ -21,7 +21,7 @@ from codistill.experiments.artifacts import (
     read_json,
 )
 from codistill.experiments.grid import Cell, SweepConfig, check_dataset_name, plan_cells
-from codistill.fileio import atomic_write_json
+from codistill.fileio import atomic_write_json, check_output
 
 
 def distill_options(method: str, options: dict[str, Any]) -> DistillConfig:
@@ -207,7 +207,7 @@ def sweep_lock(root: Path):
     operating system's, so it goes with a process that dies)."""
     from filelock import FileLock, Timeout
 
-    root.mkdir(parents=True, exist_ok=True)
+    check_output(root, folder=True, flag="sweep out")
     lock = FileLock(str(root / ".sweep.lock"), timeout=0)
     try:
         lock.acquire()
