@@ -421,6 +421,23 @@ def test_llm_end_to_end_file_has_tokens_and_time(tmp_path: Path) -> None:
     assert again["llm"]["completion_tokens"] == 3 * new
 
 
+def test_counters_are_per_prompt_under_concurrency(tmp_path: Path) -> None:
+    ds = toy_dataset(8)
+    texts = sample_from(ds, 4, 0).texts
+    flip = {t: t.replace("great", "awful") if "great" in t else t.replace("awful", "great") for t in texts}
+    # every prompt is refused once (429), then answered after 0.3 s: 4 prompts in flight together
+    script = {t: [("status", 429), ("sleep", 0.3, flip[t])] for t in texts}
+    with ScriptedLLM(script) as server:
+        start = time.monotonic()
+        summary = generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(_cfg(server.url, tmp_path,
+                                                                                       concurrency=4)),
+                                           tmp_path / "cf.jsonl", k=8, progress=False)
+        wall = time.monotonic() - start
+    llm = summary["llm"]
+    assert llm["requests"] == len(server.requests) == 8 and llm["retries"] == 4 and llm["failures"] == 0
+    assert 0.3 <= llm["seconds"] <= wall  # time with requests in flight, not summed over the 4 threads
+
+
 def test_a_password_in_the_url_is_sent_but_never_written(tmp_path: Path) -> None:
     from codistill.counterfactuals.generate import CounterfactualsIncomplete
     from codistill.fileio import atomic_write_json

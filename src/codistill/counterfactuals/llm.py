@@ -103,13 +103,27 @@ class ClientStats:
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall-clock time with at least one request in flight (not summed over threads)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _in_flight: int = field(default=0, repr=False)
+    _busy_since: float = field(default=0.0, repr=False)
 
     def add(self, **counts: float) -> None:
         with self._lock:
             for key, value in counts.items():
                 setattr(self, key, getattr(self, key) + value)
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._in_flight == 0:
+                self._busy_since = time.perf_counter()
+            self._in_flight += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self.seconds += time.perf_counter() - self._busy_since
 
     def as_dict(self) -> dict[str, float]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -128,10 +142,19 @@ class ChatClient:
         self._started = time.monotonic()
         self._failures_in_a_row = 0
         self._lock = threading.Lock()
+        self._thread = threading.local()  # this thread's HTTP requests: its retries are its own
         key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
-        http = openai.DefaultHttpxClient(event_hooks={"request": [lambda request: self.stats.add(requests=1)]})
+        http = openai.DefaultHttpxClient(event_hooks={"request": [lambda request: self._sent()]})
         self._client = openai.OpenAI(base_url=cfg.base_url, api_key=key or "no-key", timeout=cfg.timeout,
                                      max_retries=cfg.max_retries, http_client=http)
+
+    def _sent(self) -> None:
+        """An HTTP request left (the first of a prompt or one of the client's retries), on this thread."""
+        self.stats.add(requests=1)
+        self._thread.requests = self._requests_here() + 1
+
+    def _requests_here(self) -> int:
+        return getattr(self._thread, "requests", 0)
 
     def _key(self, messages: Sequence[dict[str, str]]) -> str:
         ident = {"base_url": self.cfg.base_url.rstrip("/"), "model": self.cfg.model, "temperature": self.cfg.temperature,
@@ -181,8 +204,8 @@ class ChatClient:
             if remaining <= 0:
                 raise LLMFatalError(f"{url}: the run's deadline of {self.cfg.deadline:.0f}s has passed")
             timeout = min(timeout, remaining)
-        before = self.stats.requests
-        start = time.perf_counter()
+        before = self._requests_here()
+        self.stats.begin()
         try:
             response = self._client.with_options(timeout=timeout).chat.completions.create(
                 model=self.cfg.model, messages=list(messages), temperature=self.cfg.temperature,
@@ -201,10 +224,10 @@ class ChatClient:
             self._failed(before)
             self._count_failure("malformed response", url, retried=False)
         finally:
-            self.stats.add(seconds=time.perf_counter() - start)
+            self.stats.end()
         with self._lock:
             self._failures_in_a_row = 0
-        self.stats.add(retries=self.stats.requests - before - 1)
+        self.stats.add(retries=self._requests_here() - before - 1)
         usage = response.usage
         usage = {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
                  "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
@@ -212,7 +235,7 @@ class ChatClient:
         return content or "", usage
 
     def _failed(self, before: int) -> None:
-        self.stats.add(failures=1, retries=max(0, self.stats.requests - before - 1))
+        self.stats.add(failures=1, retries=max(0, self._requests_here() - before - 1))
 
     def _count_failure(self, error: str, url: str, retried: bool = True) -> None:
         tries = self.cfg.max_retries + 1 if retried else 1
