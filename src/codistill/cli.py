@@ -272,7 +272,8 @@ def data_show(
         counts = [f"{n:,} ({n / s['rows']:.1%})" if s["rows"] else "0" for n in s["class_counts"].values()]
         table.add_row(split, f"{s['rows']:,}", *counts)
         lengths.add_row(split, *(
-            " / ".join(f"{s[kind][key]:.0f}" for key in ("p5", "p50", "p95", "max")) for kind in ("chars", "words")
+            " / ".join(f"{s[kind][key]:.0f}" for key in ("p5", "p50", "p95", "max")) if s["rows"] else "-"
+            for kind in ("chars", "words")
         ))
     console.print(table)
     console.print(lengths)
