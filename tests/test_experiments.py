@@ -275,11 +275,20 @@ def test_one_writer_per_sweep_folder_and_a_truncated_cell_runs_again(grid_setup:
             run_sweep(cfg, progress=False)
     assert not list((tmp_path / "one").glob("cells/**/metrics.json"))
     assert run_sweep(cfg, progress=False)["finished"] == 2
+    assert not list((tmp_path / "one").glob("cells/**/model.safetensors"))  # no weights unless asked
     metrics = sorted((tmp_path / "one").glob("cells/**/metrics.json"))
     metrics[0].write_text(metrics[0].read_text()[:40])  # cut short, as a full disk or a bad copy leaves it
     again = run_sweep(cfg, progress=False)
     assert again["ran"] == 1 and again["finished"] == 2
     assert json.loads(metrics[0].read_text())["k"] == 4
+    # save_models keeps each new cell's student, loadable like any classifier folder
+    kept = SweepConfig(out=str(tmp_path / "one"), **{**grid_setup["given"], "methods": ["kd"], "cod": ["none"],
+                                                      "k": [4], "seeds": [2], "fluency_lm": None, "save_models": True})
+    assert run_sweep(kept, progress=False)["ran"] == 1
+    student, = (tmp_path / "one").glob("cells/**/k4_s2-*/")
+    from codistill.models import load_classifier
+
+    assert load_classifier(str(student)).model.config.num_labels == 2
 
 
 def test_report_on_empty_folder_is_an_error(tmp_path: Path) -> None:

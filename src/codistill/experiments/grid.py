@@ -119,6 +119,8 @@ class SweepConfig:
             name; ``None``: not measured).
         student, train, distill: fields of :class:`StudentConfig`, :class:`TrainConfig`,
             :class:`DistillConfig` (method excluded).
+        save_models: keep each cell's student (``save_pretrained`` in its folder, to export, serve or score
+            later); off by default for disk. Not part of a cell's key: cells finished before keep no weights.
         workers: cells run in parallel processes (each with its share of the CPU threads).
         executor: ``local`` (a process pool on this machine) or ``ray`` (Ray tasks; ``pip install
             'codistill[ray]'``).
@@ -139,6 +141,7 @@ class SweepConfig:
     student: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     distill: dict[str, Any] = field(default_factory=dict)
+    save_models: bool = False
     workers: int = 1
     executor: str = "local"
     ray_address: str | None = None

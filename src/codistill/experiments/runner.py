@@ -84,7 +84,8 @@ def run_cell(job: CellJob, threads: int | None = None, progress: bool = True, da
     dataset = dataset if dataset is not None else load_entry(cfg.datasets[job.entry_index])
     result = distill(dataset, job.run_config(cfg), job.folder,
                      teacher_test=(job.teacher_test["metrics"], job.teacher_test["predictions"]),
-                     save_model=False, progress=progress, record={"cell_key": job.key, "cell_recipe": job.recipe})
+                     save_model=cfg.save_models, progress=progress,
+                     record={"cell_key": job.key, "cell_recipe": job.recipe})
     return result.to_dict()
 
 
