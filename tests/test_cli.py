@@ -249,3 +249,33 @@ def test_outputs_that_would_clobber_an_input_or_cannot_be_written(capsys, csv_fo
         assert code == 2 and message in " ".join(err.split()) and len(err.strip().splitlines()) == 1, (argv, err)
     assert (teacher / "model.safetensors").read_bytes() == weights and (csv_folder / "train.csv").read_text() == train
     assert data.read_text() == '{"text": "great"}\n' and blocker.read_text() == "not a folder"
+
+
+def test_ctrl_c_in_a_long_command_says_what_was_kept(capsys, tmp_path: Path, monkeypatch) -> None:
+    import codistill.experiments
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(codistill.experiments, "run_sweep", interrupted)
+    config = tmp_path / "s.yaml"
+    config.write_text(f"out: {tmp_path / 'sweep'}\ndatasets: [{{data: tweets}}]\n")
+    code, _, err = run(capsys, "sweep", str(config))
+    assert code == 130 and err.startswith("interrupted: the finished cells") and str(tmp_path / "sweep") in err
+
+
+def test_a_disk_that_fills_mid_run_is_one_line(capsys, csv_folder: Path, tiny_teacher: Path, tiny_student: Path,
+                                               tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import codistill.runs
+
+    def full(out, *args, **kwargs):  # simulated: the run folder's disk fills when the run is written
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "model.safetensors"))
+
+    monkeypatch.setattr(codistill.runs, "write_run", full)
+    code, _, err = run(capsys, "distill", "--data", str(csv_folder), "--teacher", str(tiny_teacher), "--student",
+                       str(tiny_student), "--student-layers", "1", "--k", "4", "--out", str(tmp_path / "o"),
+                       "--epochs", "1", "--min-steps", "1", "--probe-steps", "0")
+    assert code == 2  # the progress bars go to stderr too; the error is its last line, whole
+    assert err.strip().splitlines()[-1] == f"error: {tmp_path / 'o' / 'model.safetensors'}: No space left on device"

@@ -621,6 +621,32 @@ def test_deadline_bounds_a_black_holed_endpoint(tmp_path: Path) -> None:
         assert time.monotonic() - start < 3.5   # not 4 originals x 3 attempts x 4 s
 
 
+def test_an_answer_the_cache_cannot_hold_is_kept_and_never_paid_twice(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import tempfile
+
+    from codistill.counterfactuals import llm as llm_module
+    from codistill.fileio import atomic_write_json
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    cache = tmp_path / "cache"
+
+    def full_disk(path, obj):  # the cache's filesystem is full; others are not
+        if cache in Path(path).parents:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return atomic_write_json(path, obj)
+
+    monkeypatch.setattr(llm_module, "atomic_write_json", full_disk)
+    messages = build_messages("the film was great", "positive", "negative", ["negative", "positive"])
+    with ScriptedLLM({}, default=("ok", "the film was awful")) as server:
+        client = ChatClient(_cfg(server.url, tmp_path))
+        assert client.complete(messages)[0] == "the film was awful" and client.stats.unsaved == 1
+        assert len(list((tmp_path / "tmp" / "codistill-llm-answers").glob("*.json"))) == 1
+        again = ChatClient(_cfg(server.url, tmp_path))  # a later run finds the answer where it went
+        assert again.complete(messages) == ("the film was awful", {"prompt_tokens": 10, "completion_tokens": 3}, True)
+        assert len(server.requests) == 1
+
+
 def test_two_runs_sharing_a_cache_never_pay_twice(tmp_path: Path) -> None:
     prompts = [f"the film was great number {i}" for i in range(6)]
     with ScriptedLLM({}, default=("sleep", 0.2, "the film was awful")) as server:

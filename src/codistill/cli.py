@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -202,6 +203,19 @@ class ConfigFile:
         return {**{k: v for k, v in self.raw.items() if k in self.top and k not in self.sections}, **given}
 
 
+class Interrupted(CodistillError):
+    """Ctrl-C during a long command, with what was kept: ``main`` prints it and exits 130."""
+
+
+@contextlib.contextmanager
+def on_interrupt(kept: str):
+    """Turn Ctrl-C inside a long step into :class:`Interrupted` saying what was kept (``kept``)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(kept) from None
+
+
 def field_names(cls, *exclude: str) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.name not in exclude)
 
@@ -355,7 +369,8 @@ def teacher_cmd(
     top = build_config(TeacherOptions, file.options(options["top"]), "teacher")
     dataset = load_dataset(data_config(options, file))
     tcfg = teacher_train_config(**file.section("train", options["train"]))
-    metrics = train_teacher(dataset, top.model, out, train=tcfg, max_train=top.max_train)
+    with on_interrupt(f"nothing was saved to {out} (a teacher is written when its training ends)"):
+        metrics = train_teacher(dataset, top.model, out, train=tcfg, max_train=top.max_train)
     console.print(f"teacher trained on {metrics['n_train']:,} rows in {metrics['train_seconds']:.0f}s; saved to {out}")
     _print_metrics("teacher", {s: metrics.get(s) for s in ("validation", "test")})
 
@@ -394,7 +409,9 @@ def distill_cmd(
         "distill": build_config(DistillConfig, file.section("distill", options["distill"]), "distill"),
         "train": build_config(TrainConfig, file.section("train", options["train"]), "train")}, "run")
     dataset = load_dataset(data_config(options, file))
-    m = distill(dataset, run, out, fluency_lm=lm)
+    with on_interrupt(f"nothing was saved to {out} (a student is written when its training ends; LLM answers "
+                      "paid for, if any, stay in their cache)"):
+        m = distill(dataset, run, out, fluency_lm=lm)
     if m.generated is not None:
         g = m.generated
         edited = "-" if g["edited_words_mean"] is None else f"{g['edited_words_mean']:.2f}"
@@ -446,8 +463,10 @@ def counterfactuals_cmd(
     clf = load_classifier(top.teacher, what="teacher")
     check_teacher_labels(label_names(clf.model.config), dataset)
     scorer = QualityScorer.load(top.fluency_lm, top.judge)
-    s = generate_counterfactuals(dataset, Verifier.from_classifier(clf), gen, out, k=top.k, seed=top.seed,
-                                 on_failure=top.on_failure, scorer=scorer, allow_empty=top.allow_empty)
+    with on_interrupt(f"{out} was not written; the LLM answers paid for so far stay in their cache, so the same "
+                      "command resumes from them"):
+        s = generate_counterfactuals(dataset, Verifier.from_classifier(clf), gen, out, k=top.k, seed=top.seed,
+                                     on_failure=top.on_failure, scorer=scorer, allow_empty=top.allow_empty)
     _print_cf_summary(s, f"counterfactuals: {dataset.name}, k={s['k']} ({s['originals']} originals), {s['generator']}",
                       out)
 
@@ -598,7 +617,9 @@ def sweep_cmd(
     if executor is not None or address is not None:
         cfg = SweepConfig(**{**cfg.to_dict(), "executor": executor or cfg.executor,
                              "ray_address": address or cfg.ray_address})
-    result = run_sweep(cfg, workers=workers)
+    with on_interrupt(f"the finished cells, teachers and counterfactual files are kept in {cfg.out}; the same "
+                      "command resumes from them"):
+        result = run_sweep(cfg, workers=workers)
     console.print(f"{result['ran']} cells run, {result['finished']}/{result['cells']} finished "
                   f"in {result['seconds']:.0f}s; results in {cfg.out}")
     if report and result["finished"]:
@@ -628,7 +649,8 @@ def demo(out: Path = typer.Option(Path(DEMO_OUT), "--out", help="Where the demo 
     cfg = demo_config(out)
     console.print("codistill demo: tweets (embedded), MiniLM teacher, 3-layer MiniLM student, "
                   "KD vs KD+CoD at k = 8, 16, 32 over 3 seeds")
-    run_sweep(cfg)
+    with on_interrupt(f"what finished is kept in {cfg.out}; run the demo again to resume"):
+        run_sweep(cfg)
     build_report(cfg.out)
     typer.echo((out / "report.md").read_text())
     console.print(f"done in {time.perf_counter() - start:.0f}s. report: {out / 'report.md'}; plots: "
@@ -644,6 +666,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     err = Console(stderr=True, markup=False, highlight=False)
     try:
         code = app(args=argv, standalone_mode=False)
+    except Interrupted as exc:
+        err.print(f"interrupted: {exc}", soft_wrap=True)
+        return 130
     except (CodistillError, FileNotFoundError) as exc:
         err.print(f"error: {exc}", soft_wrap=True)
         return 2

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,7 @@ class ClientStats:
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    unsaved: int = 0  # answers the cache could not hold (a full disk), written to the fallback folder instead
     seconds: float = 0.0  # wall-clock time with at least one request in flight (not summed over threads)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _in_flight: int = field(default=0, repr=False)
@@ -164,15 +166,31 @@ class ChatClient:
     def _cache_path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
 
+    @staticmethod
+    def fallback_path(path: Path) -> Path:
+        """Where an answer goes when its cache cannot take it (a full disk): the system's temporary folder,
+        looked up by later runs too, so an answer paid for is never asked again."""
+        return Path(tempfile.gettempdir()) / "codistill-llm-answers" / path.name
+
     def _cached(self, path: Path) -> tuple[str, dict[str, int]] | None:
-        if not path.is_file():
-            return None
+        for where in (path, self.fallback_path(path)):
+            if not where.is_file():
+                continue
+            try:
+                cached = json.loads(where.read_text(encoding="utf-8"))
+                return cached["content"], cached.get("usage", {})
+            except (json.JSONDecodeError, KeyError):
+                where.unlink(missing_ok=True)  # a damaged entry is asked again
+        return None
+
+    def _save(self, path: Path, entry: dict) -> None:
+        """Cache an answer before it is used; when the cache's disk refuses it, the fallback folder takes it
+        (counted as ``unsaved``), and only when both refuse is the error raised."""
         try:
-            cached = json.loads(path.read_text(encoding="utf-8"))
-            return cached["content"], cached.get("usage", {})
-        except (json.JSONDecodeError, KeyError):
-            path.unlink(missing_ok=True)  # a damaged entry is asked again
-            return None
+            atomic_write_json(path, entry)
+        except OSError:
+            atomic_write_json(self.fallback_path(path), entry)
+            self.stats.add(unsaved=1)
 
     def complete(self, messages: Sequence[dict[str, str]]) -> tuple[str, dict[str, int], bool]:
         """(answer text, token usage, came from cache). Raises :class:`LLMRequestError` when this prompt
@@ -187,9 +205,9 @@ class ChatClient:
                 hit = self._cached(path)
                 if hit is None:
                     content, usage = self._request(messages)
-                    atomic_write_json(path, {"model": self.cfg.model, "base_url": strip_credentials(self.cfg.base_url),
-                                             "messages": list(messages), "content": content, "usage": usage,
-                                             "time": time.time()})
+                    self._save(path, {"model": self.cfg.model, "base_url": strip_credentials(self.cfg.base_url),
+                                      "messages": list(messages), "content": content, "usage": usage,
+                                      "time": time.time()})
                     return content, usage, False
         self.stats.add(cache_hits=1)
         return hit[0], hit[1], True
