@@ -66,6 +66,17 @@ CASES = [
      ["predict", "{model}", "--data", "{tmp}/one.csv"], "one.csv, line 4: empty text"),
     ("label map that is neither form", {}, ["data", "show", "{tmp}", "--label-map", "{0: neg}"],
      "--label-map: not a JSON mapping"),
+    ("teacher train option unknown in --config", {"c.yaml": {"train": {"bogus": 1}}},
+     ["teacher", "--data", "{tmp}", "--out", "{tmp}/out/t", "--config", "{tmp}/c.yaml"],
+     "train: unknown option(s) bogus"),
+    ("config keys of mixed types", {"c.yaml": {1: "a", "foo": "b"}}, ["distill", "--config", "{tmp}/c.yaml"],
+     "unknown option(s) 1, foo"),
+    ("config file not UTF-8", {"c.yaml": b"k: caf\xe9\n"}, ["distill", "--config", "{tmp}/c.yaml"],
+     "cannot read it"),
+    ("data sample over its own input", {"d.csv": "text,label\na,0\nb,1\nc,0\nd,1\n"},
+     ["data", "sample", "{tmp}/d.csv", "--k", "2", "--out", "{tmp}/d.csv"], "would overwrite an input"),
+    ("sweep budget that CoD cannot halve", {"s.yaml": {"k": [6]}}, ["sweep", "{tmp}/s.yaml"],
+     "k=6: CoD keeps k/2 originals, so k/2 must be divisible by the number of classes (2)"),
     ("alpha not a number", {}, ["distill", "--alpha", "nan"], "distill.alpha: expected a finite number, got nan"),
     ("temperature infinite in --config", {"c.yaml": {"distill": {"temperature": float("inf")}}},
      ["distill", "--config", "{tmp}/c.yaml"], "distill.temperature: expected a finite number, got inf"),
@@ -113,6 +124,8 @@ def _write(tmp: Path, name: str, content, folder: Path) -> None:
     if name.endswith(".jsonl") and not isinstance(content, str):
         text = json.dumps(content[0]).replace("{text}", "the film was great number 0") + "\n" if content else ""
         path.write_text(text)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
     elif name.endswith(".yaml"):
         sweep = {"out": str(tmp / "sweep_out"), "datasets": [{"data": str(folder)}]} if name == "s.yaml" else {}
         path.write_text(yaml.safe_dump({**sweep, **content}))

@@ -279,3 +279,9 @@ def test_a_disk_that_fills_mid_run_is_one_line(capsys, csv_folder: Path, tiny_te
                        "--epochs", "1", "--min-steps", "1", "--probe-steps", "0")
     assert code == 2  # the progress bars go to stderr too; the error is its last line, whole
     assert err.strip().splitlines()[-1] == f"error: {tmp_path / 'o' / 'model.safetensors'}: No space left on device"
+
+
+def test_a_budget_that_cannot_be_halved_fails_before_any_model_loads(capsys, csv_folder: Path, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "counterfactuals", "--data", str(csv_folder), "--teacher", str(tmp_path / "none"),
+                       "--k", "6", "--out", str(tmp_path / "cf.jsonl"))  # the teacher does not exist either
+    assert code == 2 and "k=6: CoD keeps k/2 originals" in err

@@ -453,6 +453,9 @@ def test_a_password_in_the_url_is_sent_but_never_written(tmp_path: Path) -> None
         assert server.headers[0]["authorization"].startswith("Basic ")  # the endpoint still gets them
         atomic_write_json(tmp_path / "config.json", {"generator": {"name": "llm", "base_url": url}})
     assert summary["llm"]["base_url"] == server.url
+    from codistill.fileio import strip_credentials
+
+    assert strip_credentials("http://user:p@ss@host:8/v1?x=a@b") == "http://host:8/v1?x=a@b"  # the last '@' of the host
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert len(written) >= 4 and not [p for p in written if "s3cr3t-pw" in p.read_text(errors="replace")]
     with ScriptedLLM({}, default=("status", 401)) as server:  # and messages name the URL without them
@@ -641,7 +644,7 @@ def test_an_answer_the_cache_cannot_hold_is_kept_and_never_paid_twice(tmp_path: 
     with ScriptedLLM({}, default=("ok", "the film was awful")) as server:
         client = ChatClient(_cfg(server.url, tmp_path))
         assert client.complete(messages)[0] == "the film was awful" and client.stats.unsaved == 1
-        assert len(list((tmp_path / "tmp" / "codistill-llm-answers").glob("*.json"))) == 1
+        assert len(list((tmp_path / "tmp").glob("codistill-llm-answers-*/*.json"))) == 1
         again = ChatClient(_cfg(server.url, tmp_path))  # a later run finds the answer where it went
         assert again.complete(messages) == ("the film was awful", {"prompt_tokens": 10, "completion_tokens": 3}, True)
         assert len(server.requests) == 1

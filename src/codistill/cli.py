@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import inspect
+import json
 import re
 import sys
 import types
@@ -42,6 +42,7 @@ from codistill.counterfactuals.llm import LLMConfig
 from codistill.data.splits import SPLITS
 from codistill.errors import CodistillError
 from codistill.experiments.grid import DEMO_OUT
+from codistill.fileio import check_output, source_files
 
 app = typer.Typer(
     name="codistill",
@@ -101,8 +102,14 @@ class OptionGroup:
             tp = hints[f.name]
             base = {bool: Optional[bool], int: Optional[int], float: Optional[float]}.get(_scalar(tp), Optional[str])
             names = [flag] if base is not Optional[bool] or "/" in flag else [f"{flag}/--no-{flag[2:]}"]
-            default = getattr(self.defaults, f.name) if self.defaults is not None else (
-                f.default if f.default is not dataclasses.MISSING else None)
+            if self.defaults is not None:
+                default = getattr(self.defaults, f.name)
+            elif f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = None  # a required field
             shown = f" [default: {default}]" if default is None or isinstance(default, (bool, int, float, str)) else ""
             out.append((f"{self.name}__{f.name}", f.name, base,
                         typer.Option(None, *names, help=docs.get(f.name, "") + shown, show_default=False)))
@@ -186,7 +193,7 @@ class ConfigFile:
 
     def __post_init__(self) -> None:
         self.raw = {} if self.path is None else read_yaml_mapping(self.path, f"--config {self.path}")
-        unknown = sorted(set(self.raw) - set(self.sections) - set(self.top))
+        unknown = sorted(map(str, set(self.raw) - set(self.sections) - set(self.top)))
         if unknown:
             raise CodistillError(f"--config {self.path}: unknown option(s) {', '.join(map(str, unknown))} (known: "
                                  f"{', '.join(sorted(self.sections + self.top))})")
@@ -319,6 +326,8 @@ def data_sample(
     from codistill.data import load_dataset, sample_from, write_labeled
 
     dataset = load_dataset(data_config(options, source=data))
+    if out is not None:
+        check_output(out, inputs=[data, *source_files(dataset.source)])
     sample = sample_from(dataset, k, seed, split)
     if out is not None:
         write_labeled(out, sample.as_split(), dataset.label_names, extra={"index": sample.indices})
@@ -367,8 +376,8 @@ def teacher_cmd(
 
     file = ConfigFile(config, ("data", "train"), field_names(TeacherOptions))
     top = build_config(TeacherOptions, file.options(options["top"]), "teacher")
-    dataset = load_dataset(data_config(options, file))
     tcfg = teacher_train_config(**file.section("train", options["train"]))
+    dataset = load_dataset(data_config(options, file))
     with on_interrupt(f"nothing was saved to {out} (a teacher is written when its training ends)"):
         metrics = train_teacher(dataset, top.model, out, train=tcfg, max_train=top.max_train)
     console.print(f"teacher trained on {metrics['n_train']:,} rows in {metrics['train_seconds']:.0f}s; saved to {out}")
@@ -381,8 +390,8 @@ def distill_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder for the student, metrics.json and the log."),
     cod: bool = typer.Option(False, "--cod", help="CoD at budget k (mode --cod-mode) with the counterfactuals of "
                              "--counterfactuals, or else generated with the teacher and the edit search."),
-    cod_mode: str = typer.Option(cod_rules.DEFAULT_MODE, "--cod-mode", help="With --cod: " + "; ".join(
-        f"'{name}' ({what})" for name, what in cod_rules.MODES.items()) + "."),
+    cod_mode: Optional[str] = typer.Option(None, "--cod-mode", help="The CoD mode (implies --cod): " + "; ".join(
+        f"'{name}' ({what})" for name, what in cod_rules.MODES.items()) + f". [default: {cod_rules.DEFAULT_MODE}]"),
     fluency_lm: Optional[str] = typer.Option(None, "--fluency-lm", help="With --cod and no --counterfactuals: "
                                              + field_docs(CounterfactualOptions)["fluency_lm"]
                                              + f" [default: {DEFAULT_FLUENCY_LM}]"),
@@ -399,8 +408,8 @@ def distill_cmd(
     top = file.options(options["top"])
     lm = fluency_lm_option(fluency_lm if fluency_lm is not None else top.get("fluency_lm", DEFAULT_FLUENCY_LM))
     top.pop("fluency_lm", None)
-    if cod:
-        top["cod"] = cod_mode
+    if cod or cod_mode is not None:  # the flag's mode, else the config file's, else the default
+        top["cod"] = cod_mode or top.get("cod") or cod_rules.DEFAULT_MODE
     if file.raw.get("generator") is not None:
         top["generator"] = file.raw["generator"]
     run = build_config(RunConfig, {
@@ -459,6 +468,7 @@ def counterfactuals_cmd(
     spec = command_spec(top.generator, {"edits": options["edits"], "llm": options["llm"]}, section)
     gen = make_generator(spec, default_cache_dir=str(out.parent / ".llm_cache"), where="--generator")
     dataset = load_dataset(data_config(options, file))
+    cod_rules.edited_originals(top.k, dataset.num_classes)  # a k that cannot be halved fails before models load
     check_counterfactual_output(out, dataset)
     clf = load_classifier(top.teacher, what="teacher")
     check_teacher_labels(label_names(clf.model.config), dataset)

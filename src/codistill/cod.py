@@ -68,7 +68,8 @@ def check_usable(used: int, originals: int, where: str, allow_empty: bool) -> No
     if used == 0 and originals and not allow_empty:
         raise NoCounterfactuals(f"{where}: none of the {originals} originals has a usable counterfactual (the teacher "
                                 "was flipped on none), so CoD would train on the originals alone; see its summary "
-                                "file, or allow it with allow_empty_counterfactuals")
+                                "file, or allow it (counterfactuals: --allow-empty; distill and sweeps: "
+                                "allow_empty_counterfactuals)")
 
 
 def check_on_failure(value: str, where: str = "--on-failure") -> str:

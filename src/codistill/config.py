@@ -96,7 +96,7 @@ def read_yaml_mapping(path, where: str, what: str = "it") -> dict[str, Any]:
 
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{where}: cannot read {what} ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of options")
@@ -109,7 +109,7 @@ def build_config(cls, raw: Any, where: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of options, got {raw!r}")
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(map(str, set(raw) - known))
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {', '.join(map(str, unknown))} (known: {', '.join(sorted(known))})")
     try:
@@ -610,7 +610,7 @@ TEACHER_TRAIN = TrainConfig(epochs=2, min_steps=0, batch_size=32, lr=5e-5, class
 
 def teacher_train_config(**overrides: Any) -> TrainConfig:
     """:data:`TEACHER_TRAIN` with ``overrides`` (validated like any :class:`TrainConfig`)."""
-    return TrainConfig(**{**asdict(TEACHER_TRAIN), **overrides})
+    return build_config(TrainConfig, {**asdict(TEACHER_TRAIN), **overrides}, "train")
 
 
 @dataclass

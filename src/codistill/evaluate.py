@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
+from codistill.config import TrainConfig
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -70,7 +72,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_cla
 
 
 def batched_logits(texts: Sequence[str], forward: Callable[[list[str]], "np.ndarray | torch.Tensor"],
-                   num_labels: int, batch_size: int = 64, progress: bool = False, desc: str = "predict") -> torch.Tensor:
+                   num_labels: int, batch_size: int = TrainConfig.eval_batch_size, progress: bool = False, desc: str = "predict") -> torch.Tensor:
     """Logits ``(N, C)`` of ``texts`` from ``forward`` (a batch of texts -> its logits), any backend: texts
     are sorted by length so each batch pads little, and the result is put back in the input order."""
     from tqdm.auto import tqdm
@@ -86,7 +88,7 @@ def batched_logits(texts: Sequence[str], forward: Callable[[list[str]], "np.ndar
 
 
 @torch.no_grad()
-def predict_logits(model, tokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
+def predict_logits(model, tokenizer, texts: Sequence[str], batch_size: int = TrainConfig.eval_batch_size, max_length: int = TrainConfig.max_length,
                    device: torch.device | str | None = None, progress: bool = False, desc: str = "predict") -> torch.Tensor:
     """Logits ``(N, C)`` of a PyTorch classifier for ``texts``, in eval mode, batched (:func:`batched_logits`)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -110,7 +112,7 @@ def evaluate_texts(model, tokenizer, texts: Sequence[str], labels: Sequence[int]
     return classification_metrics(list(labels), pred, num_classes, reference_pred), pred
 
 
-def evaluate_split(clf, data, num_classes: int, batch_size: int = 64, max_length: int = 128,
+def evaluate_split(clf, data, num_classes: int, batch_size: int = TrainConfig.eval_batch_size, max_length: int = TrainConfig.max_length,
                    reference_pred: Sequence[int] | None = None, progress: bool = True) -> tuple[dict[str, float], list[int]]:
     """Metrics of classifier ``clf`` (a :class:`~codistill.models.Classifier`) on ``data`` (a
     :class:`~codistill.data.LabeledTexts`), agreement with ``reference_pred``, and its predictions."""

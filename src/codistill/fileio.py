@@ -40,7 +40,7 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> P
     return path
 
 
-_URL_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
+_URL_CREDENTIALS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s]*@")  # up to the last '@' of the netloc
 
 
 def strip_credentials(url: str) -> str:
@@ -86,8 +86,8 @@ def source_files(source: str | Path | None) -> list[Path]:
 def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), folder: bool = False,
                  flag: str = "--out") -> Path:
     """An output that can be written and overwrites none of ``inputs``, checked before the work that fills it:
-    not an input (nor a folder holding one, for a folder output), a folder or a file as expected, and a place
-    where a file can really be created (tried, so a read-only or full filesystem shows up now)."""
+    not one of the inputs, a folder or a file as expected, and a place where a file can really be created
+    (tried, so a read-only or full filesystem shows up now)."""
     path = Path(path)
     target = path.resolve()
     for given in inputs:
@@ -108,12 +108,24 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), 
     return path
 
 
+def readable_json(path: Path) -> bool:
+    """Whether ``path`` is a JSON object that reads back: what marks a run, cell or teacher as finished (its
+    ``metrics.json`` is written last); a missing, truncated or damaged one means it runs again."""
+    try:
+        return isinstance(read_json(path), dict)
+    except ConfigError:
+        return False
+
+
 def read_json(path: Path) -> Any:
     """A JSON result file; a damaged one is one line naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid JSON (bytes that are not UTF-8; truncated or damaged? delete it and "
+                          "run again to remake it)") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated or damaged? "
                           "delete it and run again to remake it)") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None

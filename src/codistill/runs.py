@@ -27,6 +27,7 @@ from codistill.config import (
     teacher_train_config,
     uniform_layer_map,
 )
+from codistill.counterfactuals.registry import default_generator, make_generator
 from codistill.data import LabeledTexts, TextDataset, sample_from, stratified_subset, texts_fingerprint
 from codistill.errors import ConfigError
 from codistill.evaluate import evaluate_split
@@ -154,12 +155,18 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     """
     check_output(out_dir, inputs=[run.teacher, run.counterfactuals, dataset.source, *source_files(dataset.source)],
                  folder=True)
+    # everything that can be checked without a model, before anything loads or trains
+    test = dataset.split("test")
+    cod_rules.originals(run.k, run.cod, dataset.num_classes)
+    if run.train.select_on == "validation":
+        dataset.split("validation")
+    if run.counterfactuals is not None:
+        training_rows(dataset, run)
     generated = None
     if run.cod is not None and run.counterfactuals is None:
         generated = generate_run_counterfactuals(dataset, run, Path(out_dir), fluency_lm, progress)
         run = replace(run, counterfactuals=generated["path"], generator=run.generator if run.cod == "rounds" else None)
     scfg, dcfg, tcfg = run.student, run.distill, run.train
-    test = dataset.split("test")
     teacher = None
     if run.teacher is not None:
         teacher = load_classifier(str(run.teacher), what="teacher")
@@ -181,7 +188,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     rounds = None
     if run.cod == "rounds":
         extra, rounds = _student_aware_round(stu, teacher, train_rows, dataset.label_names, run.generator,
-                                             Path(out_dir), progress)
+                                             Path(out_dir), tcfg.max_length, progress)
         rounds["first_steps"] = summary.steps
         train_rows = LabeledTexts(train_rows.texts + extra.texts, train_rows.labels + extra.labels)
         cf_info = {**cf_info, "added": cf_info["added"] + len(extra)}
@@ -225,26 +232,27 @@ def generate_run_counterfactuals(dataset: TextDataset, run: RunConfig, out: Path
     path = out / "counterfactuals.jsonl"
     s = counterfactuals_for_run(dataset, str(run.teacher), path, k=run.k, seed=run.seed, cod=run.cod,
                                 generator=run.generator, progress=progress, fluency_lm=fluency_lm,
-                                allow_empty=run.allow_empty_counterfactuals)
-    return {"path": str(path), "spec": run.generator or {"name": "edits"},
+                                allow_empty=run.allow_empty_counterfactuals, max_length=run.train.max_length)
+    return {"path": str(path), "spec": run.generator or default_generator(),
             **{key: s.get(key) for key in ("generator", "originals", "flipped", "used", "edited_words_mean",
                                            "fluency_ratio_median")}}
 
 
 def _student_aware_round(student: Classifier, teacher: Classifier, rows: LabeledTexts, label_names: Sequence[str],
-                         generator: dict[str, Any] | None, out: Path, progress: bool) -> tuple[LabeledTexts, dict]:
+                         generator: dict[str, Any] | None, out: Path, max_length: int,
+                         progress: bool) -> tuple[LabeledTexts, dict]:
     """The second round of a ``rounds`` run: edits of the training texts that flip the first student and
     that the teacher labels otherwise (:func:`codistill.counterfactuals.rounds.student_disagreements`),
     as training rows with the teacher's labels; every edit is written to ``out/round2.jsonl``."""
-    from codistill.counterfactuals.registry import make_generator
     from codistill.counterfactuals.rounds import student_disagreements
     from codistill.counterfactuals.verify import Verifier
 
-    gen = make_generator(generator or {"name": "edits"}, default_cache_dir=str(out.parent / ".llm_cache"),
+    gen = make_generator(generator or default_generator(), default_cache_dir=str(out.parent / ".llm_cache"),
                          where="run generator")
     student.model.eval()
-    edits, info = student_disagreements(rows.texts, Verifier.from_classifier(student),
-                                        Verifier.from_classifier(teacher), gen, label_names, progress=progress)
+    edits, info = student_disagreements(rows.texts, Verifier.from_classifier(student, max_length=max_length),
+                                        Verifier.from_classifier(teacher, max_length=max_length), gen, label_names,
+                                        progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(out / "round2.jsonl", edits)
     kept = [r for r in edits if r["use"]]

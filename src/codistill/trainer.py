@@ -104,7 +104,7 @@ def teacher_forward(teacher: nn.Module, batch: dict[str, torch.Tensor], layers: 
 
 
 @torch.no_grad()
-def build_teacher_cache(teacher: Classifier, encoded: Encoded, layers: Sequence[int], batch_size: int = 64,
+def build_teacher_cache(teacher: Classifier, encoded: Encoded, layers: Sequence[int], batch_size: int = TrainConfig.eval_batch_size,
                         progress: bool = False, pooled: bool = False) -> TeacherCache:
     """Run the teacher (eval mode) once over all training texts; keep logits, the requested layers and,
     with ``pooled``, the mean of the last layer over each text's real tokens."""

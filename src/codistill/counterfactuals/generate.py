@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from codistill import cod as cod_rules
+from codistill.config import TrainConfig
 from codistill.counterfactuals.base import REQUEST_FAILED, CFRequest, CounterfactualGenerator, choose_targets
 from codistill.counterfactuals.llm import LLMGenerator
 from codistill.counterfactuals.metrics import quality_summary
 from codistill.counterfactuals.quality import QualityScorer
-from codistill.counterfactuals.registry import make_generator
+from codistill.counterfactuals.registry import default_generator, make_generator
 from codistill.counterfactuals.rows import summary_path
 from codistill.counterfactuals.verify import Verifier
 from codistill.data import TextDataset, sample_from
@@ -111,15 +112,16 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
 def counterfactuals_for_run(dataset: TextDataset, teacher: str, out: str | Path, *, k: int, seed: int = 0,
                             cod: str = cod_rules.DEFAULT_MODE, generator: dict | None = None,
                             on_failure: str = cod_rules.ON_FAILURE[0], progress: bool = True,
-                            fluency_lm: str | None = None, allow_empty: bool = False) -> dict[str, Any]:
+                            fluency_lm: str | None = None, allow_empty: bool = False,
+                            max_length: int = TrainConfig.max_length) -> dict[str, Any]:
     """Counterfactuals for a distillation run at budget ``k`` in mode ``cod``
     (:func:`codistill.cod.counterfactual_budget`), made by ``generator`` (default: the edit search),
     verified by the teacher and scored for fluency by ``fluency_lm`` (``None``: not scored). Returns the
     summary."""
     from codistill.models import load_classifier
 
-    verifier = Verifier.from_classifier(load_classifier(teacher, what="teacher"))
-    gen = make_generator(generator or {"name": "edits"}, default_cache_dir=str(Path(out).parent / ".llm_cache"))
+    verifier = Verifier.from_classifier(load_classifier(teacher, what="teacher"), max_length=max_length)
+    gen = make_generator(generator or default_generator(), default_cache_dir=str(Path(out).parent / ".llm_cache"))
     scorer = QualityScorer.load(fluency_lm) if fluency_lm else None
     return generate_counterfactuals(dataset, verifier, gen, out, k=cod_rules.counterfactual_budget(k, cod), seed=seed,
                                     on_failure=on_failure, progress=progress, scorer=scorer, allow_empty=allow_empty)

@@ -168,14 +168,15 @@ class ChatClient:
 
     @staticmethod
     def fallback_path(path: Path) -> Path:
-        """Where an answer goes when its cache cannot take it (a full disk): the system's temporary folder,
-        looked up by later runs too, so an answer paid for is never asked again."""
-        return Path(tempfile.gettempdir()) / "codistill-llm-answers" / path.name
+        """Where an answer goes when its cache cannot take it (a full disk): a folder of this user's in the
+        system's temporary folder (mode 0700), looked up by later runs too, so an answer paid for is never
+        asked again."""
+        return Path(tempfile.gettempdir()) / f"codistill-llm-answers-{os.getuid()}" / path.name
 
     def _cached(self, path: Path) -> tuple[str, dict[str, int]] | None:
         for where in (path, self.fallback_path(path)):
-            if not where.is_file():
-                continue
+            if not where.is_file() or (where != path and where.stat().st_uid != os.getuid()):
+                continue  # the fallback folder is trusted only when this user made it
             try:
                 cached = json.loads(where.read_text(encoding="utf-8"))
                 return cached["content"], cached.get("usage", {})
@@ -189,7 +190,11 @@ class ChatClient:
         try:
             atomic_write_json(path, entry)
         except OSError:
-            atomic_write_json(self.fallback_path(path), entry)
+            fallback = self.fallback_path(path)
+            fallback.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if fallback.parent.stat().st_uid != os.getuid():
+                raise
+            atomic_write_json(fallback, entry)
             self.stats.add(unsaved=1)
 
     def complete(self, messages: Sequence[dict[str, str]]) -> tuple[str, dict[str, int], bool]:

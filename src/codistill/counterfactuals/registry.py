@@ -13,6 +13,11 @@ from codistill.counterfactuals.llm import LLMConfig
 from codistill.errors import ConfigError
 
 GENERATORS = {"edits": EditSearchConfig, "llm": LLMConfig, "chain": ChainConfig}
+
+
+def default_generator() -> dict[str, Any]:
+    """The generator a run or sweep uses unless told otherwise: the offline edit search, its defaults."""
+    return {"name": "edits"}
 # what ``codistill counterfactuals --generator`` accepts: a generator, the LLM then the edit search, or a
 # chain spelled out in a config file
 COMMAND_GENERATORS = ("edits", "llm", "llm+edits", "chain")

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from codistill import cod as cod_rules
-from codistill.config import RunConfig, teacher_train_config
+from codistill.config import RunConfig, TrainConfig, teacher_train_config
 from codistill.data import TextDataset, sample_from, texts_fingerprint
-from codistill.fileio import atomic_write_json, read_json
+from codistill.fileio import atomic_write_json, read_json, readable_json
 
 
 def config_hash(recipe: Any) -> str:
@@ -71,7 +71,7 @@ def prepare_teacher(entry, dataset: TextDataset, name: str, root: Path, progress
     key = config_hash(recipe)
     if entry.teacher is None:
         folder = root / "teachers" / f"{name}-{key[:12]}"
-        if not (folder / "metrics.json").is_file():
+        if not readable_json(folder / "metrics.json"):  # a metrics.json cut short means: train it again
             train = teacher_train_config(epochs=entry.teacher_epochs, lr=entry.teacher_lr)
             train_teacher(dataset, entry.teacher_model, folder, train=train, max_train=entry.teacher_max_train,
                           progress=progress)
@@ -133,10 +133,11 @@ def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teacher: dict[
         return {}
     files: dict[int, dict[str, Any]] = {}
     verifier = generator = None
+    max_length = TrainConfig(**cfg.train).max_length  # what the teacher reads of each candidate, as in training
     for seed in cfg.seeds:
         recipe = {"data": dataset_fingerprint(dataset, ("train",)), "teacher": teacher["key"],
                   "generator": generator_recipe(cfg.generator), "on_failure": cfg.on_failure, "k": k_max,
-                  "seed": seed}
+                  "seed": seed, "max_length": max_length}
         key = config_hash(recipe)
         path = root / "counterfactuals" / name / f"{cfg.generator['name']}_k{k_max}_s{seed}-{key[:12]}.jsonl"
         files[seed] = {"path": path, "recipe": recipe}
@@ -144,7 +145,7 @@ def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teacher: dict[
         if path.is_file() and summary.is_file() and read_json(summary).get("complete", True):
             continue
         if verifier is None:
-            verifier = Verifier.from_classifier(load_classifier(teacher["path"], what="teacher"))
+            verifier = Verifier.from_classifier(load_classifier(teacher["path"], what="teacher"), max_length=max_length)
             generator = make_generator(cfg.generator, default_cache_dir=str(root / "llm_cache"))
         generate_counterfactuals(dataset, verifier, generator, path, k=k_max, seed=seed,
                                  on_failure=cfg.on_failure, progress=progress, allow_empty=True)  # checked per cell

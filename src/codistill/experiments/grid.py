@@ -20,7 +20,7 @@ from codistill.config import (
     check_types,
     read_yaml_mapping,
 )
-from codistill.counterfactuals.registry import generator_config
+from codistill.counterfactuals.registry import default_generator, generator_config
 from codistill.errors import ConfigError
 
 COD_CHOICES = ("none", *cod_rules.MODES)  # "none": the baseline on k originals
@@ -32,9 +32,11 @@ def method_label(method: str, cod: str | None) -> str:
     same k/2 originals with several counterfactuals each), ``kd+cod-rounds`` (CoD and a student-aware second
     round), ``kd+cod-augment`` (k originals plus their counterfactuals: a larger set), ``kd+extra`` (rows
     added by hand)."""
-    suffix = {None: "", "none": "", "replace": "+cod", "augment": "+cod-augment", "multi": "+cod-multi",
-              "rounds": "+cod-rounds", "extra": "+extra"}[cod]
-    return method + suffix
+    if cod in (None, "none", "extra"):
+        return method + ("+extra" if cod == "extra" else "")
+    if cod not in cod_rules.MODES:
+        raise ConfigError(f"unknown cod mode {cod!r} (choose from {', '.join(cod_rules.MODES)})")
+    return method + ("+cod" if cod == cod_rules.DEFAULT_MODE else f"+cod-{cod}")
 
 
 @dataclass
@@ -134,7 +136,7 @@ class SweepConfig:
     cod: list[str] = field(default_factory=lambda: ["none", "replace"])
     k: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 512])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    generator: dict[str, Any] = field(default_factory=lambda: {"name": "edits"})
+    generator: dict[str, Any] = field(default_factory=default_generator)
     on_failure: str = cod_rules.ON_FAILURE[0]
     allow_empty_counterfactuals: bool = RunConfig.allow_empty_counterfactuals
     fluency_lm: str | None = DEFAULT_FLUENCY_LM

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from codistill import cod as cod_rules
 from codistill.config import DistillConfig, RunConfig, StudentConfig, TrainConfig
 from codistill.errors import CodistillError, ConfigError
 from codistill.experiments.artifacts import (
@@ -21,7 +22,7 @@ from codistill.experiments.artifacts import (
     read_json,
 )
 from codistill.experiments.grid import Cell, SweepConfig, check_dataset_name, plan_cells
-from codistill.fileio import atomic_write_json, check_output
+from codistill.fileio import atomic_write_json, check_output, readable_json
 
 
 def distill_options(method: str, options: dict[str, Any]) -> DistillConfig:
@@ -194,12 +195,9 @@ def record_history(root: Path, cfg: SweepConfig, artifacts: dict[str, Any], cell
 
 
 def finished(folder: str | Path) -> bool:
-    """A cell is finished when its ``metrics.json`` (written last, atomically) reads back as JSON; a
-    truncated one (a copy cut short, a full disk) makes the cell run again."""
-    try:
-        return isinstance(read_json(Path(folder) / "metrics.json"), dict)
-    except (OSError, CodistillError):
-        return False
+    """A cell is finished when its ``metrics.json`` (written last, atomically) reads back: a truncated one
+    (a copy cut short, a full disk) makes the cell run again."""
+    return readable_json(Path(folder) / "metrics.json")
 
 
 @contextlib.contextmanager
@@ -254,6 +252,12 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
             raise ConfigError(f"sweep: two datasets are named '{name}'; give them distinct 'name's")
         datasets[name] = (i, dataset)
         names.append(name)
+        for k in cfg.k:  # every budget of every mode can be halved over the classes: checked before any work
+            for cod in cfg.cod:
+                mode = None if cod == "none" else cod
+                cod_rules.originals(k, mode, dataset.num_classes)
+                if mode is not None:
+                    cod_rules.edited_originals(cod_rules.counterfactual_budget(k, mode), dataset.num_classes)
     with sweep_lock(root):  # created here: a bad dataset leaves no folder behind
         return _run_cells(cfg, datasets, names, workers, progress, stop_after, executor)
 
