@@ -385,6 +385,7 @@ def _kill_all(proc, workers: set[int]) -> None:
         proc.wait()
 
 
+@pytest.mark.slow  # a sweep process with its workers (the fast suite keeps the in-process worker pool)
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_sigterm_stops_the_worker_processes(grid_setup: dict, tmp_path: Path) -> None:
     """`kill` on a running sweep must not leave its workers training on as orphans."""

@@ -246,9 +246,13 @@ def test_a_distilled_student_exports_and_predicts_the_same(csv_folder: Path, tin
     texts = [json.loads(line)["text"] for line in (tmp_path / "pt.jsonl").read_text().splitlines()]
     script = "\n".join([
         "import json, sys",
-        "from transformers import pipeline",
-        f"clf = pipeline('text-classification', model={str(tmp_path / 'student')!r}, trust_remote_code=True, top_k=None)",
-        "print(json.dumps([{d['label']: d['score'] for d in r} for r in clf(json.loads(sys.stdin.read()))]))",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        f"folder = {str(tmp_path / 'student')!r}",
+        "model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()",
+        "enc = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)(json.loads(sys.stdin.read()), padding=True, "
+        "return_tensors='pt')",
+        "probs = model(**enc).logits.softmax(-1).tolist()",
+        "print(json.dumps([{model.config.id2label[i]: p for i, p in enumerate(row)} for row in probs]))",
         "print('codistill' in ' '.join(sys.modules))",
         "from codistill.cli import main",
         f"sys.exit(main(['predict', {str(tmp_path / 'onnx')!r}, '--data', {str(test)!r}, '--out', "
