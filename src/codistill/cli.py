@@ -195,7 +195,7 @@ class ConfigFile:
         self.raw = {} if self.path is None else read_yaml_mapping(self.path, f"--config {self.path}")
         unknown = sorted(map(str, set(self.raw) - set(self.sections) - set(self.top)))
         if unknown:
-            raise CodistillError(f"--config {self.path}: unknown option(s) {', '.join(map(str, unknown))} (known: "
+            raise CodistillError(f"--config {self.path}: unknown option(s) {', '.join(unknown)} (known: "
                                  f"{', '.join(sorted(self.sections + self.top))})")
         for name in self.sections:
             if not isinstance(self.raw.get(name) or {}, dict):
@@ -393,7 +393,7 @@ def distill_cmd(
     cod_mode: Optional[str] = typer.Option(None, "--cod-mode", help="The CoD mode (implies --cod): " + "; ".join(
         f"'{name}' ({what})" for name, what in cod_rules.MODES.items()) + f". [default: {cod_rules.DEFAULT_MODE}]"),
     fluency_lm: Optional[str] = typer.Option(None, "--fluency-lm", help="With --cod and no --counterfactuals: "
-                                             + field_docs(CounterfactualOptions)["fluency_lm"]
+                                             + CF_DOCS["fluency_lm"]
                                              + f" [default: {DEFAULT_FLUENCY_LM}]"),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     options: dict = None,
@@ -406,8 +406,8 @@ def distill_cmd(
     file = ConfigFile(config, ("data", "student", "distill", "train", "generator"),
                       field_names(RunConfig, "student", "distill", "train", "generator") + ("fluency_lm",))
     top = file.options(options["top"])
-    lm = fluency_lm_option(fluency_lm if fluency_lm is not None else top.get("fluency_lm", DEFAULT_FLUENCY_LM))
-    top.pop("fluency_lm", None)
+    in_file = top.pop("fluency_lm", DEFAULT_FLUENCY_LM)
+    lm = fluency_lm_option(fluency_lm if fluency_lm is not None else in_file)
     if cod or cod_mode is not None:  # the flag's mode, else the config file's, else the default
         top["cod"] = cod_mode or top.get("cod") or cod_rules.DEFAULT_MODE
     if file.raw.get("generator") is not None:

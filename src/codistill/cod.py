@@ -59,6 +59,14 @@ def edited_originals(budget: int, num_classes: int) -> int:
     return budget // 2
 
 
+def check_run_budget(k: int, cod: str | None, num_classes: int) -> None:
+    """A run at budget ``k`` in mode ``cod`` can be sampled: its originals and, for CoD, the CoD half of the
+    sample its counterfactual file is made for are balanced over the classes (checked before any work)."""
+    originals(k, cod, num_classes)
+    if cod is not None:
+        edited_originals(counterfactual_budget(k, cod), num_classes)
+
+
 class NoCounterfactuals(ConfigError):
     """CoD without a single usable counterfactual: it would train on the originals alone."""
 

@@ -157,21 +157,19 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
                  folder=True)
     # everything that can be checked without a model, before anything loads or trains
     test = dataset.split("test")
-    cod_rules.originals(run.k, run.cod, dataset.num_classes)
+    cod_rules.check_run_budget(run.k, run.cod, dataset.num_classes)
     if run.train.select_on == "validation":
         dataset.split("validation")
-    if run.counterfactuals is not None:
-        training_rows(dataset, run)
     generated = None
     if run.cod is not None and run.counterfactuals is None:
         generated = generate_run_counterfactuals(dataset, run, Path(out_dir), fluency_lm, progress)
         run = replace(run, counterfactuals=generated["path"], generator=run.generator if run.cod == "rounds" else None)
+    sample, train_rows, cf_info = training_rows(dataset, run)  # reads and checks a given file before models load
     scfg, dcfg, tcfg = run.student, run.distill, run.train
     teacher = None
     if run.teacher is not None:
         teacher = load_classifier(str(run.teacher), what="teacher")
         teacher.model.requires_grad_(False)
-    sample, train_rows, cf_info = training_rows(dataset, run)
 
     def train_student(rows: LabeledTexts) -> tuple[Classifier, dict, TrainSummary]:
         seed_everything(run.seed)

@@ -222,7 +222,6 @@ def sweep_lock(root: Path):
 def check_counterfactual_cells(jobs: list[CellJob], cfg: SweepConfig, context: dict) -> None:
     """Every CoD cell to run has at least one usable counterfactual (unless the sweep allows none):
     checked for all of them before the first one trains."""
-    from codistill.cod import NoCounterfactuals
     from codistill.runs import training_rows
 
     for job in jobs:
@@ -230,9 +229,9 @@ def check_counterfactual_cells(jobs: list[CellJob], cfg: SweepConfig, context: d
             continue
         try:
             training_rows(context[job.cell.dataset][1], job.run_config(cfg))
-        except NoCounterfactuals as exc:
+        except cod_rules.NoCounterfactuals as exc:
             c = job.cell
-            raise NoCounterfactuals(f"sweep cell {c.dataset} {c.label} k={c.k} seed={c.seed}: {exc}") from None
+            raise cod_rules.NoCounterfactuals(f"sweep cell {c.dataset} {c.label} k={c.k} seed={c.seed}: {exc}") from None
 
 
 def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = True, stop_after: int | None = None,
@@ -254,10 +253,7 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
         names.append(name)
         for k in cfg.k:  # every budget of every mode can be halved over the classes: checked before any work
             for cod in cfg.cod:
-                mode = None if cod == "none" else cod
-                cod_rules.originals(k, mode, dataset.num_classes)
-                if mode is not None:
-                    cod_rules.edited_originals(cod_rules.counterfactual_budget(k, mode), dataset.num_classes)
+                cod_rules.check_run_budget(k, None if cod == "none" else cod, dataset.num_classes)
     with sweep_lock(root):  # created here: a bad dataset leaves no folder behind
         return _run_cells(cfg, datasets, names, workers, progress, stop_after, executor)
 
