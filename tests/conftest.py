@@ -210,3 +210,24 @@ def lwd_terms(student, teacher, include_embeddings: bool = False):
 
     specs = method_terms(DistillConfig(method="lwd", include_embeddings=include_embeddings))
     return build_terms(specs, student.num_layers, teacher.num_layers, student.hidden_size, teacher.hidden_size, 2)
+
+
+class LocalServer:
+    """A scripted HTTP server on 127.0.0.1 (a free port) serving ``handler`` (a ``BaseHTTPRequestHandler``
+    class) in a thread; ``with`` starts and stops it, ``url`` is its OpenAI-style base URL."""
+
+    def __init__(self, handler) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

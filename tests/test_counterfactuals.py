@@ -7,11 +7,12 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import LocalServer
 
 from codistill.counterfactuals.base import CFRequest, choose_targets
 from codistill.counterfactuals.edits import EditSearchConfig, EditSearchGenerator
@@ -270,7 +271,7 @@ def test_on_failure_skip_or_keep_best(tmp_path: Path) -> None:
 # -- the LLM client against a real HTTP server on 127.0.0.1 --------------------------------------------------
 
 
-class ScriptedLLM:
+class ScriptedLLM(LocalServer):
     """An OpenAI-compatible server: for each original (found in the prompt) it plays a script of actions,
     one per request: ("ok", text), ("status", code), ("sleep", seconds, text), ("garbage",)."""
 
@@ -320,17 +321,7 @@ class ScriptedLLM:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def _cfg(url: str, tmp_path: Path, **kw) -> LLMConfig:

@@ -380,3 +380,38 @@ def test_degenerate_evaluation_splits_are_said_or_refused(tmp_path: Path) -> Non
     assert len(ds.splits["test"]) == 0 and describe(ds)["splits"]["test"]["rows"] == 0
     with pytest.raises(DataError, match="dataset 'tiny': the 'test' split is empty"):
         ds.split("test")
+
+
+def test_a_dataset_without_train_draws_it_from_another_split_or_source(tmp_path: Path) -> None:
+    folder = tmp_path / "evalonly"
+    write_csv(folder / "validation.csv", synthetic_rows(40, seed=4))
+    write_csv(folder / "test.csv", synthetic_rows(20, seed=5))
+    ds = load_dataset(folder, label_names=["negative", "positive"], train_from="validation", holdout_fraction=0.25)
+    train, val = ds.split("train"), ds.split("validation")
+    assert (len(train), len(val), len(ds.split("test"))) == (30, 10, 20)
+    assert sorted(val.labels) == [0] * 5 + [1] * 5  # stratified
+    whole = load_dataset(folder, label_names=["negative", "positive"]).split("validation")
+    assert sorted(zip(train.texts + val.texts, train.labels + val.labels)) == sorted(zip(whole.texts, whole.labels))
+    assert any("'train' split drawn from 'validation'" in n and "30 rows" in n for n in ds.notes)
+    again = load_dataset(folder, label_names=["negative", "positive"], train_from="validation", holdout_fraction=0.25)
+    assert again.split("train").texts == train.texts  # seeded
+
+    # another source: its train (and validation, when this dataset has none) without this dataset's texts
+    other = tmp_path / "other"
+    rows = synthetic_rows(50, seed=6)
+    test_rows = [{"text": r["text"], "label": r["label"]} for r in synthetic_rows(20, seed=5)]
+    write_csv(other / "train.csv", rows + test_rows[:3])
+    write_csv(other / "validation.csv", synthetic_rows(10, seed=7))
+    only_test = tmp_path / "only_test"
+    write_csv(only_test / "test.csv", test_rows)
+    ds = load_dataset(only_test, label_names=["negative", "positive"], train_from=str(other))
+    assert set(ds.splits) == {"train", "validation", "test"}
+    assert not set(ds.split("train").texts) & set(ds.split("test").texts)
+    assert any("'train' split taken from" in n and "dropped" in n for n in ds.notes)
+
+    with pytest.raises(DataError, match="has its own train split"):
+        load_dataset(other, label_names=["negative", "positive"], train_from="validation")
+    with pytest.raises(DataError, match="has no 'validation' split"):
+        load_dataset(only_test, label_names=["negative", "positive"], train_from="validation")
+    with pytest.raises(DataError, match="must be the same"):
+        load_dataset(only_test, label_names=["bad", "good"], train_from="tweets")

@@ -540,3 +540,76 @@ def test_a_diverging_loss_stops_training_with_one_line(tmp_path: Path, trained_t
         run_distill(toy, trained_teacher, tmp_path / "nan", k=8, student=StudentConfig(model=str(tiny_student), layers=1),
                     train=replace(FAST, lr=1e30, classifier_lr=1e30, max_grad_norm=0.0, min_steps=40), progress=False)
     assert not (tmp_path / "nan" / "metrics.json").exists()
+
+
+# -- the validation curve and the reference protocol ----------------------------------------------------------
+
+
+def test_evaluation_steps_rule() -> None:
+    from codistill.trainer import evaluation_steps
+
+    assert evaluation_steps(1, 100, TrainConfig(eval_points=20)) == list(range(5, 101, 5))
+    assert evaluation_steps(8, 800, TrainConfig(eval_points=20)) == list(range(40, 801, 40))  # epoch ends
+    assert evaluation_steps(8, 24, TrainConfig(eval_points=20)) == [8, 16, 24]  # fewer epochs: every epoch
+    assert evaluation_steps(3, 10, TrainConfig(eval_points=2)) == [6, 10]  # the last (partial) epoch ends at 10
+    assert evaluation_steps(4, 12, TrainConfig(select_on="validation")) == [4, 8, 12]
+    assert evaluation_steps(4, 12, TrainConfig()) == []
+    with pytest.raises(ConfigError, match="eval_points must be >= 0"):
+        TrainConfig(eval_points=-1)
+
+
+def test_the_curve_records_validation_without_changing_training(tmp_path: Path, trained_teacher: Path,
+                                                                tiny_student: Path, toy) -> None:
+    from codistill.evaluate import evaluate_split
+
+    student = StudentConfig(model=str(tiny_student), layers=1)
+    train = replace(FAST, epochs=6, min_steps=0, batch_size=4)
+    plain = run_distill(toy, trained_teacher, tmp_path / "plain", k=8, student=student, train=train, progress=False)
+    m = run_distill(toy, trained_teacher, tmp_path / "curve", k=8, student=student,
+                    train=replace(train, eval_points=3), progress=False)
+    assert m["test"] == plain["test"] and m["steps"] == plain["steps"] == 12  # evaluating changes no weight
+    assert plain["curve"] == [] and plain["reference"] is None
+    curve = m["curve"]
+    assert [p["step"] for p in curve] == [4, 8, 12] and all("validation_agreement" in p for p in curve)
+    assert m["eval_seconds"] > 0
+    # the last point is the final weights: the same figures as the run's own validation metrics
+    assert curve[-1]["validation_accuracy"] == m["validation"]["accuracy"]
+    assert curve[-1]["validation_agreement"] == m["validation"]["agreement"]
+    teacher = load_classifier(str(trained_teacher))
+    teacher_val = evaluate_split(teacher, toy.split("validation"), 2, progress=False)[0]
+    assert m["teacher_validation"] == teacher_val
+    best = max(curve, key=lambda p: p["validation_accuracy"])
+    ref = m["reference"]
+    assert ref["validation_accuracy"] == best["validation_accuracy"] and ref["step"] == best["step"]
+    assert ref["selection_bias"] == pytest.approx(best["validation_accuracy"] - curve[-1]["validation_accuracy"])
+    assert ref["evaluations"] == 3 and m["selected"] is None  # recorded, never selected
+    log = [json.loads(r) for r in (tmp_path / "curve" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "validation_accuracy" in r] == [4, 8, 12]
+
+
+def test_reference_recipe_sets_the_papers_code_options_and_reports_its_best(tmp_path: Path, trained_teacher: Path,
+                                                                            tiny_student: Path, toy_folder: Path,
+                                                                            capsys) -> None:
+    from codistill.cli import main
+    from codistill.config import RECIPES, method_terms, recipe_section
+
+    kd = method_terms(DistillConfig(method="kd", **recipe_section("reference", "distill")))
+    assert [(t.loss, t.weight, t.temperature) for t in kd] == [("ce", 1.0, 2.0), ("kd", 20.0, 2.0)]
+    with pytest.raises(ConfigError, match="unknown recipe 'paper'"):
+        recipe_section("paper", "train")
+    out = tmp_path / "ref"
+    code = main(["distill", "--data", str(toy_folder), "--labels", "negative,positive", "--teacher",
+                 str(trained_teacher), "--student", str(tiny_student), "--student-layers", "1", "--k", "8",
+                 "--recipe", "reference", "--epochs", "10", "--out", str(out)])  # a flag given overrides the recipe
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((out / "run_config.json").read_text())
+    expected = {**RECIPES["reference"]["train"], "epochs": 10}
+    assert {k: config["train"][k] for k in expected} == expected
+    assert config["distill"]["alpha"] == 20.0 and config["distill"]["temperature"] == 2.0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"] == 10 and [p["step"] for p in m["curve"]] == list(range(1, 11))  # k=8, batch 8: every epoch
+    assert m["reference"]["validation_accuracy"] == max(p["validation_accuracy"] for p in m["curve"])
+    log = [json.loads(r) for r in (out / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["lr"] == pytest.approx(6e-5 * 9 / 10)  # no warm-up: a linear decay from the first step
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"best validation accuracy {m['reference']['validation_accuracy']:.2%} at step {m['reference']['step']} of 10" in shown

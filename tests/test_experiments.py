@@ -417,3 +417,38 @@ def test_a_killed_worker_ends_the_sweep_with_an_error(grid_setup: dict, tmp_path
         assert "error: sweep: a worker process died" in log.read_text()
     finally:
         _kill_all(proc, workers)
+
+
+def test_a_reference_recipe_sweep_reports_both_protocols(grid_setup: dict, tmp_path: Path) -> None:
+    from codistill.config import RECIPES
+
+    base = {**grid_setup["given"], "methods": ["kd"], "k": [4], "seeds": [0, 1], "fluency_lm": None}
+    train = {k: v for k, v in base["train"].items() if k in ("max_length", "eval_batch_size")}
+    cfg = SweepConfig(out=str(tmp_path / "ref"), **{**base, "recipe": "reference", "train": {**train, "epochs": 6,
+                                                                                              "eval_points": 3}})
+    assert cfg.train["lr"] == RECIPES["reference"]["train"]["lr"] and cfg.distill["alpha"] == 20.0
+    assert run_sweep(cfg, progress=False)["finished"] == 4
+    cells = read_cells(Path(cfg.out) / "cells")
+    assert all(len(c["curve"]) == 3 and c["reference"]["evaluations"] == 3 for c in cells)
+    config = json.loads(next((Path(cfg.out) / "cells").glob("**/run_config.json")).read_text())
+    assert config["train"]["warmup_ratio"] == 0.0 and config["distill"]["alpha"] == 20.0
+    summary = build_report(cfg.out)
+    ds = summary["datasets"]["toy"]
+    for label, cod in (("kd", None), ("kd+cod", "replace")):
+        best = [c["reference"]["validation_accuracy"] for c in cells if c["cod"] == cod]
+        assert ds["reference_accuracy"][label]["4"]["mean"] == pytest.approx(sum(best) / 2)
+        bias = [c["reference"]["selection_bias"] for c in cells if c["cod"] == cod]
+        assert ds["selection_bias"][label]["4"]["mean"] == pytest.approx(sum(bias) / 2)
+    by = {(c["cod"], c["seed"]): c["reference"]["validation_accuracy"] for c in cells}
+    assert ds["paired_reference"]["kd+cod - kd"]["4"]["diffs"] == pytest.approx(
+        [by[("replace", s)] - by[(None, s)] for s in (0, 1)])
+    teacher_val = [c["teacher_validation"]["accuracy"] for c in cells]
+    assert len(set(teacher_val)) == 1 and ds["teacher_validation_accuracy"] == teacher_val[0]
+    report = (Path(cfg.out) / "report.md").read_text()
+    assert "Reference protocol, the figure the CoD paper's code reports" in report and "Selection bias" in report
+    assert "points of the reference protocol's figure" in report
+    with open(Path(cfg.out) / "cells.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {float(r["reference_accuracy"]) for r in rows} == {c["reference"]["validation_accuracy"] for c in cells}
+    with pytest.raises(ConfigError, match="sweep.recipe: unknown recipe"):
+        SweepConfig(out="x", datasets=[{"data": "tweets"}], recipe="paper")

@@ -71,6 +71,22 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_cla
     return out
 
 
+def reference_protocol(curve: Sequence[dict[str, float]]) -> dict[str, float] | None:
+    """The figure the CoD paper's code reports, from a validation curve (:attr:`TrainSummary.curve`): the
+    best validation accuracy over the evaluations made along training (the first step that reaches it), with
+    the agreement there. It is chosen and scored on the same rows, so it is optimistic; beside it, the last
+    evaluation (the final weights, what codistill reports) and the difference, the selection bias. ``None``
+    for an empty curve."""
+    if not curve:
+        return None
+    best = max(curve, key=lambda point: point["validation_accuracy"])  # the first of equal maxima
+    last = curve[-1]
+    return {"validation_accuracy": best["validation_accuracy"], "validation_agreement": best.get("validation_agreement"),
+            "step": best["step"], "epoch": best["epoch"], "evaluations": len(curve),
+            "final_validation_accuracy": last["validation_accuracy"],
+            "selection_bias": best["validation_accuracy"] - last["validation_accuracy"]}
+
+
 def batched_logits(texts: Sequence[str], forward: Callable[[list[str]], "np.ndarray | torch.Tensor"],
                    num_labels: int, batch_size: int = TrainConfig.eval_batch_size, progress: bool = False, desc: str = "predict") -> torch.Tensor:
     """Logits ``(N, C)`` of ``texts`` from ``forward`` (a batch of texts -> its logits), any backend: texts

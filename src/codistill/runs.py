@@ -30,7 +30,7 @@ from codistill.config import (
 from codistill.counterfactuals.registry import default_generator, make_generator
 from codistill.data import LabeledTexts, TextDataset, sample_from, stratified_subset, texts_fingerprint
 from codistill.errors import ConfigError
-from codistill.evaluate import evaluate_split
+from codistill.evaluate import evaluate_split, reference_protocol
 from codistill.fileio import atomic_write_json, atomic_write_jsonl, atomic_write_text, check_output, source_files
 from codistill.models import (
     Classifier,
@@ -89,6 +89,8 @@ class DistillResult:
     training: TrainSummary
     rounds: dict[str, Any] | None = None
     generated: dict[str, Any] | None = None  # the counterfactual file the run made itself: path and figures
+    teacher_validation: dict[str, float] | None = None
+    reference: dict[str, Any] | None = None  # the reference protocol's figure (evaluate.reference_protocol)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "training"}
@@ -139,15 +141,17 @@ def training_rows(dataset: TextDataset, run: RunConfig):
 
 
 def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
-            teacher_test: tuple[dict, list[int]] | None = None, save_model: bool = True,
+            teacher_test: tuple[dict, list[int]] | None = None,
+            teacher_validation: tuple[dict, list[int]] | None = None, save_model: bool = True,
             progress: bool = True, record: dict[str, Any] | None = None,
             fluency_lm: str | None = DEFAULT_FLUENCY_LM) -> DistillResult:
     """Distill ``run.teacher`` into a student trained on the k-shot sample of ``dataset`` (plus
     counterfactuals), evaluate on the test and validation splits and write the run to ``out_dir``: the student
     (``save_pretrained``), ``metrics.json``, ``run_config.json`` (resolved) and ``train_log.jsonl``.
 
-    Every input is checked before training starts. ``teacher_test`` = (metrics, predictions) of the
-    teacher on the test split when the caller already has them (a grid computes them once);
+    Every input is checked before training starts. ``teacher_test`` / ``teacher_validation`` = (metrics,
+    predictions) of the teacher on the test / validation split when the caller already has them (a grid
+    computes them once); the validation predictions give the agreement of ``train.eval_points``' curve;
     ``save_model=False`` skips writing the student's weights; ``record`` adds entries to both
     ``metrics.json`` and ``run_config.json`` (a grid records the cell's key and recipe). A CoD run without a
     counterfactual file first generates one into ``out_dir/counterfactuals.jsonl`` with ``run.generator``
@@ -158,7 +162,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     # everything that can be checked without a model, before anything loads or trains
     test = dataset.split("test")
     cod_rules.check_run_budget(run.k, run.cod, dataset.num_classes)
-    if run.train.select_on == "validation":
+    if run.train.select_on == "validation" or run.train.eval_points:
         dataset.split("validation")
     generated = None
     if run.cod is not None and run.counterfactuals is None:
@@ -167,17 +171,24 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     sample, train_rows, cf_info = training_rows(dataset, run)  # reads and checks a given file before models load
     scfg, dcfg, tcfg = run.student, run.distill, run.train
     teacher = None
+    validation = dataset.splits.get("validation")  # what a recipe is chosen on; never the test split
+    validation = validation if validation is not None and len(validation) else None
+    teacher_val_metrics, teacher_val_pred = teacher_validation if teacher_validation is not None else (None, None)
     if run.teacher is not None:
         teacher = load_classifier(str(run.teacher), what="teacher")
         teacher.model.requires_grad_(False)
+        if validation is not None and teacher_validation is None:
+            teacher_val_metrics, teacher_val_pred = evaluate_split(teacher, validation, dataset.num_classes,
+                                                                   tcfg.eval_batch_size, tcfg.max_length,
+                                                                   progress=progress)
 
     def train_student(rows: LabeledTexts) -> tuple[Classifier, dict, TrainSummary]:
         seed_everything(run.seed)
         stu, info = make_student(scfg.model, scfg.layers, scfg.init, dataset.label_names, teacher,
                                  scfg.freeze_embeddings, scfg.pooling)
         _check_inputs(teacher, stu, dataset, dcfg)
-        summary = train_classifier(stu, rows, method_terms(dcfg), tcfg, teacher=teacher,
-                                   validation=dataset.splits.get("validation"), num_classes=dataset.num_classes,
+        summary = train_classifier(stu, rows, method_terms(dcfg), tcfg, teacher=teacher, validation=validation,
+                                   validation_reference=teacher_val_pred, num_classes=dataset.num_classes,
                                    progress=progress)
         return stu, info, summary
 
@@ -197,9 +208,8 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
                                                        tcfg.max_length, progress=progress)
     test_metrics, _ = evaluate_split(stu, test, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length,
                                      teacher_pred, progress=progress)
-    validation = dataset.splits.get("validation")  # what a recipe is chosen on; never the test split
     validation_metrics = evaluate_split(stu, validation, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length,
-                                        progress=progress)[0] if validation is not None and len(validation) else None
+                                        teacher_val_pred, progress=progress)[0] if validation is not None else None
     result = DistillResult(
         dataset=dataset.name, method=dcfg.method, k=run.k, seed=run.seed,
         cod=run.cod or ("extra" if cf_info["added"] else None), n_train=len(train_rows),
@@ -208,7 +218,8 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         teacher_test=teacher_metrics,
         student_parameters=student_info["parameters"],
         teacher_parameters=teacher.num_parameters() if teacher is not None else None,
-        wall_seconds=time.perf_counter() - t0, training=summary, rounds=rounds, generated=generated)
+        wall_seconds=time.perf_counter() - t0, training=summary, rounds=rounds, generated=generated,
+        teacher_validation=teacher_val_metrics, reference=reference_protocol(summary.curve))
     config = {
         "dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names,
                     "notes": dataset.notes},

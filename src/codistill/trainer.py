@@ -178,6 +178,19 @@ def plan_steps(n_examples: int, cfg: TrainConfig, epochs: int | None = None) -> 
     return per_epoch, total
 
 
+def evaluation_steps(per_epoch: int, total: int, cfg: TrainConfig) -> list[int]:
+    """The optimizer steps after which the student is evaluated on validation: every epoch's end with
+    ``select_on='validation'``; ``eval_points`` epoch ends spread evenly (every epoch when there are fewer
+    epochs), the last step always among them; none without either."""
+    epochs = math.ceil(total / per_epoch)
+    ends = [min(e * per_epoch, total) for e in range(1, epochs + 1)]
+    chosen = set(ends) if cfg.select_on == "validation" else set()
+    if cfg.eval_points:
+        n = min(cfg.eval_points, epochs)
+        chosen |= {ends[math.ceil(epochs * i / n) - 1] for i in range(1, n + 1)}
+    return sorted(chosen)
+
+
 def _batches(n: int, batch_size: int, seed: int) -> Any:
     """Endless minibatch indices: each epoch a fresh permutation from a generator seeded by ``seed``."""
     gen = torch.Generator().manual_seed(seed)
@@ -236,6 +249,8 @@ class FitResult:
     examples_per_second: float
     log: list[dict[str, float]]
     selected: dict[str, Any] | None = None
+    curve: list[dict[str, float]] = field(default_factory=list)
+    eval_seconds: float = 0.0
 
     def stage_summary(self, term: str) -> dict[str, Any]:
         """How a first stage is recorded in :attr:`TrainSummary.first_stages`."""
@@ -245,14 +260,15 @@ class FitResult:
 
 def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequence[int], cfg: TrainConfig, *,
         cache: TeacherCache | None = None, teacher_layers: Sequence[int] = (), epochs: int | None = None,
-        lr_override: float | None = None, validate: Callable[[], float] | None = None, accelerator=None,
+        lr_override: float | None = None, validate: Callable[[], dict[str, float]] | None = None, accelerator=None,
         progress: bool = True, desc: str = "train") -> FitResult:
     """Train ``module`` (a :class:`DistillModule` or :class:`FilterStage`) for the planned budget.
 
     Each step takes ``grad_accum`` minibatches; the teacher's outputs come from ``cache`` (indexed by the
-    examples' positions). With ``validate`` (a function returning validation accuracy), the student is
-    evaluated after every epoch and the best epoch's weights are restored at the end (``select_on=
-    validation``); the test split is never seen here.
+    examples' positions). With ``validate`` (a function returning ``{"validation_accuracy": ...}`` and
+    other validation figures), the student is evaluated after the steps :func:`evaluation_steps` names; each
+    evaluation joins the log and the curve, timed apart from training. With ``select_on='validation'`` the
+    best epoch's weights are restored at the end; the test split is never seen here.
     """
     from tqdm.auto import tqdm
 
@@ -273,6 +289,9 @@ def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequen
     rank, world = accelerator.process_index, accelerator.num_processes
     batches = _batches(len(encoded), cfg.batch_size * world, cfg.seed)
     log: list[dict[str, float]] = []
+    curve: list[dict[str, float]] = []
+    eval_at = set(evaluation_steps(per_epoch, total, cfg)) if validate is not None else set()
+    eval_seconds = 0.0
     best: tuple[float, int, dict] | None = None
     module.train()
     start = time.perf_counter()
@@ -305,16 +324,19 @@ def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequen
         optimizer.zero_grad(set_to_none=True)
         row = {"step": step + 1, "epoch": round(seen / len(encoded), 4), "lr": scheduler.get_last_lr()[0], **sums}
         bar.set_postfix(loss=f"{sums['loss']:.4f}")
-        end_of_epoch = (step + 1) % per_epoch == 0 or step + 1 == total
-        if validate is not None and end_of_epoch:
+        if step + 1 in eval_at:
+            t_eval = time.perf_counter()
             module.eval()
-            score = validate()
+            scores = validate()
             module.train()
-            row["validation_accuracy"] = score
-            if best is None or score > best[0]:
+            eval_seconds += time.perf_counter() - t_eval
+            row.update(scores)
+            curve.append({"step": row["step"], "epoch": row["epoch"], **scores})
+            score = scores["validation_accuracy"]
+            if cfg.select_on == "validation" and (best is None or score > best[0]):
                 best = (score, step + 1, copy.deepcopy(student.model.state_dict()))
         log.append(row)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - eval_seconds
     bar.close()
     selected = None
     if best is not None:
@@ -322,7 +344,8 @@ def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequen
         selected = {"on": "validation", "validation_accuracy": best[0], "step": best[1]}
     module.eval()
     return FitResult(steps=total, epochs=seen / len(encoded), seconds=seconds,
-                     examples_per_second=seen / max(seconds, 1e-9), log=log, selected=selected)
+                     examples_per_second=seen / max(seconds, 1e-9), log=log, selected=selected, curve=curve,
+                     eval_seconds=eval_seconds)
 
 
 # -- putting it together -------------------------------------------------------------------------------
@@ -352,7 +375,8 @@ def _probe_stage(module: DistillModule, student: Classifier, encoded: Encoded, l
 class TrainSummary:
     """What :func:`train_classifier` did: steps, epochs, time, throughput, the teacher cache's time,
     truncated texts, the terms used (with their layer maps), extra trainable parameters (projections,
-    filters), a first stage's figures, the epoch selected on validation, and the per-step log."""
+    filters), a first stage's figures, the epoch selected on validation, the validation curve (``eval_points``
+    evaluations: step, epoch, accuracy, agreement with the teacher) and their seconds, and the per-step log."""
 
     steps: int
     epochs: float
@@ -364,13 +388,17 @@ class TrainSummary:
     extra_trainable_parameters: int
     first_stages: list[dict[str, Any]] = field(default_factory=list)
     selected: dict[str, Any] | None = None
+    curve: list[dict[str, float]] = field(default_factory=list)
+    eval_seconds: float = 0.0
     log: list[dict[str, float]] = field(default_factory=list)
 
 
 def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[LossTerm], tcfg: TrainConfig, *,
                      teacher: Classifier | None = None, validation: LabeledTexts | None = None,
-                     num_classes: int, progress: bool = True) -> TrainSummary:
-    """Train ``student`` on ``train`` with the loss terms ``specs`` (teacher frozen and cached). In place."""
+                     validation_reference: Sequence[int] | None = None, num_classes: int,
+                     progress: bool = True) -> TrainSummary:
+    """Train ``student`` on ``train`` with the loss terms ``specs`` (teacher frozen and cached). In place.
+    ``validation_reference``: the teacher's predictions on ``validation``, for the curve's agreement."""
     accelerator = make_accelerator(tcfg)
     device = accelerator.device
     student.model.to(device)
@@ -405,16 +433,18 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
         first_stages.append(_probe_stage(module, student, encoded, train.labels, tcfg, cache, t_layers, accelerator,
                                          progress))
     validate = None
-    if tcfg.select_on == "validation":
+    if tcfg.select_on == "validation" or tcfg.eval_points:
         if validation is None or not len(validation):
             from codistill.errors import ConfigError
 
-            raise ConfigError("select_on='validation' needs a validation split")
+            raise ConfigError("select_on='validation' and eval_points need a validation split")
 
-        def validate() -> float:
+        def validate() -> dict[str, float]:
             logits = predict_logits(student.model, student.tokenizer, validation.texts, tcfg.eval_batch_size,
                                     tcfg.max_length, device)
-            return classification_metrics(validation.labels, logits.argmax(-1).tolist(), num_classes)["accuracy"]
+            m = classification_metrics(validation.labels, logits.argmax(-1).tolist(), num_classes,
+                                       validation_reference)
+            return {f"validation_{key}": m[key] for key in ("accuracy", "agreement") if key in m}
 
     result = fit(module, student, encoded, train.labels, tcfg, cache=cache, teacher_layers=t_layers,
                  validate=validate, progress=progress, desc="+".join(t.name for t in terms), accelerator=accelerator)
@@ -424,4 +454,4 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
                         examples_per_second=result.examples_per_second, teacher_cache_seconds=cache_seconds,
                         truncated_texts=encoded.truncated, terms=[t.describe() for t in terms],
                         extra_trainable_parameters=extra, first_stages=first_stages, selected=result.selected,
-                        log=result.log)
+                        curve=result.curve, eval_seconds=result.eval_seconds, log=result.log)

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from codistill.config import check_types
 from codistill.counterfactuals.base import REQUEST_FAILED, Attempt, CFRequest, CFResult, CounterfactualGenerator
@@ -131,6 +131,53 @@ class ClientStats:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
 
+@dataclass
+class ChatAnswer:
+    """One answer of :meth:`ChatClient.ask`.
+
+    Attributes:
+        content: the answer's text.
+        usage: ``prompt_tokens`` and ``completion_tokens`` the endpoint reported.
+        cached: read from the cache (nothing was sent).
+        logprobs: per answer token, its most likely alternatives as ``(token, logprob)`` pairs, most likely
+            first (the chosen token alone where the endpoint listed no alternatives); ``None`` when the
+            endpoint returned no log-probabilities (or none were asked for).
+    """
+
+    content: str
+    usage: dict[str, int]
+    cached: bool
+    logprobs: list[list[tuple[str, float]]] | None = None
+
+
+def read_logprobs(raw: Any) -> list[list[tuple[str, float]]] | None:
+    """A choice's ``logprobs`` as :attr:`ChatAnswer.logprobs`: the chat format (``content``: one entry per
+    token with its ``top_logprobs``) or the legacy completions format that some servers send in chat
+    answers (``top_logprobs``: one ``{token: logprob}`` mapping per token). ``None`` when neither holds any."""
+    if raw is None:
+        return None
+    if hasattr(raw, "model_dump"):
+        raw = raw.model_dump()
+    if not isinstance(raw, dict):
+        return None
+    positions: list[list[tuple[str, float]]] = []
+    if isinstance(raw.get("content"), list):
+        for entry in raw["content"]:
+            if not isinstance(entry, dict):
+                continue
+            top = [(str(t["token"]), float(t["logprob"])) for t in entry.get("top_logprobs") or []
+                   if isinstance(t, dict) and t.get("token") is not None and t.get("logprob") is not None]
+            if not top and entry.get("token") is not None and entry.get("logprob") is not None:
+                top = [(str(entry["token"]), float(entry["logprob"]))]
+            positions.append(sorted(top, key=lambda tl: -tl[1]))
+    elif isinstance(raw.get("top_logprobs"), list):
+        for entry in raw["top_logprobs"]:
+            if isinstance(entry, dict):
+                positions.append(sorted(((str(t), float(lp)) for t, lp in entry.items() if lp is not None),
+                                        key=lambda tl: -tl[1]))
+    return positions if any(positions) else None
+
+
 class ChatClient:
     """Chat completions through the ``openai`` client: cache first (under a per-prompt file lock), then
     the request; answers cached on disk (atomically) before they are returned."""
@@ -158,9 +205,11 @@ class ChatClient:
     def _requests_here(self) -> int:
         return getattr(self._thread, "requests", 0)
 
-    def _key(self, messages: Sequence[dict[str, str]]) -> str:
+    def _key(self, messages: Sequence[dict[str, str]], params: dict[str, Any] | None = None) -> str:
         ident = {"base_url": self.cfg.base_url.rstrip("/"), "model": self.cfg.model, "temperature": self.cfg.temperature,
                  "max_tokens": self.cfg.max_tokens, "messages": list(messages)}
+        if params:  # only when given: the generator's keys (and the answers cached under them) stay as they were
+            ident["params"] = params
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
     def _cache_path(self, key: str) -> Path:
@@ -173,15 +222,18 @@ class ChatClient:
         asked again."""
         return Path(tempfile.gettempdir()) / f"codistill-llm-answers-{os.getuid()}" / path.name
 
-    def _cached(self, path: Path) -> tuple[str, dict[str, int]] | None:
+    def _cached(self, path: Path) -> dict | None:
+        """The cached entry (a mapping with at least ``content``), or ``None``."""
         for where in (path, self.fallback_path(path)):
             if not where.is_file() or (where != path and where.stat().st_uid != os.getuid()):
                 continue  # the fallback folder is trusted only when this user made it
             try:
                 cached = json.loads(where.read_text(encoding="utf-8"))
-                return cached["content"], cached.get("usage", {})
+                if isinstance(cached, dict) and isinstance(cached["content"], str):
+                    return cached
             except (json.JSONDecodeError, KeyError):
-                where.unlink(missing_ok=True)  # a damaged entry is asked again
+                pass
+            where.unlink(missing_ok=True)  # a damaged entry is asked again
         return None
 
     def _save(self, path: Path, entry: dict) -> None:
@@ -200,24 +252,50 @@ class ChatClient:
     def complete(self, messages: Sequence[dict[str, str]]) -> tuple[str, dict[str, int], bool]:
         """(answer text, token usage, came from cache). Raises :class:`LLMRequestError` when this prompt
         failed for good and :class:`LLMFatalError` when the run must stop."""
+        answer = self.ask(messages)
+        return answer.content, answer.usage, answer.cached
+
+    def ask(self, messages: Sequence[dict[str, str]], params: dict[str, Any] | None = None,
+            before_request: Callable[[], None] | None = None) -> ChatAnswer:
+        """:meth:`complete` with extra request parameters and the answer's log-probabilities.
+
+        Args:
+            messages: the chat messages.
+            params: extra keyword arguments of the request (e.g. ``logprobs``, ``top_logprobs``, ``seed``);
+                ``temperature`` and ``max_tokens`` given here replace the config's. They are part of the
+                cache key, so an answer asked with them is never confused with one asked without.
+            before_request: called (under the prompt's lock) right before a request would be sent, never for
+                a cached answer; whatever it raises propagates and nothing is sent (a budget stops here).
+
+        Returns:
+            The :class:`ChatAnswer`; ``logprobs`` are cached with it.
+        """
         from filelock import FileLock
 
-        path = self._cache_path(self._key(messages))
+        params = dict(params or {})
+        path = self._cache_path(self._key(messages, params))
         hit = self._cached(path)
         if hit is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(str(path) + ".lock"):  # another process may be asking this very prompt
                 hit = self._cached(path)
                 if hit is None:
-                    content, usage = self._request(messages)
-                    self._save(path, {"model": self.cfg.model, "base_url": strip_credentials(self.cfg.base_url),
-                                      "messages": list(messages), "content": content, "usage": usage,
-                                      "time": time.time()})
-                    return content, usage, False
+                    if before_request is not None:
+                        before_request()
+                    content, usage, logprobs = self._request(messages, params)
+                    entry = {"model": self.cfg.model, "base_url": strip_credentials(self.cfg.base_url),
+                             "messages": list(messages), "content": content, "usage": usage, "time": time.time()}
+                    if params:
+                        entry.update(params=params, logprobs=logprobs)
+                    self._save(path, entry)
+                    return ChatAnswer(content, usage, False, logprobs)
         self.stats.add(cache_hits=1)
-        return hit[0], hit[1], True
+        logprobs = hit.get("logprobs")
+        logprobs = [[(str(t), float(lp)) for t, lp in position] for position in logprobs] if logprobs else None
+        return ChatAnswer(hit["content"], hit.get("usage", {}), True, logprobs)
 
-    def _request(self, messages: Sequence[dict[str, str]]) -> tuple[str, dict[str, int]]:
+    def _request(self, messages: Sequence[dict[str, str]], params: dict[str, Any] | None = None,
+                 ) -> tuple[str, dict[str, int], list[list[tuple[str, float]]] | None]:
         import openai
 
         url = strip_credentials(self.cfg.base_url).rstrip("/")  # how it is named in messages
@@ -231,9 +309,10 @@ class ChatClient:
         self.stats.begin()
         try:
             response = self._client.with_options(timeout=timeout).chat.completions.create(
-                model=self.cfg.model, messages=list(messages), temperature=self.cfg.temperature,
-                max_tokens=self.cfg.max_tokens)
+                model=self.cfg.model, messages=list(messages),
+                **{"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens, **(params or {})})
             content = response.choices[0].message.content
+            logprobs = read_logprobs(getattr(response.choices[0], "logprobs", None)) if params else None
         except openai.APIStatusError as exc:
             self._failed(before)
             if exc.status_code in FATAL_STATUS:
@@ -255,7 +334,7 @@ class ChatClient:
         usage = {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
                  "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)}
         self.stats.add(**usage)
-        return content or "", usage
+        return content or "", usage, logprobs
 
     def _failed(self, before: int) -> None:
         self.stats.add(failures=1, retries=max(0, self._requests_here() - before - 1))

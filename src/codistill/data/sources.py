@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from codistill.data.readers import (
     _text_columns,
     read_rows,
 )
-from codistill.data.splits import SPLIT_ALIASES, SPLITS, complete_splits
+from codistill.data.splits import SPLIT_ALIASES, SPLITS, carve_train, complete_splits
 from codistill.data.types import LabeledTexts, TextDataset
 from codistill.errors import DataError
 
@@ -284,6 +284,35 @@ def load_dataset(source: str | Path | DataConfig = "tweets", **options: Any) -> 
     >>> ds = load_dataset("sst2")                          # Hugging Face Hub, when reachable
     """
     cfg = source if isinstance(source, DataConfig) else DataConfig(source=str(source), **options)
+    dataset = _load(cfg)
+    return dataset if cfg.train_from is None else _train_from(dataset, cfg)
+
+
+def _train_from(dataset: TextDataset, cfg: DataConfig) -> TextDataset:
+    """``cfg.train_from`` applied to a dataset without a train split (see :class:`DataConfig`)."""
+    if "train" in dataset.splits:
+        raise DataError(f"data.train_from: dataset '{dataset.name}' has its own train split; train_from is for a "
+                        "dataset without one")
+    if cfg.train_from in SPLITS:
+        return carve_train(dataset, cfg.train_from, cfg)
+    other = load_dataset(replace(cfg, source=cfg.train_from, train_from=None))
+    if other.label_names != dataset.label_names:
+        raise DataError(f"data.train_from: '{cfg.train_from}' has labels {other.label_names} but '{dataset.name}' has "
+                        f"{dataset.label_names}; they must be the same, in the same order")
+    evaluated = {t for split in dataset.splits.values() for t in split.texts}
+    taken = [s for s in ("train", "validation") if s in other.splits and s not in dataset.splits]
+    for split in taken:
+        rows = other.splits[split]
+        keep = [i for i, t in enumerate(rows.texts) if t not in evaluated]
+        dataset.splits[split] = rows.subset(keep)
+        dataset.notes.append(f"'{split}' split taken from '{cfg.train_from}' ({other.name}): {len(keep)} rows"
+                             + (f", {len(rows) - len(keep)} of its texts also in this dataset's splits dropped"
+                                if len(keep) < len(rows) else ""))
+    dataset.splits = {s: dataset.splits[s] for s in SPLITS if s in dataset.splits}
+    return dataset
+
+
+def _load(cfg: DataConfig) -> TextDataset:
     src = cfg.source
     path = Path(src).expanduser()
     if src == "tweets":

@@ -80,3 +80,23 @@ def complete_splits(dataset: TextDataset, cfg: DataConfig) -> TextDataset:
     if len(dataset.label_names) < 2:
         raise DataError(f"dataset '{dataset.name}' has only one class ({dataset.label_names}); need at least two")
     return dataset
+
+
+def carve_train(dataset: TextDataset, split: str, cfg: DataConfig) -> TextDataset:
+    """A train split for a dataset without one, carved from ``split``: per class, a seeded ``holdout_fraction``
+    (at least one row) stays in ``split`` and the rest becomes train, so the two are disjoint."""
+    rows = dataset.splits.get(split)
+    if rows is None or not len(rows):
+        raise DataError(f"data.train_from: dataset '{dataset.name}' has no '{split}' split to draw a train split "
+                        f"from (it has: {', '.join(dataset.splits) or 'none'})")
+    kept, train = [], []
+    for idx in _stratified_permutations(rows.labels, f"train-from-{cfg.split_seed}").values():
+        n_keep = max(1, round(len(idx) * cfg.holdout_fraction))
+        kept.extend(idx[:n_keep])
+        train.extend(idx[n_keep:])
+    dataset.splits[split] = rows.subset(sorted(kept))
+    dataset.splits["train"] = rows.subset(sorted(train))
+    dataset.splits = {s: dataset.splits[s] for s in SPLITS if s in dataset.splits}
+    dataset.notes.append(f"'train' split drawn from '{split}' (the dataset has none): {len(train)} rows; '{split}' "
+                         f"keeps the other {len(kept)} ({cfg.holdout_fraction:.0%} per class, seed {cfg.split_seed})")
+    return dataset

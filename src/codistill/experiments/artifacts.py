@@ -62,9 +62,8 @@ def teacher_recipe(entry, dataset: TextDataset) -> dict[str, Any]:
 
 def prepare_teacher(entry, dataset: TextDataset, name: str, root: Path, progress: bool = True) -> dict[str, Any]:
     """The teacher (trained into ``teachers/NAME-KEY`` unless given) and its test predictions, each found
-    by its key or made once. Returns ``{"path", "key", "predictions_path", "test"}``."""
-    from codistill.evaluate import evaluate_split
-    from codistill.models import load_classifier
+    by its key or made once. Returns ``{"path", "key", "predictions_path", "test", "validation"}`` (the
+    predictions on validation ``None`` without that split)."""
     from codistill.runs import train_teacher
 
     recipe = teacher_recipe(entry, dataset)
@@ -79,23 +78,36 @@ def prepare_teacher(entry, dataset: TextDataset, name: str, root: Path, progress
         teacher = str(folder)
     else:
         teacher = entry.teacher
-    test = dataset.split("test")
-    test_fp = texts_fingerprint(test.texts, test.labels)
-    pred_recipe = {"teacher": key, "test": test_fp}
-    pred_key = config_hash(pred_recipe)
-    path = root / "teachers" / f"{name}-{key[:12]}.test_predictions-{pred_key[:12]}.json"
+    test_path, test = teacher_predictions(teacher, key, dataset, "test", name, root, progress)
+    validation = None
+    if len(dataset.splits.get("validation") or ()):  # the agreement of the cells' validation curves
+        validation = teacher_predictions(teacher, key, dataset, "validation", name, root, progress)[1]
+    return {"path": teacher, "key": key, "predictions_path": str(test_path), "test": test, "validation": validation}
+
+
+def teacher_predictions(teacher: str, key: str, dataset: TextDataset, split: str, name: str, root: Path,
+                        progress: bool = True) -> tuple[Path, dict[str, Any]]:
+    """The teacher's metrics and predictions on ``split``, keyed by the teacher's key and the split's rows,
+    computed once (for the test split, ``train_teacher``'s own file is reused when it covers the same rows)."""
+    from codistill.evaluate import evaluate_split
+    from codistill.models import load_classifier
+
+    rows = dataset.split(split)
+    fingerprint = texts_fingerprint(rows.texts, rows.labels)
+    recipe = {"teacher": key, split: fingerprint}
+    pred_key = config_hash(recipe)
+    path = root / "teachers" / f"{name}-{key[:12]}.{split}_predictions-{pred_key[:12]}.json"
     if path.is_file():
-        saved = read_json(path)
-    else:
-        own = Path(teacher) / "test_predictions.json"  # written by train_teacher for its own test split
-        saved = read_json(own) if own.is_file() else {}
-        if saved.get("test_sha256") != test_fp or "parameters" not in saved:  # only here is the teacher loaded
-            clf = load_classifier(teacher, what="teacher")
-            metrics, pred = evaluate_split(clf, test, dataset.num_classes, progress=progress)
-            saved = {"metrics": metrics, "predictions": pred, "n": len(pred), "parameters": clf.num_parameters()}
-        saved = {**saved, "teacher": teacher, "test_sha256": test_fp, "key": pred_key, "recipe": pred_recipe}
-        atomic_write_json(path, saved)
-    return {"path": teacher, "key": key, "predictions_path": str(path), "test": saved}
+        return path, read_json(path)
+    own = Path(teacher) / f"{split}_predictions.json"  # train_teacher writes test_predictions.json
+    saved = read_json(own) if own.is_file() else {}
+    if saved.get(f"{split}_sha256") != fingerprint or "parameters" not in saved:  # only here is the teacher loaded
+        clf = load_classifier(teacher, what="teacher")
+        metrics, pred = evaluate_split(clf, rows, dataset.num_classes, progress=progress)
+        saved = {"metrics": metrics, "predictions": pred, "n": len(pred), "parameters": clf.num_parameters()}
+    saved = {**saved, "teacher": teacher, f"{split}_sha256": fingerprint, "key": pred_key, "recipe": recipe}
+    atomic_write_json(path, saved)
+    return path, saved
 
 
 # -- counterfactual files -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from codistill.config import (
     build_config,
     check_types,
     read_yaml_mapping,
+    recipe_section,
 )
 from codistill.counterfactuals.registry import default_generator, generator_config
 from codistill.errors import ConfigError
@@ -119,6 +120,8 @@ class SweepConfig:
             counterfactual (by default the sweep stops before training any cell).
         fluency_lm: the causal LM that scores the counterfactuals' fluency (``smollm2``, a folder, a Hub
             name; ``None``: not measured).
+        recipe: a named recipe (:data:`~codistill.config.RECIPES`: ``default``, or ``reference``, the CoD
+            paper's code) that ``train`` and ``distill`` start from; their own options override it.
         student, train, distill: fields of :class:`StudentConfig`, :class:`TrainConfig`,
             :class:`DistillConfig` (method excluded).
         save_models: keep each cell's student (``save_pretrained`` in its folder, to export, serve or score
@@ -140,6 +143,7 @@ class SweepConfig:
     on_failure: str = cod_rules.ON_FAILURE[0]
     allow_empty_counterfactuals: bool = RunConfig.allow_empty_counterfactuals
     fluency_lm: str | None = DEFAULT_FLUENCY_LM
+    recipe: str | None = None
     student: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     distill: dict[str, Any] = field(default_factory=dict)
@@ -176,6 +180,9 @@ class SweepConfig:
             raise ConfigError("sweep.workers: must be >= 1")
         if self.executor not in EXECUTORS:
             raise ConfigError(f"sweep.executor: must be 'local' or 'ray', got '{self.executor}'")
+        # the recipe's options under the sweep's own, so cells and their keys see the resolved values
+        self.train = recipe_section(self.recipe, "train", self.train, "sweep.recipe")
+        self.distill = recipe_section(self.recipe, "distill", self.distill, "sweep.recipe")
         # validate the nested option groups now, not in the middle of a sweep
         build_config(StudentConfig, self.student, "student")
         build_config(TrainConfig, self.train, "train")

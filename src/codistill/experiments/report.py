@@ -22,7 +22,14 @@ from codistill.fileio import atomic_write_json, atomic_write_text
 
 METRICS = (("accuracy", None), ("macro_f1", "Macro-F1 on test (%):"),
            ("mcc", "Matthews correlation on test (× 100; CoLA's usual metric):"),
-           ("agreement", "Teacher–student agreement on test (%):"))
+           ("agreement", "Teacher–student agreement on test (%):"),
+           ("reference_accuracy", ("Reference protocol, the figure the CoD paper's code reports: the best of the "
+                                   "validation evaluations along training, chosen and scored on the validation split "
+                                   "(optimistic; validation accuracy, %):")),
+           ("final_validation_accuracy", "Validation accuracy of the final weights (%), the same runs:"),
+           ("selection_bias", "Selection bias: reference figure − final weights' validation accuracy (points):"))
+# the figures compared CoD − baseline per seed: our protocol (final weights, test) and the reference protocol
+PAIRED = (("accuracy", "paired"), ("reference_accuracy", "paired_reference"))
 
 
 def read_cells(root: str | Path, pattern: str = "**/metrics.json") -> list[dict[str, Any]]:
@@ -50,10 +57,19 @@ def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "label": method_label(c["method"], c["cod"]), "k": c["k"], "seed": c["seed"],
                      "accuracy": t["accuracy"], "macro_f1": t["macro_f1"], "mcc": t["mcc"],
                      "agreement": t.get("agreement"),
-                     "validation_accuracy": (c.get("validation") or {}).get("accuracy"), "n_originals": c["n_originals"],
+                     "validation_accuracy": (c.get("validation") or {}).get("accuracy"),
+                     **_reference_columns(c.get("reference")), "n_originals": c["n_originals"],
                      "n_counterfactuals": c["n_counterfactuals"], "n_train": c["n_train"], "steps": c["steps"],
-                     "train_seconds": c["train_seconds"]})
+                     "train_seconds": c["train_seconds"], "eval_seconds": c.get("eval_seconds", 0.0)})
     return sorted(rows, key=lambda r: (r["dataset"], r["label"], r["k"], r["seed"]))
+
+
+def _reference_columns(reference: dict[str, Any] | None) -> dict[str, Any]:
+    """A cell's reference-protocol figures (:func:`codistill.evaluate.reference_protocol`) as flat columns."""
+    r = reference or {}
+    return {"reference_accuracy": r.get("validation_accuracy"), "reference_step": r.get("step"),
+            "evaluations": r.get("evaluations"), "final_validation_accuracy": r.get("final_validation_accuracy"),
+            "selection_bias": r.get("selection_bias")}
 
 
 def _teacher(root: Path, dataset: str, entry: dict | None, cells: list[dict]) -> tuple[float | None, int | None]:
@@ -107,7 +123,8 @@ def summarize(root: Path) -> dict[str, Any]:
         labels = sorted({r["label"] for r in data}, key=lambda s: (s.split("+")[0], s))
         teacher_acc, teacher_params = _teacher(root, dataset, entry, cells)
         ds: dict[str, Any] = {"teacher_accuracy": teacher_acc, "teacher_parameters": teacher_params, "ks": ks,
-                              "labels": labels, "paired": {},
+                              "teacher_validation_accuracy": _teacher_validation(cells, dataset),
+                              "labels": labels, "paired": {}, "paired_reference": {},
                               "test_rows": sorted({c["test"]["n"] for c in cells if c["dataset"] == dataset}),
                               "notes": _notes(root, cells, dataset, entry),
                               "counterfactuals": _counterfactual_sets(root, dataset, entry)}
@@ -118,13 +135,22 @@ def summarize(root: Path) -> dict[str, Any]:
         pairs = [(c, c.split("+")[0]) for c in labels if "+cod" in c and c.split("+")[0] in labels]
         pairs += [(c, c[: c.rindex("-")]) for c in labels  # several CFs per original, or a second round, vs CoD
                   if c.endswith(("+cod-multi", "+cod-rounds")) and c[: c.rindex("-")] in labels]
-        for cod_label, base in pairs:
-            for k in ks:
-                a = {r["seed"]: r["accuracy"] for r in data if r["label"] == cod_label and r["k"] == k}
-                b = {r["seed"]: r["accuracy"] for r in data if r["label"] == base and r["k"] == k}
-                ds["paired"].setdefault(f"{cod_label} - {base}", {})[str(k)] = paired_difference(a, b)
+        for metric, where in PAIRED:
+            for cod_label, base in pairs:
+                for k in ks:
+                    a = {r["seed"]: r[metric] for r in data if r["label"] == cod_label and r["k"] == k
+                         and r[metric] is not None}
+                    b = {r["seed"]: r[metric] for r in data if r["label"] == base and r["k"] == k
+                         and r[metric] is not None}
+                    if a and b:
+                        ds[where].setdefault(f"{cod_label} - {base}", {})[str(k)] = paired_difference(a, b)
         summary["datasets"][dataset] = ds
     return summary
+
+
+def _teacher_validation(cells: list[dict], dataset: str) -> float | None:
+    given = [c["teacher_validation"]["accuracy"] for c in cells if c["dataset"] == dataset and c.get("teacher_validation")]
+    return given[0] if given else None
 
 
 def _fmt(v, p: int = 2) -> str:
@@ -147,10 +173,14 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
         md += [f"## {dataset}", ""]
         if ds["teacher_accuracy"] is not None:
             md += [f"Teacher test accuracy: {ds['teacher_accuracy'] * 100:.1f}%." + (
+                f" Teacher validation accuracy: {ds['teacher_validation_accuracy'] * 100:.1f}%."
+                if ds.get("teacher_validation_accuracy") is not None else "") + (
                 f" Teacher parameters: {ds['teacher_parameters']:,}." if ds["teacher_parameters"] else ""), ""]
         md += [f"Test rows: {', '.join(f'{n:,}' for n in ds['test_rows'])}." + "".join(f" Note: {n}." for n in ds["notes"]), ""]
         header = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for metric, title in METRICS:
+            if title and not any(ds[metric].values()):  # e.g. no validation curve was recorded
+                continue
             md += (["", title, ""] if title else []) + header
             for label in labels:
                 cells = []
@@ -158,10 +188,13 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
                     s = ds[metric].get(label, {}).get(str(k))
                     cells.append(format_mean_std((s["mean"], s["std"], s["n"]) if s else (0, 0, 0)))
                 md.append(f"| {label} | " + " | ".join(cells) + " |")
-        if ds["paired"]:
-            md += ["", "Paired difference CoD − baseline in accuracy points, per seed: mean [95% CI] (seeds won):", "",
-                   "| comparison | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
-            for name, by_k in ds["paired"].items():
+        for where, what in (("paired", "test accuracy of the final weights"),
+                            ("paired_reference", "the reference protocol's figure (best validation accuracy)")):
+            if not ds.get(where):
+                continue
+            md += ["", f"Paired difference CoD − baseline in points of {what}, per seed: mean [95% CI] (seeds won):",
+                   "", "| comparison | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+            for name, by_k in ds[where].items():
                 texts = []
                 for k in ks:
                     d = by_k.get(str(k), {"n": 0})

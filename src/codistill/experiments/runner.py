@@ -63,6 +63,7 @@ class CellJob:
     teacher: str
     teacher_test: dict[str, Any]
     counterfactuals: str | None
+    teacher_validation: dict[str, Any] | None = None
 
     def run_config(self, cfg: SweepConfig) -> RunConfig:
         c = self.cell
@@ -85,6 +86,8 @@ def run_cell(job: CellJob, threads: int | None = None, progress: bool = True, da
     dataset = dataset if dataset is not None else load_entry(cfg.datasets[job.entry_index])
     result = distill(dataset, job.run_config(cfg), job.folder,
                      teacher_test=(job.teacher_test["metrics"], job.teacher_test["predictions"]),
+                     teacher_validation=(job.teacher_validation["metrics"], job.teacher_validation["predictions"])
+                     if job.teacher_validation else None,
                      save_model=cfg.save_models, progress=progress,
                      record={"cell_key": job.key, "cell_recipe": job.recipe})
     return result.to_dict()
@@ -278,7 +281,8 @@ def _run_cells(cfg: SweepConfig, datasets: dict, names: list[str], workers: int 
     for c in cells:
         i, dataset, teacher, cf_files = context[c.dataset]
         cf = cf_files[c.seed] if c.cod != "none" else None
-        job = CellJob(config, c, i, "", "", {}, teacher["path"], teacher["test"], str(cf["path"]) if cf else None)
+        job = CellJob(config, c, i, "", "", {}, teacher["path"], teacher["test"], str(cf["path"]) if cf else None,
+                      teacher["validation"])
         recipe = cell_recipe(dataset, teacher, job.run_config(cfg), cf)
         job.key, job.recipe = config_hash(recipe), recipe
         job.folder = str(c.folder(root, job.key))

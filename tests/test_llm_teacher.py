@@ -1,0 +1,308 @@
+"""The LLM teacher against a scripted OpenAI-compatible server on 127.0.0.1: probabilities from the label
+words' log-probabilities, the votes fallback, the cache, in-context examples, budgets, failures, spec files."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import LocalServer
+
+from codistill.counterfactuals.llm import ChatClient, LLMFatalError
+from codistill.data import LabeledTexts
+from codistill.errors import CodistillError, ConfigError
+from codistill.llm_teacher import (
+    LLMBudgetExceeded,
+    LLMTeacher,
+    LLMTeacherConfig,
+    LLMTeacherError,
+    LLMTeacherWarning,
+    draw_examples,
+    is_llm_teacher_spec,
+    token_label_mass,
+    vote_of,
+)
+
+LABELS = ["negative", "positive"]
+
+
+class FakeChat(LocalServer):
+    """An OpenAI-compatible chat server. ``answer(text, body)`` gets the text being classified (the last
+    user message's ``Text:`` line, or the whole message) and the request body, and returns one of
+    ``("logprobs", [(token, probability), ...])`` (most likely first; its first token is the content),
+    ``("text", content)`` (no log-probabilities) or ``("status", code)``."""
+
+    def __init__(self, answer) -> None:
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with owner.lock:
+                    owner.requests.append(body)
+                user = body["messages"][-1]["content"]
+                text = user.split("Text: ", 1)[1].split("\n", 1)[0] if "Text: " in user else user
+                kind, value = answer(text, body)
+                if kind == "status":
+                    self.send_response(value)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                choice = {"index": 0, "finish_reason": "length", "logprobs": None,
+                          "message": {"role": "assistant", "content": value if kind == "text" else value[0][0]}}
+                if kind == "logprobs":
+                    top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in value]
+                    choice["logprobs"] = {"content": [{**top[0], "top_logprobs": top}]}
+                payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                      "choices": [choice],
+                                      "usage": {"prompt_tokens": 10, "completion_tokens": 1,
+                                                "total_tokens": 11}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        super().__init__(Handler)
+
+
+def _cfg(url: str, tmp_path: Path, **kw) -> LLMTeacherConfig:
+    return LLMTeacherConfig(**{"base_url": url, "model": "scripted", "timeout": 2.0, "max_retries": 0,
+                               "cache_dir": str(tmp_path / "cache"), "api_key_env": "", "concurrency": 1, **kw})
+
+
+# what the scripted model puts at the answer position, per text (probabilities, most likely first)
+TOP = {
+    "a great film": [(" Positive", 0.6), (" Negative", 0.2), ("positive", 0.1), ("The", 0.05), ("\n", 0.02)],
+    "a dull film": [("Negative", 0.9), ("Neg", 0.05), ("N", 0.03), ("I", 0.01)],
+}
+
+
+def logprob_answer(text: str, body: dict):
+    return "logprobs", TOP[text]
+
+
+def test_probabilities_are_the_renormalised_label_word_probabilities(tmp_path: Path) -> None:
+    with FakeChat(logprob_answer) as server:
+        teacher = LLMTeacher(_cfg(server.url, tmp_path, concurrency=2), LABELS)
+        probs = teacher.predict_proba(["a great film", "a dull film", "a great film"])
+        logits = teacher.logits(["a dull film"])
+    assert probs.dtype == torch.float32 and probs.shape == (3, 2)
+    # great: negative 0.2, positive 0.6 + 0.1 ("The" and "\n" match no word)
+    assert probs[0].tolist() == pytest.approx([0.2 / 0.9, 0.7 / 0.9], abs=1e-6)
+    assert torch.equal(probs[0], probs[2])
+    # dull: negative 0.9 + 0.05 + 0.03 ("N" starts "negative" only); positive never listed: floor 0.01 / 2
+    assert probs[1].tolist() == pytest.approx([0.98 / 0.985, 0.005 / 0.985], abs=1e-6)
+    assert torch.allclose(probs.sum(-1), torch.ones(3))
+    assert torch.isfinite(logits).all() and torch.allclose(logits.exp(), probs[1:2])
+    assert len(server.requests) == 2  # the repeated text is asked once (and the logits call is cached)
+    body = server.requests[0]
+    assert (body["max_tokens"], body["temperature"], body["logprobs"], body["top_logprobs"]) == (1, 0.0, True, 20)
+    assert "negative, positive" in body["messages"][-1]["content"] and body["messages"][0]["role"] == "system"
+    stats = teacher.stats()
+    assert stats["estimate"] == "logprobs" and stats["requests"] == 2 and stats["cache_hits"] == 1
+    # 1 - matched mass, the mean over the texts of each call (the logits call scored "a dull film" again)
+    assert stats["texts"] == 3 and stats["unmatched_mass"] == pytest.approx((0.1 + 0.02 + 0.02) / 3, abs=1e-6)
+    assert stats["prompt_tokens"] == 20 and stats["completion_tokens"] == 2 and stats["seconds"] > 0
+
+
+def test_token_matching_ignores_case_space_and_word_start_markers() -> None:
+    words = ["negative", "neutral", "pos"]
+    mass, unmatched = token_label_mass([("\u0120POS", math.log(0.5)), ("\u2581Neg", math.log(0.2)),
+                                        ("ne", math.log(0.2)), ("positive", math.log(0.05))], words)
+    # "ne" starts two words: shared; "positive" is not the start of "pos"
+    assert mass == pytest.approx([0.3, 0.1, 0.5]) and unmatched == pytest.approx(0.1)
+    answers = ["Neutral.", "POSITIVE!", "ne", "I think negative", "**neg**"]
+    assert [vote_of(a, words) for a in answers] == [1, 2, None, None, 0]
+
+
+def test_no_logprobs_falls_back_to_votes_and_says_so_once(tmp_path: Path) -> None:
+    samples = ["Positive", "positive.", "Negative", "I think so", "POS"]  # 3 positive, 1 negative, 1 neither
+
+    def answer(text, body):
+        return "text", (samples[body["seed"]] if "seed" in body else "Positive")
+
+    with FakeChat(answer) as server:
+        teacher = LLMTeacher(_cfg(server.url, tmp_path), LABELS)
+        with pytest.warns(LLMTeacherWarning, match="returned no log-probabilities.*5 sampled answers") as caught:
+            probs = teacher.predict_proba(["one", "two"])
+        assert len([w for w in caught if w.category is LLMTeacherWarning]) == 1
+        # the first text's greedy answer showed there are none; then 5 samples per text, the second not probed
+        assert len(server.requests) == 1 + 5 + 5
+        votes = [r for r in server.requests if "seed" in r]
+        assert {r["temperature"] for r in votes} == {1.0} and sorted({r["seed"] for r in votes}) == [0, 1, 2, 3, 4]
+    expected = [(1 + 1) / (4 + 2), (3 + 1) / (4 + 2)]  # add-one smoothed over the 4 answers that voted
+    assert probs.tolist() == [pytest.approx(expected, abs=1e-6)] * 2
+    stats = teacher.stats()
+    assert stats["estimate"] == "votes" and stats["unmatched_mass"] == pytest.approx(0.2) and stats["notes"]
+
+
+def test_no_logprobs_and_no_fallback_is_a_one_line_error_naming_the_endpoint(tmp_path: Path) -> None:
+    with FakeChat(lambda text, body: ("text", "Positive")) as server:
+        teacher = LLMTeacher(_cfg(server.url, tmp_path, fallback_samples=0), LABELS)
+        with pytest.raises(LLMTeacherError) as err:
+            teacher.predict_proba(["one", "two", "three"])
+        assert len(server.requests) == 1
+    message = str(err.value)
+    assert server.url in message and "fallback_samples" in message and "3 of 3 texts" in message
+    assert "\n" not in message
+
+
+def test_answers_are_cached_and_never_asked_twice(tmp_path: Path) -> None:
+    texts = ["a great film", "a dull film"]
+    with FakeChat(logprob_answer) as server:
+        first = LLMTeacher(_cfg(server.url, tmp_path), LABELS).predict_proba(texts)
+        assert len(server.requests) == 2
+        again = LLMTeacher(_cfg(server.url, tmp_path, max_requests=1), LABELS)  # a fresh run, a budget of 1
+        second = again.predict_proba(texts)
+        assert len(server.requests) == 2 and torch.equal(first, second)
+        assert again.stats()["requests"] == 0 and again.stats()["cache_hits"] == 2 and again.stats()["prompts"] == 0
+        # the generator's kind of request for the same messages is another cache entry
+        client = ChatClient(_cfg(server.url, tmp_path).client_config())
+        content, _, cached = client.complete(again.messages("a great film"))
+        assert not cached and len(server.requests) == 3 and "logprobs" not in server.requests[-1]
+    entries = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("*.json")]
+    teacher_entries = [e for e in entries if "params" in e]
+    assert len(teacher_entries) == 2
+    assert sorted(e["logprobs"][0][0][0] for e in teacher_entries) == [" Positive", "Negative"]
+
+
+def test_in_context_examples_are_class_balanced_and_seeded(tmp_path: Path) -> None:
+    rows = LabeledTexts([f"row {i}" for i in range(10)], [0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+
+    def sent_examples(seed: int) -> list[tuple[str, str]]:
+        with FakeChat(lambda text, body: ("logprobs", [("positive", 0.9)])) as server:
+            teacher = LLMTeacher(_cfg(server.url, tmp_path / str(seed), examples=4), LABELS, examples=rows, seed=seed)
+            teacher.predict_proba(["the text"])
+        messages = server.requests[0]["messages"]
+        assert messages[0]["role"] == "system"
+        assert messages[-1]["content"].startswith("Labels: negative, positive.\nText: the text")
+        pairs = list(zip(messages[1:-1:2], messages[2:-1:2]))
+        assert [(u["role"], a["role"]) for u, a in pairs] == [("user", "assistant")] * 4
+        return [(u["content"].split("Text: ")[1].split("\n")[0], a["content"]) for u, a in pairs]
+
+    shots = sent_examples(seed=1)
+    assert sorted(label for _, label in shots) == ["negative", "negative", "positive", "positive"]
+    assert all(rows.labels[rows.texts.index(t)] == LABELS.index(label) for t, label in shots)
+    assert sent_examples(seed=1) == shots
+    assert {t for t, _ in sent_examples(seed=2)} != {t for t, _ in shots}
+    for seed in range(5):  # the one positive row is always taken, then the negatives fill up
+        drawn = draw_examples([0, 0, 0, 1], 3, 2, seed=seed)
+        assert 3 in drawn and len(set(drawn)) == 3
+    assert sorted(draw_examples([0, 1], 5, 2, seed=0)) == [0, 1]  # fewer rows than asked: all of them
+    with pytest.raises(ConfigError, match="needs labelled rows"):
+        LLMTeacher(_cfg("http://127.0.0.1:9/v1", tmp_path, examples=2), LABELS)
+
+
+def test_budgets_stop_before_the_request_that_would_exceed_them(tmp_path: Path) -> None:
+    texts = [f"t{i}" for i in range(5)]
+    with FakeChat(lambda text, body: ("logprobs", [("positive", 0.9)])) as server:
+        teacher = LLMTeacher(_cfg(server.url, tmp_path / "a", max_requests=3), LABELS)
+        with pytest.raises(LLMBudgetExceeded) as err:
+            teacher.predict_proba(texts)
+        assert len(server.requests) == 3
+        assert "max_requests=3 (3 requests sent, 33 tokens used)" in str(err.value)
+        assert "2 of 5 texts have no answer" in str(err.value) and "\n" not in str(err.value)
+        assert isinstance(err.value, CodistillError)
+        # a token budget: 11 tokens per answer (10 prompt + 1); the next one's cost is estimated from its
+        # prompt's characters at the tokens per character seen, so the 4th (33 + 11 > 35) is never sent
+        teacher = LLMTeacher(_cfg(server.url, tmp_path / "b", max_tokens=35, system_prompt="", prompt="{text}"), LABELS)
+        with pytest.raises(LLMBudgetExceeded, match=r"about 11 tokens\) would exceed max_tokens=35 "
+                                                    r"\(3 requests sent, 33 tokens used\); 2 of 5 texts"):
+            teacher.predict_proba(texts)
+        assert len(server.requests) == 6
+        # what was answered is cached: a larger budget pays only for the rest
+        rest = LLMTeacher(_cfg(server.url, tmp_path / "a", max_requests=2), LABELS)
+        assert rest.predict_proba(texts).shape == (5, 2) and len(server.requests) == 8 and rest.stats()["prompts"] == 2
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_401_dead_and_black_holed_endpoints_fail_in_one_line(tmp_path: Path) -> None:
+    with FakeChat(lambda text, body: ("status", 401)) as server:
+        teacher = LLMTeacher(_cfg(server.url, tmp_path, max_retries=2), LABELS)
+        with pytest.raises(LLMFatalError) as err:
+            teacher.predict_proba(["a", "b", "c"])
+        assert len(server.requests) == 1  # never retried, and the other texts are not asked
+    assert f"{server.url} answered HTTP 401 (unauthorized" in str(err.value) and "3 of 3 texts" in str(err.value)
+    assert "\n" not in str(err.value)
+
+    dead = LLMTeacher(_cfg(_dead_url(), tmp_path, max_consecutive_failures=2), LABELS)
+    with pytest.raises(LLMFatalError, match="2 requests in a row failed.*unreachable.*3 of 3 texts have no answer"):
+        dead.predict_proba(["a", "b", "c"])
+
+    with socket.socket() as hole:  # accepts connections (the kernel's backlog), never answers
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}/v1"
+        start = time.monotonic()
+        teacher = LLMTeacher(_cfg(url, tmp_path, timeout=0.3, deadline=0.5), LABELS)
+        with pytest.raises(LLMFatalError, match="deadline of .* has passed"):
+            teacher.predict_proba(["a", "b", "c", "d"])
+        assert time.monotonic() - start < 2.0
+
+
+def test_label_words_and_prompt_from_a_spec_file(tmp_path: Path) -> None:
+    spec = tmp_path / "teacher.yaml"
+    spec.write_text("model: scripted\nlabel_words: [bad, good]\nfallback_samples: 0\n"
+                    "prompt: 'Is this review good or bad? {text} Answer {labels}.'\nsystem_prompt: ''\n"
+                    f"cache_dir: {tmp_path / 'cache'}\napi_key_env: ''\n")
+    assert is_llm_teacher_spec(str(spec)) and is_llm_teacher_spec("llm:qwen") and not is_llm_teacher_spec("bert-base")
+
+    def answer(text, body):
+        return "logprobs", [(" Good", 0.5), ("bad", 0.25), ("BAD", 0.25)] if "fine" in text else [("good", 1.0)]
+
+    with FakeChat(answer) as server:
+        cfg = LLMTeacherConfig.from_spec(str(spec), base_url=server.url)
+        assert cfg.label_words == ["bad", "good"] and cfg.base_url == server.url
+        teacher = LLMTeacher(cfg, LABELS)
+        probs = teacher.predict_proba(["a fine film"])
+        assert probs.tolist() == [pytest.approx([0.5, 0.5])]
+        assert server.requests[0]["messages"] == [
+            {"role": "user", "content": "Is this review good or bad? a fine film Answer bad, good."}]
+    json_spec = tmp_path / "teacher.json"
+    json_spec.write_text(json.dumps({"model": "m", "label_words": ["no", "yes"], "examples": 2}))
+    assert LLMTeacherConfig.from_file(json_spec).examples == 2
+    quick = LLMTeacherConfig.from_spec("llm:qwen2.5-coder", base_url="http://127.0.0.1:8080/v1", top_logprobs=5)
+    assert (quick.model, quick.base_url, quick.top_logprobs) == ("qwen2.5-coder", "http://127.0.0.1:8080/v1", 5)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"model": "m", "examples": "two"}, "llm_teacher.examples: expected an integer"),
+    ({"model": "m", "label_words": ["Yes", " yes"]}, "differ only in case"),
+    ({"model": "m", "prompt": "Classify: {labels}"}, "must contain {text}"),
+    ({"model": "m", "max_requests": 0}, "llm_teacher.max_requests must be >= 1"),
+    ({"model": "m", "colour": "red"}, "unknown option\\(s\\) colour"),
+])
+def test_spec_errors_are_one_line(tmp_path: Path, raw: dict, message: str) -> None:
+    spec = tmp_path / "t.json"
+    spec.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=message) as err:
+        LLMTeacherConfig.from_file(spec)
+    assert str(err.value).startswith(f"LLM teacher spec {spec}: ") and "\n" not in str(err.value)
+
+
+def test_label_words_must_match_the_classes() -> None:
+    with pytest.raises(ConfigError, match="has 3 words but the dataset has 2 classes"):
+        LLMTeacher(LLMTeacherConfig(label_words=["a", "b", "c"], api_key_env=""), LABELS)
+    with pytest.raises(ConfigError, match="needs at least two words"):
+        LLMTeacherConfig(label_words=["only"])
+    with pytest.raises(ConfigError, match="name the model after 'llm:'"):
+        LLMTeacherConfig.from_spec("llm:")
