@@ -189,7 +189,7 @@ FAST_TRAIN_OPTIONS = {"epochs": 1, "min_steps": 2, "batch_size": 4, "max_length"
 
 
 def run_distill(dataset, teacher, out, *, k: int, student, seed: int = 0, method=None, train=None,
-                counterfactuals=None, cod=None, generator=None, **kwargs):
+                counterfactuals=None, cod=None, generator=None, llm_teacher=None, **kwargs):
     """``codistill.runs.distill`` with the run's options given as keywords (the tests' shorthand), returning
     what ``metrics.json`` holds. The student is required (a test never trains the real backbone by accident)
     and training is :func:`fast_train` unless given."""
@@ -198,7 +198,7 @@ def run_distill(dataset, teacher, out, *, k: int, student, seed: int = 0, method
 
     run = RunConfig(teacher=str(teacher) if teacher is not None else None, k=k, seed=seed,
                     counterfactuals=str(counterfactuals) if counterfactuals is not None else None, cod=cod,
-                    generator=generator, student=student, distill=method or DistillConfig(),
+                    generator=generator, llm_teacher=llm_teacher, student=student, distill=method or DistillConfig(),
                     train=train or fast_train())
     return distill(dataset, run, out, **kwargs).to_dict()
 

@@ -306,3 +306,91 @@ def test_label_words_must_match_the_classes() -> None:
         LLMTeacherConfig(label_words=["only"])
     with pytest.raises(ConfigError, match="name the model after 'llm:'"):
         LLMTeacherConfig.from_spec("llm:")
+
+
+# -- the endpoint teacher in a run: KD on its probabilities, CoD verified by it, the budget ------------------
+
+
+def sentiment_answer(text: str, body: dict):
+    """A scripted sentiment model for the toy data: positive words -> positive, else negative (0.8 / 0.2)."""
+    from conftest import POSITIVE_WORDS
+
+    positive = any(w in text.split() for w in POSITIVE_WORDS)
+    return "logprobs", ([("positive", 0.8), ("negative", 0.2)] if positive else [("negative", 0.8), ("positive", 0.2)])
+
+
+def test_distill_with_an_endpoint_teacher_kd_and_cod(tmp_path: Path, tiny_student: Path) -> None:
+    from conftest import run_distill, synthetic_rows, write_csv
+
+    from codistill.config import DistillConfig, StudentConfig
+    from codistill.data import load_dataset
+
+    folder = tmp_path / "toy"
+    write_csv(folder / "train.csv", synthetic_rows(40, seed=1))
+    write_csv(folder / "validation.csv", synthetic_rows(6, seed=2))
+    write_csv(folder / "test.csv", synthetic_rows(10, seed=3))
+    toy = load_dataset(folder, label_names=LABELS)
+    lexicon = tmp_path / "lexicon.json"
+    lexicon.write_text(json.dumps({"great": ["awful"], "lovely": ["dull"], "superb": ["dreadful"], "fine": ["poor"],
+                                   "excellent": ["terrible"], "wonderful": ["boring"], "awful": ["great"],
+                                   "boring": ["lovely"], "dreadful": ["superb"], "poor": ["fine"],
+                                   "terrible": ["excellent"], "dull": ["wonderful"]}))
+    student = StudentConfig(model=str(tiny_student), layers=1)
+    with FakeChat(sentiment_answer) as server:
+        options = {"base_url": server.url, "api_key_env": "", "cache_dir": str(tmp_path / "cache"), "examples": 2,
+                   "max_retries": 0, "timeout": 5.0}
+        m = run_distill(toy, "llm:scripted", tmp_path / "kd", k=8, student=student, progress=False,
+                        llm_teacher=options)
+        sent = len(server.requests)
+        # every text the teacher saw once: 8 training rows, 6 validation, 10 test
+        assert sent == 8 + 6 + 10 and m["teacher_info"]["kind"] == "endpoint"
+        assert m["teacher_test"]["accuracy"] == 1.0 and m["teacher_parameters"] is None
+        assert m["teacher_info"]["requests"] == sent and m["teacher_info"]["estimate"] == "logprobs"
+        examples = [msg["content"] for msg in server.requests[0]["messages"] if msg["role"] == "assistant"]
+        assert sorted(examples) == LABELS  # two in-context examples, one per class, from the run's own rows
+        # the same run again: every answer comes from the cache
+        again = run_distill(toy, "llm:scripted", tmp_path / "kd2", k=8, student=student, progress=False,
+                            llm_teacher=options)
+        assert len(server.requests) == sent and again["test"] == m["test"] and again["teacher_info"]["requests"] == 0
+
+        cod = run_distill(toy, "llm:scripted", tmp_path / "cod", k=8, cod="replace", student=student,
+                          progress=False, llm_teacher=options,
+                          generator={"name": "edits", "lexicon": str(lexicon)}, fluency_lm=None)
+        assert cod["n_originals"] == 4 and cod["n_counterfactuals"] == 4  # every antonym swap flips this teacher
+        assert cod["generated"]["teacher_requests"] > 0
+        rows = [json.loads(line) for line in (tmp_path / "cod" / "counterfactuals.jsonl").read_text().splitlines()]
+        assert all(r["flipped"] for r in rows)
+
+        with pytest.raises(ConfigError, match="class probabilities only"):
+            run_distill(toy, "llm:scripted", tmp_path / "lwd", k=8, student=student, method=DistillConfig(method="lwd"),
+                        llm_teacher=options, progress=False)
+        # a budget smaller than the uncached texts stops before the request that would exceed it
+        fresh = {**options, "cache_dir": str(tmp_path / "cache2"), "max_requests": 5}
+        before = len(server.requests)
+        with pytest.raises(CodistillError, match="max_requests=5"):
+            run_distill(toy, "llm:scripted", tmp_path / "budget", k=8, student=student, llm_teacher=fresh,
+                        progress=False)
+        assert len(server.requests) - before == 5
+    with pytest.raises(ConfigError, match="apply to an endpoint teacher"):
+        run_distill(toy, str(tiny_student), tmp_path / "x", k=8, student=student, llm_teacher={"examples": 1})
+
+
+def test_distill_command_takes_an_endpoint_teacher_with_llm_flags(tmp_path: Path, tiny_student: Path, csv_folder: Path,
+                                                                  capsys) -> None:
+    from codistill.cli import main
+
+    with FakeChat(sentiment_answer) as server:
+        code = main(["distill", "--data", str(csv_folder), "--labels", "negative,positive", "--teacher", "llm:scripted",
+                     "--llm-base-url", server.url, "--llm-api-key-env", "", "--llm-cache-dir", str(tmp_path / "c"),
+                     "--llm-max-requests", "100", "--student", str(tiny_student), "--student-layers", "1", "--k", "4",
+                     "--epochs", "1", "--min-steps", "2", "--probe-steps", "0", "--max-length", "32",
+                     "--out", str(tmp_path / "s")])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert len(server.requests) == 4 + 10 + 20  # k rows, validation, test of csv_folder
+    config = json.loads((tmp_path / "s" / "run_config.json").read_text())
+    assert config["teacher"] == "llm:scripted" and config["llm_teacher"]["max_requests"] == 100
+    assert config["llm_teacher"]["base_url"] == server.url
+    code = main(["distill", "--data", str(csv_folder), "--teacher", "llm:scripted", "--llm-base-url", "ftp://x",
+                 "--out", str(tmp_path / "bad")])
+    assert code == 2 and "base_url must start with http" in capsys.readouterr().err

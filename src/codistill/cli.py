@@ -41,6 +41,7 @@ from codistill.config import (
 )
 from codistill.counterfactuals.edits import EditSearchConfig
 from codistill.counterfactuals.llm import LLMConfig
+from codistill.llm_teacher import LLMTeacherConfig
 from codistill.data.splits import SPLITS
 from codistill.errors import CodistillError
 from codistill.experiments.grid import DEMO_OUT
@@ -364,7 +365,12 @@ def _print_metrics(title: str, rows: dict[str, dict], first: str = "split") -> N
 
 CF_DOCS = field_docs(CounterfactualOptions)
 TEACHER_TOP = OptionGroup("top", TeacherOptions)
-RUN_TOP = OptionGroup("top", RunConfig, {"student": None, "distill": None, "train": None, "generator": None, "cod": None})
+RUN_TOP = OptionGroup("top", RunConfig, {"student": None, "distill": None, "train": None, "generator": None, "cod": None,
+                                         "llm_teacher": None})
+# an endpoint teacher's options (--teacher llm:MODEL or a spec file), as --llm-* flags (its model is the spec's)
+LLM_TEACHER_GROUP = OptionGroup("llm_teacher", LLMTeacherConfig,
+                                {f.name: None if f.name == "model" else "--llm-" + f.name.replace("_", "-")
+                                 for f in dataclasses.fields(LLMTeacherConfig)})
 CF_TOP = OptionGroup("top", CounterfactualOptions)
 
 
@@ -391,7 +397,8 @@ def teacher_cmd(
 
 
 @app.command("distill")
-@with_options(DATA_SOURCE_GROUP, RUN_TOP, STUDENT_GROUP, METHOD_GROUP, OptionGroup("train", TrainConfig, {"seed": None}))
+@with_options(DATA_SOURCE_GROUP, RUN_TOP, STUDENT_GROUP, METHOD_GROUP, OptionGroup("train", TrainConfig, {"seed": None}),
+              LLM_TEACHER_GROUP)
 def distill_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder for the student, metrics.json and the log."),
     cod: bool = typer.Option(False, "--cod", help="CoD at budget k (mode --cod-mode) with the counterfactuals of "
@@ -410,8 +417,9 @@ def distill_cmd(
     from codistill.experiments.grid import method_label
     from codistill.runs import distill
 
-    file = ConfigFile(config, ("data", "student", "distill", "train", "generator"),
-                      field_names(RunConfig, "student", "distill", "train", "generator") + ("fluency_lm", "recipe"))
+    file = ConfigFile(config, ("data", "student", "distill", "train", "generator", "llm_teacher"),
+                      field_names(RunConfig, "student", "distill", "train", "generator", "llm_teacher")
+                      + ("fluency_lm", "recipe"))
     top = file.options(options["top"])
     in_file = top.pop("fluency_lm", DEFAULT_FLUENCY_LM)
     recipe = recipe or top.pop("recipe", None)
@@ -421,6 +429,7 @@ def distill_cmd(
         top["cod"] = cod_mode or top.get("cod") or cod_rules.DEFAULT_MODE
     if file.raw.get("generator") is not None:
         top["generator"] = file.raw["generator"]
+    top["llm_teacher"] = file.section("llm_teacher", options["llm_teacher"]) or None
     run = build_config(RunConfig, {
         **top,
         "student": build_config(StudentConfig, file.section("student", options["student"]), "student"),
@@ -469,9 +478,9 @@ def counterfactuals_cmd(
     from codistill.counterfactuals.generate import check_counterfactual_output, generate_counterfactuals
     from codistill.counterfactuals.quality import QualityScorer
     from codistill.counterfactuals.registry import command_spec, make_generator
-    from codistill.counterfactuals.verify import Verifier
     from codistill.data import load_dataset
-    from codistill.models import check_teacher_labels, label_names, load_classifier
+    from codistill.models import check_teacher_labels, label_names
+    from codistill.teachers import is_classifier, load_teacher, teacher_verifier
 
     file = ConfigFile(config, ("data", "generator"), field_names(CounterfactualOptions))
     section = dict(file.raw.get("generator") or {})
@@ -487,12 +496,13 @@ def counterfactuals_cmd(
     dataset = load_dataset(data_config(options, file))
     cod_rules.edited_originals(top.k, dataset.num_classes)  # a k that cannot be halved fails before models load
     check_counterfactual_output(out, dataset)
-    clf = load_classifier(top.teacher, what="teacher")
-    check_teacher_labels(label_names(clf.model.config), dataset)
+    teacher = load_teacher(top.teacher, dataset.label_names)
+    if is_classifier(teacher):
+        check_teacher_labels(label_names(teacher.model.config), dataset)
     scorer = QualityScorer.load(top.fluency_lm, top.judge)
     with on_interrupt(f"{out} was not written; the LLM answers paid for so far stay in their cache, so the same "
                       "command resumes from them"):
-        s = generate_counterfactuals(dataset, Verifier.from_classifier(clf), gen, out, k=top.k, seed=top.seed,
+        s = generate_counterfactuals(dataset, teacher_verifier(teacher), gen, out, k=top.k, seed=top.seed,
                                      on_failure=top.on_failure, scorer=scorer, allow_empty=top.allow_empty)
     _print_cf_summary(s, f"counterfactuals: {dataset.name}, k={s['k']} ({s['originals']} originals), {s['generator']}",
                       out)

@@ -562,7 +562,9 @@ class RunConfig:
     """One distillation run: which teacher, which k-shot sample, which counterfactuals, and how to train.
 
     Attributes:
-        teacher: teacher folder or Hub name (``None`` only for ``finetune``).
+        teacher: teacher folder or Hub name, or an LLM behind an OpenAI-compatible endpoint (``llm:MODEL``, or a
+            ``.yaml``/``.json`` spec of :class:`~codistill.llm_teacher.LLMTeacherConfig`) whose class probabilities
+            come from the label words' log-probabilities (``None`` only for ``finetune``).
         k: few-shot budget: k labelled originals, k / classes per class.
         seed: sampling and training seed (overrides ``train.seed``).
         counterfactuals: JSONL of counterfactual rows (``codistill counterfactuals``) or ``text,label`` rows.
@@ -579,6 +581,9 @@ class RunConfig:
             ``rounds`` run's second round (``{"name": "edits", ...}``; ``None``: the edit search's defaults).
         allow_empty_counterfactuals: let a CoD run train when none of its originals has a usable
             counterfactual (it then trains on the originals alone); by default that is an error.
+        llm_teacher: options of an endpoint teacher (``teacher: llm:MODEL`` or a spec file), fields of
+            :class:`~codistill.llm_teacher.LLMTeacherConfig` (``base_url``, ``examples``, ``max_requests``, ...)
+            over the spec's; its in-context examples are drawn from the run's own k-shot rows.
         student, distill, train: the option groups.
     """
 
@@ -589,6 +594,7 @@ class RunConfig:
     cod: str | None = None
     generator: dict[str, Any] | None = None
     allow_empty_counterfactuals: bool = False
+    llm_teacher: dict[str, Any] | None = None
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -41,12 +41,23 @@ from codistill.models import (
     make_student,
     same_tokenizer,
 )
+from codistill.teachers import (
+    check_llm_options,
+    describe_teacher,
+    evaluate_teacher,
+    is_classifier,
+    is_endpoint_teacher,
+    load_teacher,
+    teacher_verifier,
+)
 from codistill.trainer import TrainSummary, seed_everything, train_classifier
 
 # -- checks made before anything trains -----------------------------------------------------------------
 
 
 def _check_inputs(teacher: Classifier | None, student: Classifier, dataset: TextDataset, dcfg: DistillConfig) -> None:
+    """``teacher``: the PyTorch teacher (``None`` for an endpoint teacher, which answers over the dataset's
+    own label names, and for ``finetune``)."""
     if teacher is not None:
         check_teacher_labels(label_names(teacher.model.config), dataset)
     if student.model.config.num_labels != dataset.num_classes:
@@ -91,6 +102,7 @@ class DistillResult:
     generated: dict[str, Any] | None = None  # the counterfactual file the run made itself: path and figures
     teacher_validation: dict[str, float] | None = None
     reference: dict[str, Any] | None = None  # the reference protocol's figure (evaluate.reference_protocol)
+    teacher_info: dict[str, Any] | None = None  # teachers.describe_teacher: an endpoint's requests and tokens
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "training"}
@@ -162,31 +174,41 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     # everything that can be checked without a model, before anything loads or trains
     test = dataset.split("test")
     cod_rules.check_run_budget(run.k, run.cod, dataset.num_classes)
+    endpoint = is_endpoint_teacher(run.teacher)
+    check_llm_options(run.teacher, run.llm_teacher)
+    if endpoint and (run.distill.uses_hidden_states or run.student.init == "teacher"
+                     or any(t.kind.teacher_pooled for t in method_terms(run.distill))):
+        raise ConfigError(f"teacher '{run.teacher}' is an endpoint, which gives class probabilities only: method "
+                          f"'{run.distill.method}' and student init '{run.student.init}' need a PyTorch teacher "
+                          "(use kd with a pretrained student)")
     if run.train.select_on == "validation" or run.train.eval_points:
         dataset.split("validation")
-    generated = None
-    if run.cod is not None and run.counterfactuals is None:
-        generated = generate_run_counterfactuals(dataset, run, Path(out_dir), fluency_lm, progress)
-        run = replace(run, counterfactuals=generated["path"], generator=run.generator if run.cod == "rounds" else None)
-    sample, train_rows, cf_info = training_rows(dataset, run)  # reads and checks a given file before models load
+    # a given counterfactual file is read and checked now, before models load
+    checked = training_rows(dataset, run) if run.counterfactuals is not None else None
     scfg, dcfg, tcfg = run.student, run.distill, run.train
     teacher = None
+    if run.teacher is not None:  # an endpoint teacher's in-context examples come from the run's own labelled rows
+        own = sample_from(dataset, cod_rules.originals(run.k, run.cod, dataset.num_classes), run.seed).as_split()
+        teacher = load_teacher(str(run.teacher), dataset.label_names, llm_options=run.llm_teacher, examples=own,
+                               seed=run.seed)
+    generated = None
+    if run.cod is not None and run.counterfactuals is None:
+        generated = generate_run_counterfactuals(dataset, run, Path(out_dir), fluency_lm, progress, teacher)
+        run = replace(run, counterfactuals=generated["path"], generator=run.generator if run.cod == "rounds" else None)
+    sample, train_rows, cf_info = checked or training_rows(dataset, run)
     validation = dataset.splits.get("validation")  # what a recipe is chosen on; never the test split
     validation = validation if validation is not None and len(validation) else None
     teacher_val_metrics, teacher_val_pred = teacher_validation if teacher_validation is not None else (None, None)
-    if run.teacher is not None:
-        teacher = load_classifier(str(run.teacher), what="teacher")
-        teacher.model.requires_grad_(False)
-        if validation is not None and teacher_validation is None:
-            teacher_val_metrics, teacher_val_pred = evaluate_split(teacher, validation, dataset.num_classes,
-                                                                   tcfg.eval_batch_size, tcfg.max_length,
-                                                                   progress=progress)
+    if teacher is not None and validation is not None and teacher_validation is None:
+        teacher_val_metrics, teacher_val_pred = evaluate_teacher(teacher, validation, dataset.num_classes,
+                                                                 tcfg.eval_batch_size, tcfg.max_length, progress)
+    classifier = teacher if is_classifier(teacher) else None  # what hidden states and init=teacher read
 
     def train_student(rows: LabeledTexts) -> tuple[Classifier, dict, TrainSummary]:
         seed_everything(run.seed)
-        stu, info = make_student(scfg.model, scfg.layers, scfg.init, dataset.label_names, teacher,
+        stu, info = make_student(scfg.model, scfg.layers, scfg.init, dataset.label_names, classifier,
                                  scfg.freeze_embeddings, scfg.pooling)
-        _check_inputs(teacher, stu, dataset, dcfg)
+        _check_inputs(classifier, stu, dataset, dcfg)
         summary = train_classifier(stu, rows, method_terms(dcfg), tcfg, teacher=teacher, validation=validation,
                                    validation_reference=teacher_val_pred, num_classes=dataset.num_classes,
                                    progress=progress)
@@ -195,7 +217,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     t0 = time.perf_counter()
     stu, student_info, summary = train_student(train_rows)
     rounds = None
-    if run.cod == "rounds":
+    if run.cod == "rounds":  # the first student and the teacher both judge the second round's edits
         extra, rounds = _student_aware_round(stu, teacher, train_rows, dataset.label_names, run.generator,
                                              Path(out_dir), tcfg.max_length, progress)
         rounds["first_steps"] = summary.steps
@@ -204,8 +226,8 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         stu, student_info, summary = train_student(train_rows)
     teacher_metrics, teacher_pred = teacher_test if teacher_test is not None else (None, None)
     if teacher is not None and teacher_test is None:
-        teacher_metrics, teacher_pred = evaluate_split(teacher, test, dataset.num_classes, tcfg.eval_batch_size,
-                                                       tcfg.max_length, progress=progress)
+        teacher_metrics, teacher_pred = evaluate_teacher(teacher, test, dataset.num_classes, tcfg.eval_batch_size,
+                                                         tcfg.max_length, progress)
     test_metrics, _ = evaluate_split(stu, test, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length,
                                      teacher_pred, progress=progress)
     validation_metrics = evaluate_split(stu, validation, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length,
@@ -217,9 +239,10 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         counterfactuals_skipped=cf_info["skipped_not_flipped"], test=test_metrics, validation=validation_metrics,
         teacher_test=teacher_metrics,
         student_parameters=student_info["parameters"],
-        teacher_parameters=teacher.num_parameters() if teacher is not None else None,
+        teacher_parameters=classifier.num_parameters() if classifier is not None else None,
         wall_seconds=time.perf_counter() - t0, training=summary, rounds=rounds, generated=generated,
-        teacher_validation=teacher_val_metrics, reference=reference_protocol(summary.curve))
+        teacher_validation=teacher_val_metrics, reference=reference_protocol(summary.curve),
+        teacher_info=describe_teacher(teacher) if teacher is not None else None)
     config = {
         "dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names,
                     "notes": dataset.notes},
@@ -232,22 +255,26 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
 
 
 def generate_run_counterfactuals(dataset: TextDataset, run: RunConfig, out: Path, fluency_lm: str | None,
-                                 progress: bool = True) -> dict[str, Any]:
+                                 progress: bool = True, teacher=None) -> dict[str, Any]:
     """The counterfactual file a CoD run without one trains on: made by ``run.generator`` (default: the edit
-    search) for the originals the run needs, verified by the teacher, written to ``out/counterfactuals.jsonl``.
-    Returns its path, generator and headline figures."""
+    search) for the originals the run needs, verified by the teacher (``teacher``, loaded, or else
+    ``run.teacher``), written to ``out/counterfactuals.jsonl``. Returns its path, generator and headline
+    figures (with an endpoint teacher, the requests its verification sent)."""
     from codistill.counterfactuals.generate import counterfactuals_for_run
 
     path = out / "counterfactuals.jsonl"
-    s = counterfactuals_for_run(dataset, str(run.teacher), path, k=run.k, seed=run.seed, cod=run.cod,
+    before = describe_teacher(teacher).get("requests") if teacher is not None else None
+    s = counterfactuals_for_run(dataset, teacher if teacher is not None else str(run.teacher), path, k=run.k,
+                                seed=run.seed, cod=run.cod,
                                 generator=run.generator, progress=progress, fluency_lm=fluency_lm,
                                 allow_empty=run.allow_empty_counterfactuals, max_length=run.train.max_length)
-    return {"path": str(path), "spec": run.generator or default_generator(),
+    requests = {} if before is None else {"teacher_requests": describe_teacher(teacher)["requests"] - before}
+    return {"path": str(path), "spec": run.generator or default_generator(), **requests,
             **{key: s.get(key) for key in ("generator", "originals", "flipped", "used", "edited_words_mean",
                                            "fluency_ratio_median")}}
 
 
-def _student_aware_round(student: Classifier, teacher: Classifier, rows: LabeledTexts, label_names: Sequence[str],
+def _student_aware_round(student: Classifier, teacher, rows: LabeledTexts, label_names: Sequence[str],
                          generator: dict[str, Any] | None, out: Path, max_length: int,
                          progress: bool) -> tuple[LabeledTexts, dict]:
     """The second round of a ``rounds`` run: edits of the training texts that flip the first student and
@@ -260,7 +287,7 @@ def _student_aware_round(student: Classifier, teacher: Classifier, rows: Labeled
                          where="run generator")
     student.model.eval()
     edits, info = student_disagreements(rows.texts, Verifier.from_classifier(student, max_length=max_length),
-                                        Verifier.from_classifier(teacher, max_length=max_length), gen, label_names,
+                                        teacher_verifier(teacher, max_length=max_length), gen, label_names,
                                         progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(out / "round2.jsonl", edits)

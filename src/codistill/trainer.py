@@ -398,17 +398,30 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
                      validation_reference: Sequence[int] | None = None, num_classes: int,
                      progress: bool = True) -> TrainSummary:
     """Train ``student`` on ``train`` with the loss terms ``specs`` (teacher frozen and cached). In place.
+    ``teacher``: a :class:`Classifier`, or an endpoint teacher (anything with ``logits(texts)`` giving
+    ``(N, C)``: :class:`~codistill.llm_teacher.LLMTeacher`), whose class probabilities are all a term can read.
     ``validation_reference``: the teacher's predictions on ``validation``, for the curve's agreement."""
     accelerator = make_accelerator(tcfg)
     device = accelerator.device
     student.model.to(device)
     encoded = encode(student.tokenizer, train.texts, tcfg.max_length)
     uses_teacher = any(s.kind.teacher for s in specs)
-    terms = build_terms(specs, student.num_layers, teacher.num_layers if teacher else None, student.hidden_size,
-                        teacher.hidden_size if teacher else None, num_classes)
+    endpoint = teacher is not None and not isinstance(teacher, Classifier)
+    if endpoint and any(s.kind.teacher_layers or s.kind.teacher_pooled for s in specs):
+        from codistill.errors import ConfigError
+
+        raise ConfigError("an endpoint teacher gives class probabilities only; a term that matches its hidden "
+                          "states or sentence embedding needs a PyTorch teacher (use kd)")
+    classifier = teacher if teacher is not None and not endpoint else None
+    terms = build_terms(specs, student.num_layers, classifier.num_layers if classifier else None, student.hidden_size,
+                        classifier.hidden_size if classifier else None, num_classes)
     t_layers = sorted({layer for t in terms for layer in t.teacher_layers})
     cache, cache_seconds = None, 0.0
-    if uses_teacher:
+    if uses_teacher and endpoint:
+        t0 = time.perf_counter()
+        cache = TeacherCache(logits=teacher.logits(list(train.texts), progress=progress).float().cpu())
+        cache_seconds = time.perf_counter() - t0
+    elif uses_teacher:
         teacher.model.to(device)
         teacher.model.requires_grad_(False)
         t0 = time.perf_counter()

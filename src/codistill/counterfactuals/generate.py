@@ -109,18 +109,19 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
     return summary
 
 
-def counterfactuals_for_run(dataset: TextDataset, teacher: str, out: str | Path, *, k: int, seed: int = 0,
+def counterfactuals_for_run(dataset: TextDataset, teacher, out: str | Path, *, k: int, seed: int = 0,
                             cod: str = cod_rules.DEFAULT_MODE, generator: dict | None = None,
                             on_failure: str = cod_rules.ON_FAILURE[0], progress: bool = True,
                             fluency_lm: str | None = None, allow_empty: bool = False,
                             max_length: int = TrainConfig.max_length) -> dict[str, Any]:
     """Counterfactuals for a distillation run at budget ``k`` in mode ``cod``
     (:func:`codistill.cod.counterfactual_budget`), made by ``generator`` (default: the edit search),
-    verified by the teacher and scored for fluency by ``fluency_lm`` (``None``: not scored). Returns the
-    summary."""
-    from codistill.models import load_classifier
+    verified by the teacher (a ``--teacher`` value, or a teacher :func:`codistill.teachers.load_teacher` loaded)
+    and scored for fluency by ``fluency_lm`` (``None``: not scored). Returns the summary."""
+    from codistill.teachers import load_teacher, teacher_verifier
 
-    verifier = Verifier.from_classifier(load_classifier(teacher, what="teacher"), max_length=max_length)
+    loaded = load_teacher(teacher, dataset.label_names) if isinstance(teacher, (str, Path)) else teacher
+    verifier = teacher_verifier(loaded, max_length=max_length)
     gen = make_generator(generator or default_generator(), default_cache_dir=str(Path(out).parent / ".llm_cache"))
     scorer = QualityScorer.load(fluency_lm) if fluency_lm else None
     return generate_counterfactuals(dataset, verifier, gen, out, k=cod_rules.counterfactual_budget(k, cod), seed=seed,

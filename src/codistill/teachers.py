@@ -1,0 +1,105 @@
+"""The teacher a run distills: a PyTorch classifier (a folder or Hub name) or a chat model behind an
+OpenAI-compatible endpoint (``llm:MODEL`` or a spec file, :mod:`codistill.llm_teacher`). This module decides
+which a ``--teacher`` value names, loads it, and scores and evaluates texts with it, so runs, counterfactual
+generation and the trainer treat both alike. An endpoint teacher gives class probabilities only: methods that
+match hidden states, and students copied from the teacher, need a PyTorch teacher.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+from codistill.config import TrainConfig
+from codistill.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from codistill.data import LabeledTexts
+    from codistill.llm_teacher import LLMTeacher
+    from codistill.models import Classifier
+
+    Teacher = Union[Classifier, LLMTeacher]
+
+
+def is_endpoint_teacher(spec: str | None) -> bool:
+    """Whether a ``--teacher`` value names an endpoint teacher (``llm:MODEL`` or a ``.yaml``/``.json`` spec)."""
+    from codistill.llm_teacher import is_llm_teacher_spec
+
+    return spec is not None and is_llm_teacher_spec(str(spec))
+
+
+def check_llm_options(spec: str | None, options: dict[str, Any] | None) -> None:
+    """Endpoint-teacher options (``llm_teacher``) are for an endpoint teacher only, and valid: checked before
+    anything loads (no request is sent)."""
+    if not options and not is_endpoint_teacher(spec):
+        return
+    if not is_endpoint_teacher(spec):
+        raise ConfigError(f"llm_teacher options apply to an endpoint teacher (--teacher llm:MODEL or a .yaml/.json "
+                          f"spec); the teacher '{spec}' is a classifier")
+    from codistill.llm_teacher import LLMTeacherConfig
+
+    LLMTeacherConfig.from_spec(str(spec), **(options or {}))
+
+
+def load_teacher(spec: str, label_names: Sequence[str], *, llm_options: dict[str, Any] | None = None,
+                 examples: LabeledTexts | None = None, seed: int = 0) -> Teacher:
+    """The teacher ``spec`` names, ready to score: a frozen :class:`~codistill.models.Classifier`, or an
+    :class:`~codistill.llm_teacher.LLMTeacher` over ``label_names`` (``llm_options`` override its spec; its
+    in-context examples are drawn from ``examples`` with ``seed``)."""
+    check_llm_options(spec, llm_options)
+    if is_endpoint_teacher(spec):
+        from codistill.llm_teacher import LLMTeacher, LLMTeacherConfig
+
+        return LLMTeacher(LLMTeacherConfig.from_spec(str(spec), **(llm_options or {})), label_names, examples, seed)
+    from codistill.models import load_classifier
+
+    teacher = load_classifier(str(spec), what="teacher")
+    teacher.model.requires_grad_(False)
+    return teacher
+
+
+def is_classifier(teacher: Any) -> bool:
+    from codistill.models import Classifier
+
+    return isinstance(teacher, Classifier)
+
+
+def teacher_probabilities(teacher: Teacher, texts: Sequence[str], batch_size: int = TrainConfig.eval_batch_size,
+                          max_length: int = TrainConfig.max_length, progress: bool = False) -> torch.Tensor:
+    """Class probabilities ``(N, C)`` of the teacher for ``texts``."""
+    if not is_classifier(teacher):
+        return teacher.predict_proba(list(texts), progress=progress)
+    from codistill.evaluate import predict_logits
+
+    return predict_logits(teacher.model, teacher.tokenizer, list(texts), batch_size, max_length, progress=progress,
+                          desc="teacher").softmax(-1)
+
+
+def evaluate_teacher(teacher: Teacher, data: LabeledTexts, num_classes: int,
+                     batch_size: int = TrainConfig.eval_batch_size, max_length: int = TrainConfig.max_length,
+                     progress: bool = True) -> tuple[dict[str, float], list[int]]:
+    """The teacher's metrics on ``data`` and its predictions (for agreement)."""
+    from codistill.evaluate import classification_metrics, evaluate_split
+
+    if is_classifier(teacher):
+        return evaluate_split(teacher, data, num_classes, batch_size, max_length, progress=progress)
+    pred = teacher.predict_proba(list(data.texts), progress=progress).argmax(-1).tolist()
+    return classification_metrics(list(data.labels), pred, num_classes), pred
+
+
+def teacher_verifier(teacher: Teacher, max_length: int = TrainConfig.max_length):
+    """The :class:`~codistill.counterfactuals.verify.Verifier` that judges counterfactuals with this teacher."""
+    from codistill.counterfactuals.verify import Verifier
+
+    if is_classifier(teacher):
+        return Verifier.from_classifier(teacher, max_length=max_length)
+    return Verifier(lambda texts: teacher.predict_proba(list(texts)))
+
+
+def describe_teacher(teacher: Teacher) -> dict[str, Any]:
+    """What a run records about its teacher: parameters (a classifier) or the endpoint's requests, tokens,
+    seconds and estimate (an LLM)."""
+    if is_classifier(teacher):
+        return {"kind": "classifier", "parameters": teacher.num_parameters()}
+    return {"kind": "endpoint", **teacher.stats()}
