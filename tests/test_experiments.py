@@ -452,3 +452,15 @@ def test_a_reference_recipe_sweep_reports_both_protocols(grid_setup: dict, tmp_p
     assert {float(r["reference_accuracy"]) for r in rows} == {c["reference"]["validation_accuracy"] for c in cells}
     with pytest.raises(ConfigError, match="sweep.recipe: unknown recipe"):
         SweepConfig(out="x", datasets=[{"data": "tweets"}], recipe="paper")
+
+    # the paper's layout: its row, then ours under both protocols with the paired differences
+    from test_benchmark_scripts import load_script
+
+    paper = {"teacher": "T", "student": "S", "teacher_accuracy": {"sst2": 0.9}, "kd_vs_cod": {"sst2": {4: [0.5, 0.6]}}}
+    table = load_script("paper_table").paper_table({"ref": Path(cfg.out)}, paper, {"toy": "sst2"})
+    kd, cod = ds["reference_accuracy"]["kd"]["4"]["mean"], ds["reference_accuracy"]["kd+cod"]["4"]["mean"]
+    assert "| paper (S) | its code's | KD → KD + CoD | 50.0 → 60.0 |" in table and "paper: T 90.0%" in table
+    assert f"| ref (2 seeds) | reference protocol (best validation evaluation) | KD → KD + CoD | {kd * 100:.1f} → " \
+           f"{cod * 100:.1f} |" in table
+    d = ds["paired"]["kd+cod - kd"]["4"]
+    assert f"{d['mean'] * 100:+.1f} [{d['ci_low'] * 100:+.1f}, {d['ci_high'] * 100:+.1f}] ({d['wins']}/2)" in table

@@ -394,3 +394,10 @@ def test_distill_command_takes_an_endpoint_teacher_with_llm_flags(tmp_path: Path
     code = main(["distill", "--data", str(csv_folder), "--teacher", "llm:scripted", "--llm-base-url", "ftp://x",
                  "--out", str(tmp_path / "bad")])
     assert code == 2 and "base_url must start with http" in capsys.readouterr().err
+
+
+def test_a_sweep_with_an_endpoint_teacher_says_it_is_not_implemented() -> None:
+    from codistill.experiments import SweepConfig
+
+    with pytest.raises(NotImplementedError, match="sweeps with an endpoint"):
+        SweepConfig(out="x", datasets=[{"data": "tweets", "teacher": "llm:gpt-4o-mini"}])

@@ -77,6 +77,11 @@ class DatasetEntry:
             raise ConfigError(f"datasets[].max_eval must be >= 2, got {self.max_eval}")
         if self.name is not None:
             check_dataset_name(self.name)
+        from codistill.teachers import is_endpoint_teacher
+
+        if is_endpoint_teacher(self.teacher):
+            raise NotImplementedError(f"datasets[].teacher '{self.teacher}': sweeps with an endpoint (LLM) teacher are "
+                                      "not implemented yet; run `codistill distill --teacher llm:MODEL` per cell")
 
 
 def check_dataset_name(name: str) -> str:
