@@ -110,7 +110,12 @@ def main() -> None:
         if not sep or not name or not folder:
             raise SystemExit(f"--sweep '{item}': expected NAME=SWEEP_FOLDER")
         sweeps[name] = Path(folder)
-    names = dict(item.split("=", 1) for item in args.paper_name)
+    names = {}
+    for item in args.paper_name:
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours or not theirs:
+            raise SystemExit(f"--paper-name '{item}': expected OURS=PAPERS (e.g. yelp=yelp)")
+        names[ours] = theirs
     paper = yaml.safe_load(PAPER.read_text(encoding="utf-8"))
     table = paper_table(sweeps, paper, names)
     args.out.mkdir(parents=True, exist_ok=True)

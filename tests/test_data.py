@@ -415,3 +415,5 @@ def test_a_dataset_without_train_draws_it_from_another_split_or_source(tmp_path:
         load_dataset(only_test, label_names=["negative", "positive"], train_from="validation")
     with pytest.raises(DataError, match="must be the same"):
         load_dataset(only_test, label_names=["bad", "good"], train_from="tweets")
+    with pytest.raises(DataError, match="has no train split to take"):
+        load_dataset(only_test, label_names=["negative", "positive"], train_from=str(folder))

@@ -583,6 +583,11 @@ def test_the_curve_records_validation_without_changing_training(tmp_path: Path, 
     assert ref["validation_accuracy"] == best["validation_accuracy"] and ref["step"] == best["step"]
     assert ref["selection_bias"] == pytest.approx(best["validation_accuracy"] - curve[-1]["validation_accuracy"])
     assert ref["evaluations"] == 3 and m["selected"] is None  # recorded, never selected
+    from codistill.evaluate import reference_protocol
+
+    # with select_on=validation the run keeps the best weights: their own validation accuracy is the final one
+    kept = reference_protocol(curve, best["validation_accuracy"])
+    assert kept["selection_bias"] == 0 and kept["final_validation_accuracy"] == best["validation_accuracy"]
     log = [json.loads(r) for r in (tmp_path / "curve" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "validation_accuracy" in r] == [4, 8, 12]
 
@@ -606,6 +611,7 @@ def test_reference_recipe_sets_the_papers_code_options_and_reports_its_best(tmp_
     expected = {**RECIPES["reference"]["train"], "epochs": 10}
     assert {k: config["train"][k] for k in expected} == expected
     assert config["distill"]["alpha"] == 20.0 and config["distill"]["temperature"] == 2.0
+    assert config["student"]["freeze_embeddings"] is False  # every parameter trains, as in that code
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] == 10 and [p["step"] for p in m["curve"]] == list(range(1, 11))  # k=8, batch 8: every epoch
     assert m["reference"]["validation_accuracy"] == max(p["validation_accuracy"] for p in m["curve"])

@@ -401,3 +401,18 @@ def test_a_sweep_with_an_endpoint_teacher_says_it_is_not_implemented() -> None:
 
     with pytest.raises(NotImplementedError, match="sweeps with an endpoint"):
         SweepConfig(out="x", datasets=[{"data": "tweets", "teacher": "llm:gpt-4o-mini"}])
+
+
+def test_the_deadline_counts_time_on_requests_not_between_them(tmp_path: Path, csv_folder: Path, capsys) -> None:
+    with FakeChat(sentiment_answer) as server:
+        teacher = LLMTeacher(_cfg(server.url, tmp_path, deadline=0.5), LABELS)
+        time.sleep(0.8)  # training between the teacher's calls spends none of its deadline
+        assert teacher.predict_proba(["a great film"]).shape == (1, 2)
+    from codistill.cli import main
+
+    code = main(["counterfactuals", "--data", str(csv_folder), "--teacher", "llm:x", "--out", str(tmp_path / "cf.jsonl")])
+    assert code == 2 and "verifies counterfactuals inside the run" in capsys.readouterr().err
+    from codistill.teachers import check_llm_options
+
+    with pytest.raises(ConfigError, match="llm_teacher.model: the model is named by the teacher value"):
+        check_llm_options("llm:x", {"model": "y"})

@@ -432,7 +432,8 @@ def distill_cmd(
     top["llm_teacher"] = file.section("llm_teacher", options["llm_teacher"]) or None
     run = build_config(RunConfig, {
         **top,
-        "student": build_config(StudentConfig, file.section("student", options["student"]), "student"),
+        "student": build_config(StudentConfig, recipe_section(recipe, "student", file.section("student", options["student"]),
+                                                              "--recipe"), "student"),
         "distill": build_config(DistillConfig, recipe_section(recipe, "distill", file.section("distill", options["distill"]),
                                                               "--recipe"), "distill"),
         "train": build_config(TrainConfig, recipe_section(recipe, "train", file.section("train", options["train"]),
@@ -480,7 +481,7 @@ def counterfactuals_cmd(
     from codistill.counterfactuals.registry import command_spec, make_generator
     from codistill.data import load_dataset
     from codistill.models import check_teacher_labels, label_names
-    from codistill.teachers import is_classifier, load_teacher, teacher_verifier
+    from codistill.teachers import is_classifier, is_endpoint_teacher, load_teacher, teacher_verifier
 
     file = ConfigFile(config, ("data", "generator"), field_names(CounterfactualOptions))
     section = dict(file.raw.get("generator") or {})
@@ -491,6 +492,9 @@ def counterfactuals_cmd(
     top = build_config(CounterfactualOptions, file.options(given), "counterfactuals")
     if top.teacher is None:
         raise CodistillError("--teacher is required: the teacher verifies every candidate")
+    if is_endpoint_teacher(top.teacher):  # its prompt and in-context examples belong to a run
+        raise CodistillError(f"--teacher {top.teacher}: an endpoint teacher verifies counterfactuals inside the run "
+                             "that uses them (codistill distill --cod --teacher ...), with that run's options")
     spec = command_spec(top.generator, {"edits": options["edits"], "llm": options["llm"]}, section)
     gen = make_generator(spec, default_cache_dir=str(out.parent / ".llm_cache"), where="--generator")
     dataset = load_dataset(data_config(options, file))

@@ -635,7 +635,8 @@ TEACHER_TRAIN = TrainConfig(epochs=2, min_steps=0, batch_size=32, lr=5e-5, class
 # released code (github FaisalHamman/CoD, text-classification/ted_no_trainer.py, as its run scripts call it):
 # 100 epochs at batch 8, AdamW at lr 6e-5 for every parameter with a linear decay and no warm-up, no weight
 # decay, no gradient clipping, 256 tokens, loss CE + 20 * tau^2 * KL with tau = 2 (LWD/TED weight 20), CE on each
-# counterfactual's target label, no head-only first stage. Its code reports the best of its per-epoch
+# counterfactual's target label, no head-only first stage, word embeddings trained. The student's model and head
+# stay the run's own (the paper's was DeBERTa-v3-xsmall). Its code reports the best of its per-epoch
 # evaluations on the split it reports; 20 validation evaluations along training give that figure here (the
 # report shows it beside the final weights' test figure, labelled as optimistic).
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
@@ -645,13 +646,15 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                   "classifier_lr": None, "probe_steps": 0, "weight_decay": 0.0, "warmup_ratio": 0.0,
                   "max_grad_norm": 0.0, "max_length": 256, "select_on": "none", "eval_points": 20},
         "distill": {"alpha": 20.0, "temperature": 2.0, "beta": 20.0},
+        "student": {"freeze_embeddings": False},
     },
 }
 
 
 def recipe_section(recipe: str | None, section: str, given: dict[str, Any] | None = None,
                    where: str = "recipe") -> dict[str, Any]:
-    """The options of ``section`` (``train``, ``distill``) under a named recipe, with ``given`` on top."""
+    """The options of ``section`` (``train``, ``distill``, ``student``) under a named recipe, with ``given`` on
+    top."""
     name = recipe or "default"
     if name not in RECIPES:
         raise ConfigError(f"{where}: unknown recipe '{name}' (choose from {', '.join(RECIPES)})")

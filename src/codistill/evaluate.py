@@ -71,20 +71,19 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], num_cla
     return out
 
 
-def reference_protocol(curve: Sequence[dict[str, float]]) -> dict[str, float] | None:
+def reference_protocol(curve: Sequence[dict[str, float]], final: float | None = None) -> dict[str, float] | None:
     """The figure the CoD paper's code reports, from a validation curve (:attr:`TrainSummary.curve`): the
     best validation accuracy over the evaluations made along training (the first step that reaches it), with
-    the agreement there. It is chosen and scored on the same rows, so it is optimistic; beside it, the last
-    evaluation (the final weights, what codistill reports) and the difference, the selection bias. ``None``
-    for an empty curve."""
+    the agreement there. It is chosen and scored on the same rows, so it is optimistic; beside it, the
+    validation accuracy of the weights the run keeps (``final``; default the last evaluation, the final
+    weights) and the difference, the selection bias. ``None`` for an empty curve."""
     if not curve:
         return None
     best = max(curve, key=lambda point: point["validation_accuracy"])  # the first of equal maxima
-    last = curve[-1]
+    kept = curve[-1]["validation_accuracy"] if final is None else final
     return {"validation_accuracy": best["validation_accuracy"], "validation_agreement": best.get("validation_agreement"),
             "step": best["step"], "epoch": best["epoch"], "evaluations": len(curve),
-            "final_validation_accuracy": last["validation_accuracy"],
-            "selection_bias": best["validation_accuracy"] - last["validation_accuracy"]}
+            "final_validation_accuracy": kept, "selection_bias": best["validation_accuracy"] - kept}
 
 
 def batched_logits(texts: Sequence[str], forward: Callable[[list[str]], "np.ndarray | torch.Tensor"],

@@ -123,10 +123,6 @@ class LLMTeacherConfig:
     concurrency: int = 4
     cache_dir: str = ".codistill_cache/llm"
 
-    # fields that change how hard we try or how much we may spend, not what is asked
-    OPERATIONAL = ("api_key_env", "max_requests", "max_tokens", "timeout", "max_retries", "deadline",
-                   "max_consecutive_failures", "concurrency", "cache_dir")
-
     def __post_init__(self) -> None:
         check_types(self, "llm_teacher")
         if not self.model.strip():

@@ -27,7 +27,7 @@ from codistill.config import (
     teacher_train_config,
     uniform_layer_map,
 )
-from codistill.counterfactuals.registry import default_generator, make_generator
+from codistill.counterfactuals.registry import default_generator, generator_config, make_generator
 from codistill.data import LabeledTexts, TextDataset, sample_from, stratified_subset, texts_fingerprint
 from codistill.errors import ConfigError
 from codistill.evaluate import evaluate_split, reference_protocol
@@ -42,6 +42,7 @@ from codistill.models import (
     same_tokenizer,
 )
 from codistill.teachers import (
+    check_endpoint_terms,
     check_llm_options,
     describe_teacher,
     evaluate_teacher,
@@ -57,9 +58,7 @@ from codistill.trainer import TrainSummary, seed_everything, train_classifier
 
 def _check_inputs(teacher: Classifier | None, student: Classifier, dataset: TextDataset, dcfg: DistillConfig) -> None:
     """``teacher``: the PyTorch teacher (``None`` for an endpoint teacher, which answers over the dataset's
-    own label names, and for ``finetune``)."""
-    if teacher is not None:
-        check_teacher_labels(label_names(teacher.model.config), dataset)
+    own label names, and for ``finetune``); its labels were checked when it loaded."""
     if student.model.config.num_labels != dataset.num_classes:
         raise ConfigError(f"the student has {student.model.config.num_labels} labels but the dataset has {dataset.num_classes}")
     for term in method_terms(dcfg):
@@ -174,13 +173,10 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     # everything that can be checked without a model, before anything loads or trains
     test = dataset.split("test")
     cod_rules.check_run_budget(run.k, run.cod, dataset.num_classes)
-    endpoint = is_endpoint_teacher(run.teacher)
     check_llm_options(run.teacher, run.llm_teacher)
-    if endpoint and (run.distill.uses_hidden_states or run.student.init == "teacher"
-                     or any(t.kind.teacher_pooled for t in method_terms(run.distill))):
-        raise ConfigError(f"teacher '{run.teacher}' is an endpoint, which gives class probabilities only: method "
-                          f"'{run.distill.method}' and student init '{run.student.init}' need a PyTorch teacher "
-                          "(use kd with a pretrained student)")
+    check_endpoint_terms(method_terms(run.distill), is_endpoint_teacher(run.teacher), run.student.init)
+    if run.searches:
+        generator_config(run.generator or default_generator(), where="run generator")
     if run.train.select_on == "validation" or run.train.eval_points:
         dataset.split("validation")
     # a given counterfactual file is read and checked now, before models load
@@ -191,6 +187,8 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         own = sample_from(dataset, cod_rules.originals(run.k, run.cod, dataset.num_classes), run.seed).as_split()
         teacher = load_teacher(str(run.teacher), dataset.label_names, llm_options=run.llm_teacher, examples=own,
                                seed=run.seed)
+        if is_classifier(teacher):
+            check_teacher_labels(label_names(teacher.model.config), dataset)
     generated = None
     if run.cod is not None and run.counterfactuals is None:
         generated = generate_run_counterfactuals(dataset, run, Path(out_dir), fluency_lm, progress, teacher)
@@ -203,6 +201,10 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         teacher_val_metrics, teacher_val_pred = evaluate_teacher(teacher, validation, dataset.num_classes,
                                                                  tcfg.eval_batch_size, tcfg.max_length, progress)
     classifier = teacher if is_classifier(teacher) else None  # what hidden states and init=teacher read
+    teacher_metrics, teacher_pred = teacher_test if teacher_test is not None else (None, None)
+    if teacher is not None and teacher_test is None:  # before training: an endpoint's failure costs no training
+        teacher_metrics, teacher_pred = evaluate_teacher(teacher, test, dataset.num_classes, tcfg.eval_batch_size,
+                                                         tcfg.max_length, progress)
 
     def train_student(rows: LabeledTexts) -> tuple[Classifier, dict, TrainSummary]:
         seed_everything(run.seed)
@@ -224,10 +226,6 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         train_rows = LabeledTexts(train_rows.texts + extra.texts, train_rows.labels + extra.labels)
         cf_info = {**cf_info, "added": cf_info["added"] + len(extra)}
         stu, student_info, summary = train_student(train_rows)
-    teacher_metrics, teacher_pred = teacher_test if teacher_test is not None else (None, None)
-    if teacher is not None and teacher_test is None:
-        teacher_metrics, teacher_pred = evaluate_teacher(teacher, test, dataset.num_classes, tcfg.eval_batch_size,
-                                                         tcfg.max_length, progress)
     test_metrics, _ = evaluate_split(stu, test, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length,
                                      teacher_pred, progress=progress)
     validation_metrics = evaluate_split(stu, validation, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length,
@@ -241,7 +239,8 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         student_parameters=student_info["parameters"],
         teacher_parameters=classifier.num_parameters() if classifier is not None else None,
         wall_seconds=time.perf_counter() - t0, training=summary, rounds=rounds, generated=generated,
-        teacher_validation=teacher_val_metrics, reference=reference_protocol(summary.curve),
+        teacher_validation=teacher_val_metrics,
+        reference=reference_protocol(summary.curve, validation_metrics["accuracy"] if validation_metrics else None),
         teacher_info=describe_teacher(teacher) if teacher is not None else None)
     config = {
         "dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names,
@@ -310,8 +309,8 @@ def train_teacher(dataset: TextDataset, model: str, out_dir: str | Path, *, trai
     tcfg = train or teacher_train_config()
     rows = dataset.split("train")
     evaluated = [s for s in ("validation", "test") if s in dataset.splits]
-    for split in evaluated:
-        dataset.split(split)  # an empty split is refused now, not after training
+    for split in evaluated + (["validation"] if tcfg.select_on == "validation" or tcfg.eval_points else []):
+        dataset.split(split)  # an empty or missing split is refused now, not after training
     if max_train is not None and max_train < len(rows):
         rows = stratified_subset(rows, max_train, f"teacher-cap-{tcfg.seed}")
     seed_everything(tcfg.seed)

@@ -31,15 +31,26 @@ def is_endpoint_teacher(spec: str | None) -> bool:
 
 def check_llm_options(spec: str | None, options: dict[str, Any] | None) -> None:
     """Endpoint-teacher options (``llm_teacher``) are for an endpoint teacher only, and valid: checked before
-    anything loads (no request is sent)."""
+    anything loads (no request is sent). The model is named by the teacher value itself."""
     if not options and not is_endpoint_teacher(spec):
         return
     if not is_endpoint_teacher(spec):
         raise ConfigError(f"llm_teacher options apply to an endpoint teacher (--teacher llm:MODEL or a .yaml/.json "
                           f"spec); the teacher '{spec}' is a classifier")
+    if "model" in (options or {}):
+        raise ConfigError(f"llm_teacher.model: the model is named by the teacher value ('{spec}'), not an option")
     from codistill.llm_teacher import LLMTeacherConfig
 
     LLMTeacherConfig.from_spec(str(spec), **(options or {}))
+
+
+def check_endpoint_terms(specs, endpoint: bool, student_init: str = "pretrained") -> None:
+    """An endpoint teacher gives class probabilities only: no loss term may read its hidden states or sentence
+    embedding, and no student may be copied from it."""
+    if endpoint and (student_init == "teacher" or any(s.kind.teacher_layers or s.kind.teacher_pooled for s in specs)):
+        raise ConfigError("an endpoint teacher gives class probabilities only: matching its hidden states or "
+                          "sentence embedding (lwd, ted, kd_rep) and copying it into the student "
+                          "(--student-init teacher) need a PyTorch teacher (use kd with a pretrained student)")
 
 
 def load_teacher(spec: str, label_names: Sequence[str], *, llm_options: dict[str, Any] | None = None,
@@ -63,17 +74,6 @@ def is_classifier(teacher: Any) -> bool:
     from codistill.models import Classifier
 
     return isinstance(teacher, Classifier)
-
-
-def teacher_probabilities(teacher: Teacher, texts: Sequence[str], batch_size: int = TrainConfig.eval_batch_size,
-                          max_length: int = TrainConfig.max_length, progress: bool = False) -> torch.Tensor:
-    """Class probabilities ``(N, C)`` of the teacher for ``texts``."""
-    if not is_classifier(teacher):
-        return teacher.predict_proba(list(texts), progress=progress)
-    from codistill.evaluate import predict_logits
-
-    return predict_logits(teacher.model, teacher.tokenizer, list(texts), batch_size, max_length, progress=progress,
-                          desc="teacher").softmax(-1)
 
 
 def evaluate_teacher(teacher: Teacher, data: LabeledTexts, num_classes: int,

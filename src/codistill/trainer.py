@@ -25,6 +25,7 @@ from codistill.errors import TrainingDiverged
 from codistill.evaluate import classification_metrics, predict_logits
 from codistill.losses import StepOutputs, Term, build_terms, masked_mean_pool
 from codistill.models import Classifier, head_parameters, same_tokenizer
+from codistill.teachers import check_endpoint_terms
 
 
 def seed_everything(seed: int) -> None:
@@ -407,11 +408,7 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
     encoded = encode(student.tokenizer, train.texts, tcfg.max_length)
     uses_teacher = any(s.kind.teacher for s in specs)
     endpoint = teacher is not None and not isinstance(teacher, Classifier)
-    if endpoint and any(s.kind.teacher_layers or s.kind.teacher_pooled for s in specs):
-        from codistill.errors import ConfigError
-
-        raise ConfigError("an endpoint teacher gives class probabilities only; a term that matches its hidden "
-                          "states or sentence embedding needs a PyTorch teacher (use kd)")
+    check_endpoint_terms(specs, endpoint)
     classifier = teacher if teacher is not None and not endpoint else None
     terms = build_terms(specs, student.num_layers, classifier.num_layers if classifier else None, student.hidden_size,
                         classifier.hidden_size if classifier else None, num_classes)

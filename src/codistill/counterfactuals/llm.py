@@ -127,6 +127,11 @@ class ClientStats:
             if self._in_flight == 0:
                 self.seconds += time.perf_counter() - self._busy_since
 
+    def busy_seconds(self) -> float:
+        """:attr:`seconds` so far, with the span of the requests in flight now."""
+        with self._lock:
+            return self.seconds + (time.perf_counter() - self._busy_since if self._in_flight else 0.0)
+
     def as_dict(self) -> dict[str, float]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
@@ -188,7 +193,6 @@ class ChatClient:
         self.cfg = cfg
         self.stats = ClientStats()
         self.cache_dir = Path(cfg.cache_dir)
-        self._started = time.monotonic()
         self._failures_in_a_row = 0
         self._lock = threading.Lock()
         self._thread = threading.local()  # this thread's HTTP requests: its retries are its own
@@ -301,7 +305,7 @@ class ChatClient:
         url = strip_credentials(self.cfg.base_url).rstrip("/")  # how it is named in messages
         timeout = self.cfg.timeout
         if self.cfg.deadline is not None:
-            remaining = self.cfg.deadline - (time.monotonic() - self._started)
+            remaining = self.cfg.deadline - self.stats.busy_seconds()  # time spent on requests, not between them
             if remaining <= 0:
                 raise LLMFatalError(f"{url}: the run's deadline of {self.cfg.deadline:.0f}s has passed")
             timeout = min(timeout, remaining)

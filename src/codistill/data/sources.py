@@ -294,8 +294,10 @@ def _train_from(dataset: TextDataset, cfg: DataConfig) -> TextDataset:
         raise DataError(f"data.train_from: dataset '{dataset.name}' has its own train split; train_from is for a "
                         "dataset without one")
     if cfg.train_from in SPLITS:
-        return carve_train(dataset, cfg.train_from, cfg)
+        return complete_splits(carve_train(dataset, cfg.train_from, cfg), cfg)
     other = load_dataset(replace(cfg, source=cfg.train_from, train_from=None))
+    if "train" not in other.splits:
+        raise DataError(f"data.train_from: '{cfg.train_from}' has no train split to take")
     if other.label_names != dataset.label_names:
         raise DataError(f"data.train_from: '{cfg.train_from}' has labels {other.label_names} but '{dataset.name}' has "
                         f"{dataset.label_names}; they must be the same, in the same order")
@@ -309,7 +311,7 @@ def _train_from(dataset: TextDataset, cfg: DataConfig) -> TextDataset:
                              + (f", {len(rows) - len(keep)} of its texts also in this dataset's splits dropped"
                                 if len(keep) < len(rows) else ""))
     dataset.splits = {s: dataset.splits[s] for s in SPLITS if s in dataset.splits}
-    return dataset
+    return complete_splits(dataset, cfg)
 
 
 def _load(cfg: DataConfig) -> TextDataset:

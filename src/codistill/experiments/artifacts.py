@@ -56,7 +56,8 @@ def teacher_recipe(entry, dataset: TextDataset) -> dict[str, Any]:
             return {"given": str(folder), "files_sha256": folder_fingerprint(folder)}
         return {"given": entry.teacher}
     train = teacher_train_config(epochs=entry.teacher_epochs, lr=entry.teacher_lr)
-    return {"model": entry.teacher_model, "train": asdict(train), "max_train": entry.teacher_max_train,
+    weights = {k: v for k, v in asdict(train).items() if k != "eval_points"}  # evaluating changes no weight
+    return {"model": entry.teacher_model, "train": weights, "max_train": entry.teacher_max_train,
             "data": dataset_fingerprint(dataset, ("train", "validation"))}
 
 

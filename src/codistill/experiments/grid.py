@@ -126,7 +126,7 @@ class SweepConfig:
         fluency_lm: the causal LM that scores the counterfactuals' fluency (``smollm2``, a folder, a Hub
             name; ``None``: not measured).
         recipe: a named recipe (:data:`~codistill.config.RECIPES`: ``default``, or ``reference``, the CoD
-            paper's code) that ``train`` and ``distill`` start from; their own options override it.
+            paper's code) that ``train``, ``distill`` and ``student`` start from; their own options override it.
         student, train, distill: fields of :class:`StudentConfig`, :class:`TrainConfig`,
             :class:`DistillConfig` (method excluded).
         save_models: keep each cell's student (``save_pretrained`` in its folder, to export, serve or score
@@ -187,6 +187,7 @@ class SweepConfig:
             raise ConfigError(f"sweep.executor: must be 'local' or 'ray', got '{self.executor}'")
         # the recipe's options under the sweep's own, so cells and their keys see the resolved values
         self.train = recipe_section(self.recipe, "train", self.train, "sweep.recipe")
+        self.student = recipe_section(self.recipe, "student", self.student, "sweep.recipe")
         self.distill = recipe_section(self.recipe, "distill", self.distill, "sweep.recipe")
         # validate the nested option groups now, not in the middle of a sweep
         build_config(StudentConfig, self.student, "student")
