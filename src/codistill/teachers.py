@@ -13,8 +13,6 @@ from codistill.config import TrainConfig
 from codistill.errors import ConfigError
 
 if TYPE_CHECKING:
-    import torch
-
     from codistill.data import LabeledTexts
     from codistill.llm_teacher import LLMTeacher
     from codistill.models import Classifier
