@@ -422,8 +422,8 @@ def distill_cmd(
                       + ("fluency_lm", "recipe"))
     top = file.options(options["top"])
     in_file = top.pop("fluency_lm", DEFAULT_FLUENCY_LM)
-    recipe = recipe or top.pop("recipe", None)
-    top.pop("recipe", None)
+    file_recipe = top.pop("recipe", None)
+    recipe = recipe or file_recipe
     lm = fluency_lm_option(fluency_lm if fluency_lm is not None else in_file)
     if cod or cod_mode is not None:  # the flag's mode, else the config file's, else the default
         top["cod"] = cod_mode or top.get("cod") or cod_rules.DEFAULT_MODE

@@ -321,6 +321,11 @@ class TrainConfig:
         if self.mixed_precision not in ("no", "fp16", "bf16", "auto"):
             raise ConfigError(f"mixed_precision must be no, fp16, bf16 or auto, got '{self.mixed_precision}'")
 
+    @property
+    def uses_validation(self) -> bool:
+        """Whether training evaluates on the validation split (``select_on`` or ``eval_points``)."""
+        return self.select_on == "validation" or self.eval_points > 0
+
 
 @dataclass(frozen=True)
 class LossKind:

@@ -177,7 +177,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     check_endpoint_terms(method_terms(run.distill), is_endpoint_teacher(run.teacher), run.student.init)
     if run.searches:
         generator_config(run.generator or default_generator(), where="run generator")
-    if run.train.select_on == "validation" or run.train.eval_points:
+    if run.train.uses_validation:
         dataset.split("validation")
     # a given counterfactual file is read and checked now, before models load
     checked = training_rows(dataset, run) if run.counterfactuals is not None else None
@@ -191,20 +191,22 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
             check_teacher_labels(label_names(teacher.model.config), dataset)
     generated = None
     if run.cod is not None and run.counterfactuals is None:
-        generated = generate_run_counterfactuals(dataset, run, Path(out_dir), fluency_lm, progress, teacher)
+        generated = generate_run_counterfactuals(dataset, run, Path(out_dir), fluency_lm, teacher, progress)
         run = replace(run, counterfactuals=generated["path"], generator=run.generator if run.cod == "rounds" else None)
     sample, train_rows, cf_info = checked or training_rows(dataset, run)
     validation = dataset.splits.get("validation")  # what a recipe is chosen on; never the test split
     validation = validation if validation is not None and len(validation) else None
-    teacher_val_metrics, teacher_val_pred = teacher_validation if teacher_validation is not None else (None, None)
-    if teacher is not None and validation is not None and teacher_validation is None:
-        teacher_val_metrics, teacher_val_pred = evaluate_teacher(teacher, validation, dataset.num_classes,
-                                                                 tcfg.eval_batch_size, tcfg.max_length, progress)
+
+    def teacher_on(rows: LabeledTexts | None, given: tuple[dict, list[int]] | None) -> tuple:
+        """(metrics, predictions) of the teacher on ``rows``: ``given`` by the caller, else computed now."""
+        if given is not None or teacher is None or rows is None:
+            return given or (None, None)
+        return evaluate_teacher(teacher, rows, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length, progress)
+
+    # before training: an endpoint's failure costs no training
+    teacher_val_metrics, teacher_val_pred = teacher_on(validation, teacher_validation)
+    teacher_metrics, teacher_pred = teacher_on(test, teacher_test)
     classifier = teacher if is_classifier(teacher) else None  # what hidden states and init=teacher read
-    teacher_metrics, teacher_pred = teacher_test if teacher_test is not None else (None, None)
-    if teacher is not None and teacher_test is None:  # before training: an endpoint's failure costs no training
-        teacher_metrics, teacher_pred = evaluate_teacher(teacher, test, dataset.num_classes, tcfg.eval_batch_size,
-                                                         tcfg.max_length, progress)
 
     def train_student(rows: LabeledTexts) -> tuple[Classifier, dict, TrainSummary]:
         seed_everything(run.seed)
@@ -254,17 +256,16 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
 
 
 def generate_run_counterfactuals(dataset: TextDataset, run: RunConfig, out: Path, fluency_lm: str | None,
-                                 progress: bool = True, teacher=None) -> dict[str, Any]:
+                                 teacher, progress: bool = True) -> dict[str, Any]:
     """The counterfactual file a CoD run without one trains on: made by ``run.generator`` (default: the edit
-    search) for the originals the run needs, verified by the teacher (``teacher``, loaded, or else
-    ``run.teacher``), written to ``out/counterfactuals.jsonl``. Returns its path, generator and headline
-    figures (with an endpoint teacher, the requests its verification sent)."""
+    search) for the originals the run needs, verified by ``teacher`` (loaded by :func:`load_teacher`), written
+    to ``out/counterfactuals.jsonl``. Returns its path, generator and headline figures (with an endpoint
+    teacher, the requests its verification sent)."""
     from codistill.counterfactuals.generate import counterfactuals_for_run
 
     path = out / "counterfactuals.jsonl"
-    before = describe_teacher(teacher).get("requests") if teacher is not None else None
-    s = counterfactuals_for_run(dataset, teacher if teacher is not None else str(run.teacher), path, k=run.k,
-                                seed=run.seed, cod=run.cod,
+    before = describe_teacher(teacher).get("requests")  # None for a classifier
+    s = counterfactuals_for_run(dataset, teacher, path, k=run.k, seed=run.seed, cod=run.cod,
                                 generator=run.generator, progress=progress, fluency_lm=fluency_lm,
                                 allow_empty=run.allow_empty_counterfactuals, max_length=run.train.max_length)
     requests = {} if before is None else {"teacher_requests": describe_teacher(teacher)["requests"] - before}
@@ -309,7 +310,7 @@ def train_teacher(dataset: TextDataset, model: str, out_dir: str | Path, *, trai
     tcfg = train or teacher_train_config()
     rows = dataset.split("train")
     evaluated = [s for s in ("validation", "test") if s in dataset.splits]
-    for split in evaluated + (["validation"] if tcfg.select_on == "validation" or tcfg.eval_points else []):
+    for split in evaluated + (["validation"] if tcfg.uses_validation else []):
         dataset.split(split)  # an empty or missing split is refused now, not after training
     if max_train is not None and max_train < len(rows):
         rows = stratified_subset(rows, max_train, f"teacher-cap-{tcfg.seed}")

@@ -25,7 +25,7 @@ from codistill.errors import TrainingDiverged
 from codistill.evaluate import classification_metrics, predict_logits
 from codistill.losses import StepOutputs, Term, build_terms, masked_mean_pool
 from codistill.models import Classifier, head_parameters, same_tokenizer
-from codistill.teachers import check_endpoint_terms
+from codistill.teachers import check_endpoint_terms, is_classifier
 
 
 def seed_everything(seed: int) -> None:
@@ -407,7 +407,7 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
     student.model.to(device)
     encoded = encode(student.tokenizer, train.texts, tcfg.max_length)
     uses_teacher = any(s.kind.teacher for s in specs)
-    endpoint = teacher is not None and not isinstance(teacher, Classifier)
+    endpoint = teacher is not None and not is_classifier(teacher)
     check_endpoint_terms(specs, endpoint)
     classifier = teacher if teacher is not None and not endpoint else None
     terms = build_terms(specs, student.num_layers, classifier.num_layers if classifier else None, student.hidden_size,
@@ -443,7 +443,7 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
         first_stages.append(_probe_stage(module, student, encoded, train.labels, tcfg, cache, t_layers, accelerator,
                                          progress))
     validate = None
-    if tcfg.select_on == "validation" or tcfg.eval_points:
+    if tcfg.uses_validation:
         if validation is None or not len(validation):
             from codistill.errors import ConfigError
 
