@@ -84,3 +84,36 @@ def test_smollm2_behind_llama_cpp_server_end_to_end(smollm2_server, tmp_path: Pa
     assert [json.loads(line)["counterfactual"] for line in (tmp_path / "again.jsonl").read_text().splitlines()] == \
         [r["counterfactual"] for r in rows]
     print(json.dumps({k: summary[k] for k in ("flip_rate", "edited_words_median", "seconds")}), file=sys.stderr)
+
+
+def test_smollm2_as_the_teacher_of_a_run_with_cod(smollm2_server, tmp_path: Path, tiny_student: Path) -> None:
+    """The real server as an endpoint teacher: probabilities from its label words' log-probabilities, a CoD run
+    whose edit search the MiniLM proxy guides and the LLM judges, everything cached for a second run."""
+    from conftest import run_distill
+
+    from codistill.config import StudentConfig
+    from codistill.teachers import load_teacher
+
+    url, proc = smollm2_server
+    ds = toy_dataset(24)
+    options = {"base_url": url, "api_key_env": "", "concurrency": 1, "timeout": 120.0, "max_retries": 0,
+               "cache_dir": str(tmp_path / "cache"), "proxy_rows": 24}
+    teacher = load_teacher("llm:smollm2", ds.label_names, llm_options=options)
+    probs = teacher.predict_proba(["a great , wonderful film", "an awful , boring film"])
+    stats = teacher.stats()
+    assert probs.shape == (2, 2) and abs(float(probs.sum()) - 2.0) < 1e-4
+    assert stats["estimate"] == "logprobs" and stats["requests"] == 2 and stats["prompt_tokens"] > 0
+    student = StudentConfig(model=str(tiny_student), layers=1)
+    m = run_distill(ds, "llm:smollm2", tmp_path / "cod", k=8, cod="replace", student=student, progress=False,
+                    llm_teacher=options, fluency_lm=None)
+    info = m["teacher_info"]
+    assert info["kind"] == "endpoint" and info["estimate"] == "logprobs" and proc.poll() is None
+    assert m["generated"]["teacher_requests"] > 0 and m["teacher_test"]["n"] == len(ds.split("test"))
+    summary = json.loads((tmp_path / "cod" / "counterfactuals.summary.json").read_text())
+    assert summary["proxy"]["rows"] == 24 and summary["judge_texts_per_original"] <= 3
+    again = run_distill(ds, "llm:smollm2", tmp_path / "again", k=8, cod="replace", student=student, progress=False,
+                        llm_teacher=options, fluency_lm=None)
+    assert again["teacher_info"]["requests"] == 0 and again["test"] == m["test"]
+    print(json.dumps({"teacher_accuracy": m["teacher_test"]["accuracy"], "flipped": m["generated"]["flipped"],
+                      "verification_requests": m["generated"]["teacher_requests"],
+                      "judged_per_original": summary["judge_texts_per_original"]}), file=sys.stderr)

@@ -290,6 +290,9 @@ def test_label_words_and_prompt_from_a_spec_file(tmp_path: Path) -> None:
     ({"model": "m", "prompt": "Classify: {labels}"}, "must contain {text}"),
     ({"model": "m", "max_requests": 0}, "llm_teacher.max_requests must be >= 1"),
     ({"model": "m", "colour": "red"}, "unknown option\\(s\\) colour"),
+    ({"model": "m", "proxy_rows": -1}, "llm_teacher.proxy_rows must be >= 0"),
+    ({"model": "m", "proxy_tries": 0}, "llm_teacher.proxy_tries must be >= 1"),
+    ({"model": "m", "proxy_encoder": " "}, "llm_teacher.proxy_encoder is empty"),
 ])
 def test_spec_errors_are_one_line(tmp_path: Path, raw: dict, message: str) -> None:
     spec = tmp_path / "t.json"
@@ -337,13 +340,16 @@ def test_distill_with_an_endpoint_teacher_kd_and_cod(tmp_path: Path, tiny_studen
                                    "terrible": ["excellent"], "dull": ["wonderful"]}))
     student = StudentConfig(model=str(tiny_student), layers=1)
     with FakeChat(sentiment_answer) as server:
+        # the LLM scores every candidate of the edit search (no proxy: that is tested below)
         options = {"base_url": server.url, "api_key_env": "", "cache_dir": str(tmp_path / "cache"), "examples": 2,
-                   "max_retries": 0, "timeout": 5.0}
+                   "max_retries": 0, "timeout": 5.0, "proxy_rows": 0}
         m = run_distill(toy, "llm:scripted", tmp_path / "kd", k=8, student=student, progress=False,
                         llm_teacher=options)
         sent = len(server.requests)
-        # every text the teacher saw once: 8 training rows, 6 validation, 10 test
-        assert sent == 8 + 6 + 10 and m["teacher_info"]["kind"] == "endpoint"
+        # every text the teacher saw once: 8 training rows and 10 test (validation only when training evaluates
+        # on it: each answer is a request), and the student's validation accuracy is still reported
+        assert sent == 8 + 10 and m["teacher_info"]["kind"] == "endpoint"
+        assert m["teacher_validation"] is None and m["validation"]["n"] == 6
         assert m["teacher_test"]["accuracy"] == 1.0 and m["teacher_parameters"] is None
         assert m["teacher_info"]["requests"] == sent and m["teacher_info"]["estimate"] == "logprobs"
         examples = [msg["content"] for msg in server.requests[0]["messages"] if msg["role"] == "assistant"]
@@ -387,7 +393,7 @@ def test_distill_command_takes_an_endpoint_teacher_with_llm_flags(tmp_path: Path
                      "--out", str(tmp_path / "s")])
         err = capsys.readouterr().err
         assert code == 0, err
-        assert len(server.requests) == 4 + 10 + 20  # k rows, validation, test of csv_folder
+        assert len(server.requests) == 4 + 20  # k rows and test of csv_folder (no validation curve asked for)
     config = json.loads((tmp_path / "s" / "run_config.json").read_text())
     assert config["teacher"] == "llm:scripted" and config["llm_teacher"]["max_requests"] == 100
     assert config["llm_teacher"]["base_url"] == server.url
@@ -396,11 +402,70 @@ def test_distill_command_takes_an_endpoint_teacher_with_llm_flags(tmp_path: Path
     assert code == 2 and "base_url must start with http" in capsys.readouterr().err
 
 
-def test_a_sweep_with_an_endpoint_teacher_says_it_is_not_implemented() -> None:
-    from codistill.experiments import SweepConfig
+def test_a_sweep_with_an_endpoint_teacher(tmp_path: Path, tiny_student: Path, tiny_teacher: Path) -> None:
+    """KD and CoD cells with an LLM teacher showing 2 in-context examples: one teacher per seed (its examples are
+    the seed's first rows, the same for every k and mode), the test split and the counterfactual files labelled
+    once per sweep, the cost in the report, and a second run that sends nothing."""
+    from conftest import FAST_TRAIN_OPTIONS, synthetic_rows, write_csv
 
-    with pytest.raises(NotImplementedError, match="sweeps with an endpoint"):
-        SweepConfig(out="x", datasets=[{"data": "tweets", "teacher": "llm:gpt-4o-mini"}])
+    from codistill.experiments import SweepConfig, build_report, run_sweep
+
+    folder = tmp_path / "toy"
+    write_csv(folder / "train.csv", synthetic_rows(40, seed=1))
+    write_csv(folder / "validation.csv", synthetic_rows(6, seed=2))
+    write_csv(folder / "test.csv", synthetic_rows(10, seed=3))
+    lexicon = tmp_path / "lexicon.json"
+    lexicon.write_text(json.dumps({"great": ["awful"], "lovely": ["dull"], "superb": ["dreadful"], "fine": ["poor"],
+                                   "excellent": ["terrible"], "wonderful": ["boring"], "awful": ["great"],
+                                   "boring": ["lovely"], "dreadful": ["superb"], "poor": ["fine"],
+                                   "terrible": ["excellent"], "dull": ["wonderful"]}))
+    with FakeChat(sentiment_answer) as server:
+        llm = {"base_url": server.url, "api_key_env": "", "examples": 2, "max_retries": 0, "timeout": 5.0,
+               "proxy_rows": 12, "proxy_encoder": str(tiny_teacher)}
+        config = dict(datasets=[{"data": str(folder), "name": "toy", "teacher": "llm:scripted", "llm_teacher": llm,
+                                 "options": {"label_names": LABELS}}],
+                      methods=["kd"], cod=["none", "replace"], k=[4, 8], seeds=[0, 1],
+                      generator={"name": "edits", "lexicon": str(lexicon)}, fluency_lm=None,
+                      student={"model": str(tiny_student), "layers": 1}, train=FAST_TRAIN_OPTIONS)
+        cfg = SweepConfig(out=str(tmp_path / "sweep"), **config)
+        counts = run_sweep(cfg, progress=False)
+        assert counts["finished"] == 8
+        sent = len(server.requests)
+        assert run_sweep(cfg, progress=False)["ran"] == 0 and len(server.requests) == sent
+        summary = build_report(tmp_path / "sweep")
+        # a fresh folder: every answer comes from the cache the first sweep filled (its llm_cache is given)
+        again = SweepConfig(out=str(tmp_path / "again"), **{**config, "datasets": [
+            {**config["datasets"][0], "llm_teacher": {**llm, "cache_dir": str(tmp_path / "sweep" / "llm_cache")}}]})
+        assert run_sweep(again, progress=False)["finished"] == 8 and len(server.requests) == sent
+    history = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["history"][-1]
+    art = history["artifacts"]["toy"]
+    assert isinstance(art["teacher_key"], list) and len(art["teacher_key"]) == 2  # one teacher per seed
+    ds = summary["datasets"]["toy"]
+    assert ds["teacher_accuracy"] == 1.0
+    cost = ds["endpoint_cost"]
+    assert cost["teacher_texts"]["kd"]["8"] == 8 and cost["teacher_texts"]["kd"]["4"] == 4  # its training rows
+    labelled = {e["what"].split(" (")[0]: e for e in ds["endpoint_labelling"]}
+    assert labelled["test split"]["requests"] == 10  # a fresh teacher per seed, but the answers are cached
+    assert all(e["requests"] is not None for e in ds["endpoint_labelling"])
+    cf_cost = [e for e in ds["endpoint_labelling"] if e["what"].startswith("counterfactuals")]
+    assert len(cf_cost) == 2 and cf_cost[0]["requests"] > 0
+    cells = [json.loads(p.read_text()) for p in (tmp_path / "sweep" / "cells").glob("**/metrics.json")]
+    cod_cells = [c for c in cells if c["cod"] == "replace"]
+    assert cod_cells and all(c["n_counterfactuals"] >= 1 for c in cod_cells)
+    assert {c["teacher_info"]["examples"] for c in cells} == {2}
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "Endpoint teacher, per student" in report and "labelled once" in report
+    csv_header = (tmp_path / "sweep" / "cells.csv").read_text().splitlines()[0]
+    assert "teacher_requests" in csv_header
+    # in-context examples come from every cell's own labelled originals: 3 examples need k >= 6 under CoD
+    three = [{**config["datasets"][0], "llm_teacher": {**llm, "examples": 3}}]
+    with pytest.raises(ConfigError, match="more than the 2 labelled originals"):
+        run_sweep(SweepConfig(out=str(tmp_path / "small"), **{**config, "datasets": three}), progress=False)
+    assert not (tmp_path / "small").exists()  # refused before any work
+    with pytest.raises(ConfigError, match="class probabilities only"):
+        run_sweep(SweepConfig(out=str(tmp_path / "lwd"), **{**config, "methods": ["lwd"]}), progress=False)
+    with pytest.raises(ConfigError, match="datasets\\[\\].llm_teacher"):
+        SweepConfig(out="x", datasets=[{"data": "tweets", "teacher": "llm:m", "llm_teacher": {"examples": -1}}])
 
 
 def test_the_deadline_counts_time_on_requests_not_between_them(tmp_path: Path, csv_folder: Path, capsys) -> None:
@@ -416,3 +481,132 @@ def test_the_deadline_counts_time_on_requests_not_between_them(tmp_path: Path, c
 
     with pytest.raises(ConfigError, match="llm_teacher.model: the model is named by the teacher value"):
         check_llm_options("llm:x", {"model": "y"})
+
+
+# -- a local proxy guides the edit search, the LLM judges only the candidates it says flip ------------------
+
+SENTIMENT_LEXICON = {"great": ["awful"], "lovely": ["dull"], "superb": ["dreadful"], "fine": ["poor"],
+                     "excellent": ["terrible"], "wonderful": ["boring"]}
+
+
+def _negative_words(text: str) -> int:
+    from conftest import NEGATIVE_WORDS
+
+    return sum(w in NEGATIVE_WORDS for w in text.split())
+
+
+def test_a_proxy_fitted_to_soft_labels_reproduces_the_rule(tiny_teacher: Path) -> None:
+    from conftest import POSITIVE_WORDS, synthetic_rows
+
+    from codistill.counterfactuals.proxy import fit_proxy, proxy_rows_from
+
+    texts = [r["text"] for r in synthetic_rows(12, seed=4)]
+    soft = torch.tensor([[0.3, 0.7] if any(w in t.split() for w in POSITIVE_WORDS) else [0.75, 0.25] for t in texts])
+    proxy = fit_proxy(texts, soft, str(tiny_teacher))
+    probs = proxy(texts)
+    assert probs.shape == (12, 2) and torch.allclose(probs.sum(-1), torch.ones(12))
+    assert probs.argmax(-1).tolist() == soft.argmax(-1).tolist()
+    assert proxy.info == {**proxy.info, "rows": 12, "encoder": str(tiny_teacher), "agreement": 1.0}
+    assert proxy([]).shape == (0, 2)
+    pool = [f"text {i % 30}" for i in range(60)]  # 30 distinct texts, each twice
+    drawn = proxy_rows_from(pool, 10, seed=0)
+    assert len(set(drawn)) == 10 and drawn == proxy_rows_from(pool, 10, seed=0) != proxy_rows_from(pool, 10, seed=1)
+    assert proxy_rows_from(pool, 100, seed=0) == pool[:30]
+    with pytest.raises(ConfigError, match="llm_teacher.proxy_encoder 'no/such/folder' could not be loaded"):
+        fit_proxy(texts, soft, "no/such/folder", what="llm_teacher.proxy_encoder")
+
+
+def test_a_proxy_guided_search_sends_far_fewer_llm_requests(tmp_path: Path, tiny_teacher: Path) -> None:
+    from conftest import synthetic_rows, write_csv
+
+    from codistill.counterfactuals.generate import counterfactuals_for_run
+    from codistill.data import load_dataset
+
+    folder = tmp_path / "toy"
+    write_csv(folder / "train.csv", synthetic_rows(40, seed=1))
+    write_csv(folder / "test.csv", synthetic_rows(4, seed=3))
+    toy = load_dataset(folder, label_names=LABELS)
+    lexicon = tmp_path / "lexicon.json"
+    lexicon.write_text(json.dumps(SENTIMENT_LEXICON))
+    sent, summaries, rows = {}, {}, {}
+    with FakeChat(sentiment_answer) as server:
+        for name, options in (("plain", {"proxy_rows": 0}), ("proxy", {"proxy_rows": 16,
+                                                                         "proxy_encoder": str(tiny_teacher)})):
+            teacher = LLMTeacher(_cfg(server.url, tmp_path / name, concurrency=4, **options), LABELS)
+            before = len(server.requests)
+            out = tmp_path / name / "cf.jsonl"
+            summaries[name] = counterfactuals_for_run(toy, teacher, out, k=8, cod="replace", progress=False,
+                                                      generator={"name": "edits", "lexicon": str(lexicon)})
+            sent[name] = len(server.requests) - before
+            rows[name] = [json.loads(line) for line in out.read_text().splitlines()]
+    plain, proxy = summaries["plain"], summaries["proxy"]
+    print(f"LLM requests for {len(rows['proxy'])} originals: {sent['plain']} without a proxy, {sent['proxy']} with "
+          f"one (16 to fit it), {proxy['judge_texts']} texts judged, {proxy['used']} used (vs {plain['used']})")
+    assert sent["proxy"] < sent["plain"] / 3
+    assert plain["proxy"] is None and plain["judge_texts"] is None and plain["texts_scored"] >= sent["plain"]
+    # every request after the 16 that fit the proxy is a judged text (some judged texts were among the 16)
+    assert proxy["proxy"]["rows"] == 16 and sent["proxy"] - 16 <= proxy["judge_texts"] < sent["proxy"]
+    assert proxy["judge_texts_per_original"] == proxy["judge_texts"] / len(rows["proxy"])
+    assert proxy["used"] >= 1
+    for row in rows["proxy"]:  # the teacher's probabilities before, its verdict on every used counterfactual
+        assert row["probs_before"] == pytest.approx([0.2, 0.8] if row["label"] else [0.8, 0.2], abs=1e-6)
+        assert len([c for c in row["candidates"] if c["probs"] is not None]) <= LLMTeacherConfig.proxy_tries
+        if row["use"]:
+            verdict = sentiment_answer(row["counterfactual"], {})[1][0][0]
+            assert row["flipped"] and verdict == LABELS[row["target_label"]]
+
+
+def test_the_judge_rejecting_a_proxy_flip_tries_the_next_up_to_judge_tries() -> None:
+    from codistill.counterfactuals.base import CFRequest
+    from codistill.counterfactuals.edits import EditSearchConfig, EditSearchGenerator
+    from codistill.counterfactuals.verify import Verifier
+    from codistill.counterfactuals.wordnet import DictLexicon
+
+    def guide(texts):  # one negative word flips the guide
+        return torch.tensor([[0.9, 0.1] if _negative_words(t) else [0.1, 0.9] for t in texts])
+
+    def judge_needing(n: int, reject: str | None = None):
+        sent: list[str] = []
+
+        def judge(texts):
+            sent.extend(texts)
+            return torch.tensor([[0.9, 0.1] if _negative_words(t) >= n and t != reject else [0.1, 0.9]
+                                 for t in texts])
+        return judge, sent
+
+    text = "a great and lovely film with superb acting"
+
+    def search(judge, tries: int, max_edits: int = 3):
+        verifier = Verifier(guide, judge=judge, judge_tries=tries)
+        gen = EditSearchGenerator(EditSearchConfig(max_edits=max_edits, substitutes=0), DictLexicon(SENTIMENT_LEXICON))
+        return gen.generate([CFRequest(0, text, 1, 0)], verifier, LABELS, progress=False)[0], verifier
+
+    # the judge rejects the guide's first choice: the next one is judged, and flips it
+    judge, sent = judge_needing(1, reject="an awful and lovely film with superb acting")
+    result, verifier = search(judge, tries=3)
+    assert result.flipped and result.best.text == "a great and dull film with superb acting"
+    assert sent == [text, "an awful and lovely film with superb acting", result.best.text]
+    assert verifier.judge_texts == 3 and verifier.judge_calls == 3 and verifier.texts_scored > 3 * 3
+    # a judge that needs two negative words rejects every one-edit flip: after judge_tries it gives up
+    judge, sent = judge_needing(2)
+    result, verifier = search(judge, tries=2)
+    assert not result.flipped and len(sent) - 1 == 2 == len(result.attempts)
+    assert all(a.probs is not None and not a.flipped for a in result.attempts)
+    # with more tries the rejected candidates stay in the beam and a two-edit child flips the judge
+    judge, sent = judge_needing(2)
+    result, verifier = search(judge, tries=4)
+    assert result.flipped and _negative_words(result.best.text) == 2 and len(sent) - 1 <= 4
+    assert len(sent) == len(set(sent))  # no text is sent to the judge twice
+    # the last resort (the guide's best candidate not yet judged) takes the last try, and only if one is left
+    judge, sent = judge_needing(2)
+    result, verifier = search(judge, tries=4, max_edits=1)
+    assert len(sent) - 1 == 4 == len(result.attempts) == len(set(sent)) - 1
+    assert result.attempts[-1].detail.startswith("best within 1 edits") and not result.flipped
+    assert len(search(judge_needing(2)[0], tries=3, max_edits=1)[0].attempts) == 3
+    # without a judge the guide decides, as before
+    plain = Verifier(guide)
+    gen = EditSearchGenerator(EditSearchConfig(substitutes=0), DictLexicon(SENTIMENT_LEXICON))
+    assert gen.generate([CFRequest(0, text, 1, 0)], plain, LABELS, progress=False)[0].flipped
+    calls = plain.calls
+    assert torch.equal(plain.judge_probs([text]), guide([text])) and plain.calls == calls + 1
+    assert not plain.has_judge and plain.judge_calls == plain.judge_texts == 0

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from codistill.config import build_config, check_types, read_yaml_mapping
 from codistill.counterfactuals.llm import ChatAnswer, ChatClient, LLMConfig, LLMFatalError, LLMRequestError
+from codistill.counterfactuals.verify import JUDGE_TRIES
 from codistill.errors import CodistillError, ConfigError
 from codistill.fileio import strip_credentials
 
@@ -102,6 +103,11 @@ class LLMTeacherConfig:
         max_consecutive_failures: requests failing in a row (after their retries) that end the run.
         concurrency: requests in flight at once.
         cache_dir: where answers are cached (shared with the LLM generator; the keys never collide).
+        proxy_rows: texts of the training pool the LLM labels to fit a local proxy
+            (:mod:`codistill.counterfactuals.proxy`) that scores the edit search's candidates, so the LLM
+            judges only those the proxy says flip it; 0: no proxy, the LLM scores every candidate.
+        proxy_tries: candidates per original the LLM judges at most when a proxy guides the search.
+        proxy_encoder: the frozen encoder whose embeddings the proxy reads (``minilm``, a folder or a Hub name).
     """
 
     model: str = "gpt-4o-mini"
@@ -122,6 +128,9 @@ class LLMTeacherConfig:
     max_consecutive_failures: int = 8
     concurrency: int = 4
     cache_dir: str = ".codistill_cache/llm"
+    proxy_rows: int = 256
+    proxy_tries: int = JUDGE_TRIES
+    proxy_encoder: str = "minilm"
 
     def __post_init__(self) -> None:
         check_types(self, "llm_teacher")
@@ -131,10 +140,10 @@ class LLMTeacherConfig:
             raise ConfigError(f"llm_teacher.base_url must start with http:// or https://, got '{self.base_url}'")
         if "{text}" not in self.prompt:
             raise ConfigError("llm_teacher.prompt must contain {text} (where the text goes)")
-        for name in ("examples", "fallback_samples", "max_retries"):
+        for name in ("examples", "fallback_samples", "max_retries", "proxy_rows"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"llm_teacher.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("top_logprobs", "answer_tokens", "max_consecutive_failures", "concurrency"):
+        for name in ("top_logprobs", "answer_tokens", "max_consecutive_failures", "concurrency", "proxy_tries"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"llm_teacher.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_requests", "max_tokens"):
@@ -142,6 +151,9 @@ class LLMTeacherConfig:
                 raise ConfigError(f"llm_teacher.{name} must be >= 1 or null (unlimited), got {getattr(self, name)}")
         if self.timeout <= 0 or (self.deadline is not None and self.deadline <= 0):
             raise ConfigError("llm_teacher.timeout and llm_teacher.deadline must be > 0")
+        if not self.proxy_encoder.strip():
+            raise ConfigError("llm_teacher.proxy_encoder is empty: name the proxy's encoder (e.g. minilm), "
+                              "or set llm_teacher.proxy_rows to 0 for no proxy")
         if self.label_words is not None:
             check_label_words(self.label_words, "llm_teacher.label_words")
 
@@ -172,8 +184,17 @@ class LLMTeacherConfig:
             return cls.from_file(spec, base_url=base_url, **overrides)
         raise ConfigError(f"teacher '{spec}' is not an LLM teacher: use {SPEC_PREFIX}MODEL or a .yaml/.json spec file")
 
+    # how patiently and where the endpoint is asked, and how much may be spent: none of it changes an answer
+    OPERATIONAL = ("api_key_env", "max_requests", "max_tokens", "timeout", "max_retries", "deadline",
+                   "max_consecutive_failures", "concurrency", "cache_dir")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def recipe(self) -> dict[str, Any]:
+        """The fields that decide what the teacher answers (what a cached artifact is keyed by): all but the
+        :attr:`OPERATIONAL` ones."""
+        return {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
 
     def client_config(self) -> LLMConfig:
         """The transport settings as the generator's :class:`LLMConfig` (the shared client's input)."""

@@ -6,6 +6,8 @@ trained here is saved with ``save_pretrained`` and loads back with ``transformer
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import importlib.util
 import logging
@@ -117,6 +119,29 @@ def _check_source(name_or_path: str, what: str) -> None:
         raise ConfigError(f"{what} '{name_or_path}': {reason} (expected a save_pretrained folder or a Hub name)")
 
 
+@contextlib.contextmanager
+def quiet_loading(what: str, name: str, errors_only: bool = False):
+    """Load transformers weights inside: no progress bars (loading takes a second; our own bars show the
+    long steps), only errors logged with ``errors_only``, and a file that is missing or cut short raised as
+    one line naming ``what`` and ``name``."""
+    from safetensors import SafetensorError
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    if errors_only:
+        hf_logging.set_verbosity_error()
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{what} '{name}' could not be loaded: {first[:300]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_classifier(name_or_path: str, label_names: Sequence[str] | None = None, what: str = "model",
                     dtype: torch.dtype | None = None) -> Classifier:
     """Load ``AutoModelForSequenceClassification`` and its tokenizer from a Hub name or a local folder.
@@ -137,24 +162,10 @@ def load_classifier(name_or_path: str, label_names: Sequence[str] | None = None,
                       label2id={n: i for i, n in enumerate(label_names)})
     if dtype is not None:
         kwargs["dtype"] = dtype
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # loading takes a second; our own bars show the long steps
-    if label_names is not None:  # the fresh head is intended: no load report about its missing weights
-        hf_logging.set_verbosity_error()
-    from safetensors import SafetensorError
-
-    try:
+    # the fresh head is intended: no load report about its missing weights
+    with quiet_loading(what, name_or_path, errors_only=label_names is not None):
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForSequenceClassification.from_pretrained(source, ignore_mismatched_sizes=True, **kwargs)
-    except (OSError, SafetensorError) as exc:  # a missing file, or weights cut short
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{what} '{name_or_path}' could not be loaded: {first[:300]}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     check_vocabulary(len(tokenizer), model.get_input_embeddings().num_embeddings, f"{what} '{name_or_path}'")
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:

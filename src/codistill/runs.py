@@ -42,10 +42,12 @@ from codistill.models import (
     same_tokenizer,
 )
 from codistill.teachers import (
+    answers_validation,
     check_endpoint_terms,
     check_llm_options,
     describe_teacher,
     evaluate_teacher,
+    in_context_rows,
     is_classifier,
     is_endpoint_teacher,
     load_teacher,
@@ -183,10 +185,9 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     checked = training_rows(dataset, run) if run.counterfactuals is not None else None
     scfg, dcfg, tcfg = run.student, run.distill, run.train
     teacher = None
-    if run.teacher is not None:  # an endpoint teacher's in-context examples come from the run's own labelled rows
-        own = sample_from(dataset, cod_rules.originals(run.k, run.cod, dataset.num_classes), run.seed).as_split()
-        teacher = load_teacher(str(run.teacher), dataset.label_names, llm_options=run.llm_teacher, examples=own,
-                               seed=run.seed)
+    if run.teacher is not None:
+        teacher = load_teacher(str(run.teacher), dataset.label_names, llm_options=run.llm_teacher,
+                               examples=in_context_rows(dataset, run), seed=run.seed)
         if is_classifier(teacher):
             check_teacher_labels(label_names(teacher.model.config), dataset)
     generated = None
@@ -204,7 +205,8 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         return evaluate_teacher(teacher, rows, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length, progress)
 
     # before training: an endpoint's failure costs no training
-    teacher_val_metrics, teacher_val_pred = teacher_on(validation, teacher_validation)
+    teacher_val_metrics, teacher_val_pred = teacher_on(
+        validation if answers_validation(run.teacher, tcfg) else None, teacher_validation)
     teacher_metrics, teacher_pred = teacher_on(test, teacher_test)
     classifier = teacher if is_classifier(teacher) else None  # what hidden states and init=teacher read
 

@@ -13,7 +13,8 @@ from codistill.config import TrainConfig
 from codistill.errors import ConfigError
 
 if TYPE_CHECKING:
-    from codistill.data import LabeledTexts
+    from codistill.config import RunConfig
+    from codistill.data import LabeledTexts, TextDataset
     from codistill.llm_teacher import LLMTeacher
     from codistill.models import Classifier
 
@@ -86,13 +87,34 @@ def evaluate_teacher(teacher: Teacher, data: LabeledTexts, num_classes: int,
     return classification_metrics(list(data.labels), pred, num_classes), pred
 
 
-def teacher_verifier(teacher: Teacher, max_length: int = TrainConfig.max_length):
-    """The :class:`~codistill.counterfactuals.verify.Verifier` that judges counterfactuals with this teacher."""
+def teacher_verifier(teacher: Teacher, max_length: int = TrainConfig.max_length, pool: Sequence[str] | None = None):
+    """The :class:`~codistill.counterfactuals.verify.Verifier` that judges counterfactuals with this teacher.
+
+    A classifier scores everything. An LLM teacher with ``llm_teacher.proxy_rows`` > 0 and a non-empty
+    ``pool`` (unlabelled texts, e.g. the training split) labels ``proxy_rows`` texts drawn from the pool, a
+    local proxy (:mod:`codistill.counterfactuals.proxy`, on ``proxy_encoder``) is fitted to its answers and
+    scores the search's candidates, and the LLM judges only the candidates the proxy says flip it (at most
+    ``proxy_tries`` per original); the proxy's ``info`` is kept as ``verifier.proxy_info``. Otherwise the
+    LLM scores every text.
+    """
     from codistill.counterfactuals.verify import Verifier
 
     if is_classifier(teacher):
         return Verifier.from_classifier(teacher, max_length=max_length)
-    return Verifier(lambda texts: teacher.predict_proba(list(texts)))
+
+    def ask(texts: Sequence[str]):
+        return teacher.predict_proba(list(texts))
+
+    cfg = teacher.cfg
+    if cfg.proxy_rows == 0 or not pool:
+        return Verifier(ask)
+    from codistill.counterfactuals.proxy import fit_proxy, proxy_rows_from
+
+    texts = proxy_rows_from(pool, cfg.proxy_rows, 0)
+    proxy = fit_proxy(texts, ask(texts), cfg.proxy_encoder, what="llm_teacher.proxy_encoder")
+    verifier = Verifier(proxy, judge=ask, judge_tries=cfg.proxy_tries)
+    verifier.proxy_info = proxy.info
+    return verifier
 
 
 def describe_teacher(teacher: Teacher) -> dict[str, Any]:
@@ -101,3 +123,35 @@ def describe_teacher(teacher: Teacher) -> dict[str, Any]:
     if is_classifier(teacher):
         return {"kind": "classifier", "parameters": teacher.num_parameters()}
     return {"kind": "endpoint", **teacher.stats()}
+
+
+def in_context_rows(dataset: "TextDataset", run: "RunConfig") -> LabeledTexts | None:
+    """The labelled rows an endpoint teacher takes its in-context examples from: the first
+    ``llm_teacher.examples`` rows of the seed's nested k-shot sample. Every run of one seed, KD or CoD at any
+    k, so asks the same teacher, and the examples are always among the run's own labelled originals (never
+    extra labels). ``None`` for a classifier or a zero-shot teacher; a run with fewer originals than examples
+    is refused."""
+    if not is_endpoint_teacher(run.teacher):
+        return None
+    from codistill import cod as cod_rules
+    from codistill.data import LabeledTexts, sample_from
+    from codistill.llm_teacher import LLMTeacherConfig
+
+    wanted = LLMTeacherConfig.from_spec(str(run.teacher), **(run.llm_teacher or {})).examples
+    if wanted == 0:
+        return None
+    originals = cod_rules.originals(run.k, run.cod, dataset.num_classes)
+    if wanted > originals:
+        raise ConfigError(f"llm_teacher.examples = {wanted} is more than the {originals} labelled originals of this "
+                          f"run (k={run.k}{', CoD' if run.cod else ''}): the teacher's in-context examples come from "
+                          "them; lower it")
+    classes = dataset.num_classes
+    sample = sample_from(dataset, -(-wanted // classes) * classes, run.seed)  # nested: a prefix of every larger one
+    return LabeledTexts(sample.texts[:wanted], sample.labels[:wanted])
+
+
+def answers_validation(teacher: str | None, train: TrainConfig) -> bool:
+    """Whether a run asks its teacher about the validation split: a classifier always (the student's agreement
+    there costs nothing), an endpoint teacher only when training evaluates on validation (``eval_points``),
+    since every answer is a request."""
+    return not is_endpoint_teacher(teacher) or train.uses_validation

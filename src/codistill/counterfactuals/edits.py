@@ -24,8 +24,17 @@ deletions only touch the ``top_positions`` words whose removal most lowers the c
 The search expands every beam state by one more edit at a word not yet edited, scores all children of all
 originals in one batched teacher call per depth, and stops for an original at the first depth where a
 child flips the teacher: the result has the fewest edits found, ties broken by edit kind, then by the
-teacher's probability of the target. Related work: MiCE (Ross et al. 2021), Polyjuice (Wu et al. 2021),
-TextAttack's word-substitution searches.
+teacher's probability of the target.
+
+With a judge (:class:`~.verify.Verifier` whose scorer is a cheap guide, e.g. a proxy of an LLM teacher), the
+guide does all the scoring above and the judge sees only the children the guide says flip, in the order
+they would be chosen, batched across originals: an original is done when the judge agrees. When it does
+not, the original's next guide-flipping children are judged, up to the verifier's ``judge_tries`` judged
+candidates per original over the whole search (the last-resort ``best within max_edits`` candidate
+included); an original with tries left and no judged flip keeps searching, its children (the rejected
+ones too) ranked by the guide's probability of the target.
+
+Related work: MiCE (Ross et al. 2021), Polyjuice (Wu et al. 2021), TextAttack's word-substitution searches.
 """
 
 from __future__ import annotations
@@ -234,7 +243,7 @@ class EditSearchGenerator(CounterfactualGenerator):
             results[i] = res
         long = [i for i in range(len(requests)) if results[i] is None]
         if long:
-            before = verifier.probs([requests[i].text for i in long])
+            before = verifier.judge_probs([requests[i].text for i in long])
             for j, i in enumerate(long):
                 results[i] = CFResult(requests[i], self.name, [round(x, 6) for x in before[j].tolist()])
                 results[i].attempts.append(Attempt(None, TOO_LONG, f"{len(requests[i].text.split())} words, more "
@@ -245,8 +254,10 @@ class EditSearchGenerator(CounterfactualGenerator):
                 progress: bool) -> list[CFResult]:
         from tqdm.auto import tqdm
 
+        judge = verifier.has_judge
         before = verifier.probs([r.text for r in requests]) if requests else None
-        results = [CFResult(r, self.name, [round(x, 6) for x in before[i].tolist()]) for i, r in enumerate(requests)]
+        shown = verifier.judge_probs([r.text for r in requests]) if requests and judge else before
+        results = [CFResult(r, self.name, [round(x, 6) for x in shown[i].tolist()]) for i, r in enumerate(requests)]
         originals = [_State(tuple(r.text.split()), frozenset(), (), 0, 0) for r in requests]
         # importance of each word: how much deleting it lowers the probability of the current label
         loo_texts, owners = [], []
@@ -266,6 +277,7 @@ class EditSearchGenerator(CounterfactualGenerator):
 
         beams: dict[int, list[_State]] = {qi: [st] for qi, st in enumerate(originals)}
         best_seen: dict[int, tuple[float, _State, list[float]]] = {}
+        judged: dict[int, set[str]] = {qi: set() for qi in range(len(requests))}  # texts the judge has seen
         for depth in tqdm(range(1, self.cfg.max_edits + 1), desc="edit search", disable=not progress, leave=False):
             children: list[tuple[int, _State]] = []
             for qi, states in beams.items():
@@ -286,7 +298,6 @@ class EditSearchGenerator(CounterfactualGenerator):
             by_request: dict[int, list[tuple[_State, list[float]]]] = {}
             for (qi, ch), p in zip(children, probs.tolist()):
                 by_request.setdefault(qi, []).append((ch, p))
-            next_beams: dict[int, list[_State]] = {}
             flipping: dict[int, list[_State]] = {}
             for qi, scored in by_request.items():
                 target = requests[qi].target
@@ -294,19 +305,31 @@ class EditSearchGenerator(CounterfactualGenerator):
                 if flips:
                     flips.sort(key=lambda cp: (cp[0].cost, -cp[1][target]))
                     flipping[qi] = [ch for ch, _ in flips]
-                    continue
+            if judge:
+                self._judge(results, flipping, judged, verifier)
+            else:
+                self._record(results, self._choose(flipping), verifier)
+            next_beams: dict[int, list[_State]] = {}
+            for qi, scored in by_request.items():
+                if (results[qi].flipped or len(judged[qi]) >= verifier.judge_tries) if judge else qi in flipping:
+                    continue  # done (without a judge: at the first depth that flips), or nothing more may be judged
+                target = requests[qi].target
                 scored.sort(key=lambda cp: -cp[1][target])
-                top_p, top_state = scored[0][1][target], scored[0][0]
-                if qi not in best_seen or top_p > best_seen[qi][0]:
-                    best_seen[qi] = (top_p, top_state, scored[0][1])
+                fresh = [cp for cp in scored if cp[0].text() not in judged[qi]] if judged[qi] else scored
+                if fresh and (qi not in best_seen or fresh[0][1][target] > best_seen[qi][0]):
+                    best_seen[qi] = (fresh[0][1][target], fresh[0][0], fresh[0][1])
                 next_beams[qi] = [ch for ch, _ in scored[: self.cfg.beam_width]]
-            self._record(results, self._choose(flipping), verifier)
             beams = next_beams
             if not beams:
                 break
-        failed = [qi for qi, res in enumerate(results) if not res.attempts]
-        self._record(results, [(qi, best_seen[qi][1]) for qi in failed if qi in best_seen], verifier,
-                     prefix=f"best within {self.cfg.max_edits} edits: ")
+        if judge:
+            failed = [qi for qi, res in enumerate(results) if not res.flipped]
+            last = [(qi, best_seen[qi][1]) for qi in failed if qi in best_seen
+                    and len(judged[qi]) < verifier.judge_tries and best_seen[qi][1].text() not in judged[qi]]
+        else:
+            failed = [qi for qi, res in enumerate(results) if not res.attempts]
+            last = [(qi, best_seen[qi][1]) for qi in failed if qi in best_seen]
+        self._record(results, last, verifier, prefix=f"best within {self.cfg.max_edits} edits: ")
         for qi in failed:
             if not results[qi].attempts:
                 results[qi].attempts.append(Attempt(None, NO_EDIT_FOUND, "no applicable edit"))
@@ -337,10 +360,11 @@ class EditSearchGenerator(CounterfactualGenerator):
             keep[i] = ok[: self.cfg.lm_substitutes]
         return keep
 
-    def _choose(self, flipping: dict[int, list[_State]]) -> list[tuple[int, _State]]:
-        """Per original, its first flipping candidate (with an LM: the least surprising of the first
-        ``fluency_candidates``), then up to ``per_original - 1`` more that edit none of the positions the
-        kept ones edit. One batched LM pass over every original's shortlist."""
+    def _order(self, flipping: dict[int, list[_State]], keep_rest: bool = False) -> dict[int, list[_State]]:
+        """Per original, its flipping candidates in the order they are chosen: as found (fewest edits, edit
+        kind, target probability); with an LM the first ``fluency_candidates`` least surprising first (one
+        batched LM pass over every original's shortlist), the others left out, or after them with
+        ``keep_rest``."""
         ordered = dict(flipping)
         if self.lm is not None:
             size = max(self.cfg.fluency_candidates, self.cfg.per_original)
@@ -350,19 +374,53 @@ class EditSearchGenerator(CounterfactualGenerator):
             for qi, states in shortlist.items():
                 lp = [next(scores) for _ in states]
                 ordered[qi] = [states[j] for j in sorted(range(len(states)), key=lp.__getitem__)]
-        chosen = []
-        for qi, states in ordered.items():
-            used: set[int] = set()
-            kept = 0
-            for st in states:
-                if kept and st.edited & used:
-                    continue
-                chosen.append((qi, st))
-                used |= st.edited
-                kept += 1
-                if kept == self.cfg.per_original:
-                    break
-        return chosen
+                if keep_rest:
+                    ordered[qi] += flipping[qi][size:]
+        return ordered
+
+    @staticmethod
+    def _pick(states: Sequence[_State], limit: int) -> list[_State]:
+        """The first of ``states``, then up to ``limit - 1`` more that edit none of the positions the kept
+        ones edit."""
+        kept: list[_State] = []
+        used: set[int] = set()
+        for st in states:
+            if kept and st.edited & used:
+                continue
+            kept.append(st)
+            used |= st.edited
+            if len(kept) == limit:
+                break
+        return kept
+
+    def _choose(self, flipping: dict[int, list[_State]]) -> list[tuple[int, _State]]:
+        """Per original, its first flipping candidate (with an LM: the least surprising of the first
+        ``fluency_candidates``), then up to ``per_original - 1`` more that edit none of the positions the
+        kept ones edit."""
+        return [(qi, st) for qi, states in self._order(flipping).items()
+                for st in self._pick(states, self.cfg.per_original)]
+
+    def _judge(self, results: list[CFResult], flipping: dict[int, list[_State]], judged: dict[int, set[str]],
+               verifier) -> None:
+        """The guide's flipping candidates go to the judge in :meth:`_choose`'s order, in rounds (one batched
+        call across originals each): an original leaves when the judge agrees, when its candidates run out
+        or when ``judge_tries`` of its candidates have been judged; a text judged before is never sent again.
+        ``judged`` (per original, the texts judged) is updated."""
+        tries = verifier.judge_tries
+        flipping = {qi: states for qi, states in flipping.items() if len(judged[qi]) < tries}
+        queues = {qi: [st for st in states if st.text() not in judged[qi]]
+                  for qi, states in self._order(flipping, keep_rest=True).items()}
+        queues = {qi: states for qi, states in queues.items() if states}
+        while queues:
+            chosen = []
+            for qi, states in queues.items():
+                picked = self._pick(states, min(self.cfg.per_original, tries - len(judged[qi])))
+                chosen += [(qi, st) for st in picked]
+                judged[qi].update(st.text() for st in picked)
+                queues[qi] = [st for st in states if st.text() not in judged[qi]]
+            self._record(results, chosen, verifier)
+            queues = {qi: states for qi, states in queues.items()
+                      if states and not results[qi].flipped and len(judged[qi]) < tries}
 
     @staticmethod
     def _record(results: list[CFResult], chosen: list[tuple[int, _State]], verifier, prefix: str = "") -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from codistill import cod as cod_rules
 from codistill.config import TrainConfig
 from codistill.counterfactuals.base import REQUEST_FAILED, CFRequest, CounterfactualGenerator, choose_targets
+from codistill.counterfactuals.edits import EditSearchGenerator
 from codistill.counterfactuals.llm import LLMGenerator
 from codistill.counterfactuals.metrics import quality_summary
 from codistill.counterfactuals.quality import QualityScorer
@@ -62,7 +63,7 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
     check_counterfactual_output(out, dataset)
     sample = sample_from(dataset, cod_rules.edited_originals(k, dataset.num_classes), seed)
     start = time.perf_counter()
-    before = verifier.probs(sample.texts)
+    before = verifier.judge_probs(sample.texts)  # the teacher itself, not a guide standing in for it
     if before.shape[1] != dataset.num_classes:
         check_teacher_labels([f"LABEL_{i}" for i in range(before.shape[1])], dataset)
     targets = choose_targets(before, sample.labels)
@@ -70,6 +71,9 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
     stats_before = llms[0].client.stats.as_dict() if llms else {}  # a sweep reuses one client for every seed
     requests = [CFRequest(i, t, y, tg) for i, (t, y, tg) in enumerate(zip(sample.texts, sample.labels, targets))]
     results = generator.generate(requests, verifier, dataset.label_names, progress=progress)
+    if verifier.has_judge:  # whatever guide a generator asked, the rows show the teacher's probabilities
+        for res, row in zip(results, before.tolist()):
+            res.probs_before = [round(x, 6) for x in row]
     seconds = time.perf_counter() - start
     rows = []
     for res, pool_index in zip(results, sample.indices):
@@ -86,6 +90,9 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
         "used": sum(r["use"] for r in rows), "seconds": seconds,
         "counterfactuals_per_second": len(rows) / seconds if seconds > 0 else None,
         "teacher_calls": verifier.calls, "texts_scored": verifier.texts_scored,
+        "judge_texts": verifier.judge_texts if verifier.has_judge else None,
+        "judge_texts_per_original": verifier.judge_texts / len(rows) if verifier.has_judge and rows else None,
+        "proxy": verifier.proxy_info,
     })
     failed = [r for r, res in zip(rows, results)
               if not res.flipped and any(a.reason == REQUEST_FAILED for a in res.attempts)]
@@ -116,13 +123,17 @@ def counterfactuals_for_run(dataset: TextDataset, teacher, out: str | Path, *, k
                             max_length: int = TrainConfig.max_length) -> dict[str, Any]:
     """Counterfactuals for a distillation run at budget ``k`` in mode ``cod``
     (:func:`codistill.cod.counterfactual_budget`), made by ``generator`` (default: the edit search),
-    verified by the teacher (a ``--teacher`` value, or a teacher :func:`codistill.teachers.load_teacher` loaded)
+    verified by the teacher (a ``--teacher`` value, or a teacher :func:`codistill.teachers.load_teacher` loaded;
+    an LLM teacher's proxy, :func:`codistill.teachers.teacher_verifier`, is fitted on the training split's texts
+    when the generator searches)
     and scored for fluency by ``fluency_lm`` (``None``: not scored). Returns the summary."""
     from codistill.teachers import load_teacher, teacher_verifier
 
     loaded = load_teacher(teacher, dataset.label_names) if isinstance(teacher, (str, Path)) else teacher
-    verifier = teacher_verifier(loaded, max_length=max_length)
     gen = make_generator(generator or default_generator(), default_cache_dir=str(Path(out).parent / ".llm_cache"))
+    # a proxy guides a search; an LLM generator's candidates go to the teacher anyway, so none is fitted for it
+    searches = any(isinstance(g, EditSearchGenerator) for g in getattr(gen, "generators", [gen]))
+    verifier = teacher_verifier(loaded, max_length=max_length, pool=dataset.split("train").texts if searches else None)
     scorer = QualityScorer.load(fluency_lm) if fluency_lm else None
     return generate_counterfactuals(dataset, verifier, gen, out, k=cod_rules.counterfactual_budget(k, cod), seed=seed,
                                     on_failure=on_failure, progress=progress, scorer=scorer, allow_empty=allow_empty)

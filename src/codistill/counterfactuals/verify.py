@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # torch is imported when texts are scored, so the command lin
 
 Scorer = Callable[[Sequence[str]], "torch.Tensor"]
 
+JUDGE_TRIES = 3  # judged candidates per original when a guide stands in for an expensive judge
+
 REFUSAL = re.compile(
     r"^\s*(i['’]?m sorry|i am sorry|sorry,|i can(?:not|['’]t)|i won['’]t|i am unable|i['’]m unable|as an ai"
     r"|i apologi[sz]e|unfortunately,? i)", re.IGNORECASE)
@@ -28,12 +30,35 @@ class Verifier:
 
     ``scorer`` maps texts to class probabilities ``(N, C)``; :meth:`from_classifier` wraps a model. Tests
     pass a rule-based scorer whose behaviour they control.
+
+    With a ``judge`` (an expensive teacher, e.g. an LLM), ``scorer`` is only a guide (a local proxy,
+    :mod:`.proxy`): :meth:`probs` asks the guide, while :meth:`verify` and :meth:`judge_probs` ask the judge,
+    which sees each distinct text once (its answers are remembered). A generator that searches gives each
+    original at most ``judge_tries`` judged candidates. Without a judge the scorer does everything.
+
+    Attributes:
+        calls, texts_scored: batched calls to the scorer (the guide) and the texts they scored.
+        judge_calls, judge_texts: calls to the judge and the distinct texts it was sent.
+        proxy_info: what the guide is (a proxy's ``info``: rows, encoder, agreement) when the scorer is a
+            stand-in for the teacher; ``None`` otherwise.
     """
 
-    def __init__(self, scorer: Scorer) -> None:
+    def __init__(self, scorer: Scorer, judge: Scorer | None = None, judge_tries: int = JUDGE_TRIES) -> None:
+        if judge_tries < 1:
+            raise ValueError(f"judge_tries must be >= 1, got {judge_tries}")
         self.scorer = scorer
+        self.judge = judge
+        self.judge_tries = judge_tries
         self.calls = 0
         self.texts_scored = 0
+        self.judge_calls = 0
+        self.judge_texts = 0
+        self.proxy_info: dict | None = None
+        self._judged: dict[str, list[float]] = {}
+
+    @property
+    def has_judge(self) -> bool:
+        return self.judge is not None
 
     @classmethod
     def from_classifier(cls, clf, batch_size: int = TrainConfig.eval_batch_size,
@@ -57,9 +82,27 @@ class Verifier:
         self.texts_scored += len(texts)
         return torch.as_tensor(self.scorer(list(texts)), dtype=torch.float32)
 
+    def judge_probs(self, texts: Sequence[str]) -> torch.Tensor:
+        """The judge's class probabilities ``(N, C)``: one batched call for the texts it has not seen yet
+        (none when it has seen them all); :meth:`probs` when there is no judge."""
+        import torch
+
+        if self.judge is None:
+            return self.probs(texts)
+        if not texts:
+            return torch.empty(0, 0)
+        new = [t for t in dict.fromkeys(texts) if t not in self._judged]
+        if new:
+            self.judge_calls += 1
+            self.judge_texts += len(new)
+            for text, row in zip(new, torch.as_tensor(self.judge(new), dtype=torch.float32).tolist()):
+                self._judged[text] = row
+        return torch.tensor([self._judged[t] for t in texts], dtype=torch.float32)
+
     def verify(self, texts: Sequence[str], targets: Sequence[int], details: Sequence[str] | None = None) -> list[Attempt]:
-        """Verdicts for candidates ``texts`` aimed at ``targets`` (one batched teacher call)."""
-        p = self.probs(texts)
+        """Verdicts for candidates ``texts`` aimed at ``targets`` (one batched call to the judge, or to the
+        scorer when there is none)."""
+        p = self.judge_probs(texts)
         details = details or [""] * len(texts)
         out = []
         for i, (text, target) in enumerate(zip(texts, targets)):

@@ -17,7 +17,7 @@ from typing import Any
 
 from codistill import cod as cod_rules
 from codistill.config import RunConfig, TrainConfig, teacher_train_config
-from codistill.data import TextDataset, sample_from, texts_fingerprint
+from codistill.data import LabeledTexts, TextDataset, sample_from, texts_fingerprint
 from codistill.fileio import atomic_write_json, read_json, readable_json
 
 
@@ -48,8 +48,16 @@ def folder_fingerprint(folder: Path) -> str:
 # -- teachers ------------------------------------------------------------------------------------------------
 
 
-def teacher_recipe(entry, dataset: TextDataset) -> dict[str, Any]:
-    """What a teacher is: a given folder (keyed by its files) or Hub name, or how one is trained here."""
+def teacher_recipe(entry, dataset: TextDataset, in_context: LabeledTexts | None = None) -> dict[str, Any]:
+    """What a teacher is: a given folder (keyed by its files) or Hub name, how one is trained here, or an
+    endpoint teacher: its model, prompt and label words (not how patiently it is asked) and the in-context
+    rows it is shown."""
+    if entry.endpoint:
+        from codistill.llm_teacher import LLMTeacherConfig
+
+        cfg = LLMTeacherConfig.from_spec(str(entry.teacher), **entry.llm_teacher)
+        return {"endpoint": cfg.recipe(),
+                "in_context": texts_fingerprint(in_context.texts, in_context.labels) if in_context else None}
     if entry.teacher is not None:
         folder = Path(entry.teacher)
         if folder.is_dir():
@@ -61,13 +69,19 @@ def teacher_recipe(entry, dataset: TextDataset) -> dict[str, Any]:
             "data": dataset_fingerprint(dataset, ("train", "validation"))}
 
 
-def prepare_teacher(entry, dataset: TextDataset, name: str, root: Path, progress: bool = True) -> dict[str, Any]:
+def prepare_teacher(entry, dataset: TextDataset, name: str, root: Path, progress: bool = True,
+                    in_context: LabeledTexts | None = None, seed: int = 0,
+                    cells_train: TrainConfig | None = None) -> dict[str, Any]:
     """The teacher (trained into ``teachers/NAME-KEY`` unless given) and its test predictions, each found
-    by its key or made once. Returns ``{"path", "key", "predictions_path", "test", "validation"}`` (the
-    predictions on validation ``None`` without that split)."""
+    by its key or made once; its validation predictions too when the cells' training (``cells_train``) needs them
+    (:func:`codistill.teachers.answers_validation`). An endpoint teacher shows ``in_context`` rows (drawn in
+    order with ``seed``).
+    Returns ``{"path", "key", "predictions_path", "test", "validation", "load"}`` (the predictions on
+    validation ``None`` without that split; ``load()`` gives the teacher ready to score)."""
     from codistill.runs import train_teacher
+    from codistill.teachers import answers_validation, load_teacher
 
-    recipe = teacher_recipe(entry, dataset)
+    recipe = teacher_recipe(entry, dataset, in_context)
     key = config_hash(recipe)
     if entry.teacher is None:
         folder = root / "teachers" / f"{name}-{key[:12]}"
@@ -79,19 +93,26 @@ def prepare_teacher(entry, dataset: TextDataset, name: str, root: Path, progress
         teacher = str(folder)
     else:
         teacher = entry.teacher
-    test_path, test = teacher_predictions(teacher, key, dataset, "test", name, root, progress)
+    llm_options = entry.llm_options(root)
+
+    def load():
+        return load_teacher(teacher, dataset.label_names, llm_options=llm_options, examples=in_context, seed=seed)
+
+    test_path, test = teacher_predictions(teacher, key, dataset, "test", name, root, load, progress)
     validation = None
-    if len(dataset.splits.get("validation") or ()):  # the agreement of the cells' validation curves
-        validation = teacher_predictions(teacher, key, dataset, "validation", name, root, progress)[1]
-    return {"path": teacher, "key": key, "predictions_path": str(test_path), "test": test, "validation": validation}
+    if len(dataset.splits.get("validation") or ()) and answers_validation(teacher, cells_train or TrainConfig()):
+        validation = teacher_predictions(teacher, key, dataset, "validation", name, root, load, progress)[1]
+    return {"path": teacher, "key": key, "predictions_path": str(test_path), "test": test, "validation": validation,
+            "load": load}
 
 
 def teacher_predictions(teacher: str, key: str, dataset: TextDataset, split: str, name: str, root: Path,
-                        progress: bool = True) -> tuple[Path, dict[str, Any]]:
+                        load, progress: bool = True) -> tuple[Path, dict[str, Any]]:
     """The teacher's metrics and predictions on ``split``, keyed by the teacher's key and the split's rows,
-    computed once (for the test split, ``train_teacher``'s own file is reused when it covers the same rows)."""
-    from codistill.evaluate import evaluate_split
-    from codistill.models import load_classifier
+    computed once with the teacher ``load()`` gives (for the test split, ``train_teacher``'s own file is
+    reused when it covers the same rows). An endpoint teacher's file records what labelling the split cost
+    (``teacher_info``: requests, tokens, seconds)."""
+    from codistill.teachers import describe_teacher, evaluate_teacher
 
     rows = dataset.split(split)
     fingerprint = texts_fingerprint(rows.texts, rows.labels)
@@ -103,9 +124,11 @@ def teacher_predictions(teacher: str, key: str, dataset: TextDataset, split: str
     own = Path(teacher) / f"{split}_predictions.json"  # train_teacher writes test_predictions.json
     saved = read_json(own) if own.is_file() else {}
     if saved.get(f"{split}_sha256") != fingerprint or "parameters" not in saved:  # only here is the teacher loaded
-        clf = load_classifier(teacher, what="teacher")
-        metrics, pred = evaluate_split(clf, rows, dataset.num_classes, progress=progress)
-        saved = {"metrics": metrics, "predictions": pred, "n": len(pred), "parameters": clf.num_parameters()}
+        loaded = load()
+        metrics, pred = evaluate_teacher(loaded, rows, dataset.num_classes, progress=progress)
+        info = describe_teacher(loaded)
+        saved = {"metrics": metrics, "predictions": pred, "n": len(pred), "parameters": info.get("parameters"),
+                 "teacher_info": info}
     saved = {**saved, "teacher": teacher, f"{split}_sha256": fingerprint, "key": pred_key, "recipe": recipe}
     atomic_write_json(path, saved)
     return path, saved
@@ -126,10 +149,12 @@ def generator_recipe(spec: dict[str, Any]) -> dict[str, Any]:
     return {"name": spec["name"], **{k: v for k, v in asdict(cfg).items() if k not in operational}}
 
 
-def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teacher: dict[str, Any], root: Path,
+def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teachers: dict[int, dict[str, Any]], root: Path,
                             progress: bool = True, judge: str | None = None) -> dict[int, dict[str, Any]]:
-    """One counterfactual file per seed for the largest k any cell needs, keyed by the dataset, the teacher's
-    key, the generator and its options, ``on_failure``, k and the seed. A file is reused only when its
+    """One counterfactual file per seed for the largest k any cell needs, keyed by the dataset, the seed's
+    teacher's key (``teachers``: :func:`prepare_teacher` per seed), the generator and its options,
+    ``on_failure``, k and the seed. An endpoint teacher's verification cost (requests, tokens, seconds, with
+    fitting its proxy) is recorded in the file's summary as ``teacher_cost``. A file is reused only when its
     summary says it is complete; otherwise it is made again (an LLM's answers come from its cache).
     Each file is then scored for quality (:mod:`codistill.counterfactuals.quality`: the sweep's
     ``fluency_lm``, the dataset's ``judge``) unless it was already scored by the same LM and judge.
@@ -138,16 +163,17 @@ def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teacher: dict[
     from codistill.counterfactuals.quality import QualityScorer, score_file
     from codistill.counterfactuals.registry import make_generator
     from codistill.counterfactuals.rows import summary_path
-    from codistill.counterfactuals.verify import Verifier
-    from codistill.models import load_classifier
+    from codistill.teachers import describe_teacher, teacher_verifier
 
     k_max = cfg.counterfactual_k()
     if k_max is None:
         return {}
     files: dict[int, dict[str, Any]] = {}
-    verifier = generator = None
+    generator = None
+    verifiers: dict[str, tuple] = {}  # per teacher key: (teacher, verifier)
     max_length = TrainConfig(**cfg.train).max_length  # what the teacher reads of each candidate, as in training
     for seed in cfg.seeds:
+        teacher = teachers[seed]
         recipe = {"data": dataset_fingerprint(dataset, ("train",)), "teacher": teacher["key"],
                   "generator": generator_recipe(cfg.generator), "on_failure": cfg.on_failure, "k": k_max,
                   "seed": seed, "max_length": max_length}
@@ -157,12 +183,18 @@ def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teacher: dict[
         summary = summary_path(path)
         if path.is_file() and summary.is_file() and read_json(summary).get("complete", True):
             continue
-        if verifier is None:
-            verifier = Verifier.from_classifier(load_classifier(teacher["path"], what="teacher"), max_length=max_length)
-            generator = make_generator(cfg.generator, default_cache_dir=str(root / "llm_cache"))
-        generate_counterfactuals(dataset, verifier, generator, path, k=k_max, seed=seed,
+        generator = generator or make_generator(cfg.generator, default_cache_dir=str(root / "llm_cache"))
+        loaded = verifiers[teacher["key"]][0] if teacher["key"] in verifiers else teacher["load"]()
+        before = describe_teacher(loaded)
+        if teacher["key"] not in verifiers:
+            verifiers[teacher["key"]] = (loaded, teacher_verifier(loaded, max_length=max_length,
+                                                                  pool=dataset.split("train").texts))
+        generate_counterfactuals(dataset, verifiers[teacher["key"]][1], generator, path, k=k_max, seed=seed,
                                  on_failure=cfg.on_failure, progress=progress, allow_empty=True)  # checked per cell
-        atomic_write_json(summary, {**read_json(summary), "artifact": {"key": key, "recipe": recipe}})
+        cost = {key_: describe_teacher(loaded)[key_] - before[key_]
+                for key_ in ("requests", "prompt_tokens", "completion_tokens", "seconds") if key_ in before}
+        atomic_write_json(summary, {**read_json(summary), "artifact": {"key": key, "recipe": recipe},
+                                    **({"teacher_cost": cost} if cost else {})})
     wanted = {"lm": cfg.fluency_lm, "judge": judge}
     scorer = None
     for f in files.values():
@@ -199,6 +231,8 @@ def cell_recipe(dataset: TextDataset, teacher: dict[str, Any], run: RunConfig,
     options.pop("counterfactuals")
     if options["generator"] is None:  # only 'rounds' cells have one (and older keys stay valid)
         options.pop("generator")
+    if options.get("llm_teacher") is not None:  # the teacher's key holds what changes its answers
+        options.pop("llm_teacher")
     cf = None
     if counterfactuals is not None:
         cf = {"file": {k: v for k, v in counterfactuals["recipe"].items() if k != "k"},

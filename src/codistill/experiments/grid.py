@@ -46,7 +46,9 @@ class DatasetEntry:
 
     Attributes:
         data: as for ``--data`` (``tweets``, a folder, a file, a registered name).
-        teacher: a teacher folder/Hub name; ``None`` trains one with ``teacher_model`` into the sweep folder.
+        teacher: a teacher folder/Hub name, or an LLM behind an OpenAI-compatible endpoint (``llm:MODEL`` or a
+            ``.yaml``/``.json`` spec, with ``llm_teacher`` options); ``None`` trains one with ``teacher_model``
+            into the sweep folder.
         teacher_model: backbone to fine-tune when training the teacher.
         teacher_epochs, teacher_lr, teacher_max_train: its epochs, learning rate and a cap on its training
             rows (stratified).
@@ -56,6 +58,10 @@ class DatasetEntry:
         judge: a classifier over the same labels, independent of the teacher (another backbone or training
             data), that scores the validity of the counterfactuals (``None``: validity is not measured).
         options: extra :class:`~codistill.config.DataConfig` fields (text_column, label_names, ...).
+        llm_teacher: options of an endpoint teacher, fields of :class:`~codistill.llm_teacher.LLMTeacherConfig`
+            (``base_url``, ``examples``, ``max_requests``, ...); its answers are cached in the sweep's
+            ``llm_cache`` unless ``cache_dir`` says otherwise, and its in-context examples are the first rows of
+            each seed's sample (:func:`codistill.teachers.in_context_rows`).
     """
 
     data: str
@@ -68,6 +74,7 @@ class DatasetEntry:
     name: str | None = None
     judge: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    llm_teacher: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_types(self, "datasets[]")
@@ -77,11 +84,26 @@ class DatasetEntry:
             raise ConfigError(f"datasets[].max_eval must be >= 2, got {self.max_eval}")
         if self.name is not None:
             check_dataset_name(self.name)
+        from codistill.teachers import check_llm_options
+
+        try:
+            check_llm_options(self.teacher, self.llm_teacher)
+        except ConfigError as exc:
+            raise ConfigError(f"datasets[].llm_teacher: {exc}") from None
+
+    @property
+    def endpoint(self) -> bool:
+        """Whether the teacher is an LLM behind an endpoint."""
         from codistill.teachers import is_endpoint_teacher
 
-        if is_endpoint_teacher(self.teacher):
-            raise NotImplementedError(f"datasets[].teacher '{self.teacher}': sweeps with an endpoint (LLM) teacher are "
-                                      "not implemented yet; run `codistill distill --teacher llm:MODEL` per cell")
+        return is_endpoint_teacher(self.teacher)
+
+    def llm_options(self, root: str | Path) -> dict[str, Any] | None:
+        """The endpoint teacher's options as every cell and artifact of the sweep at ``root`` uses them: its
+        answers cached under ``root/llm_cache`` unless given (``None`` for a classifier teacher)."""
+        if not self.endpoint:
+            return None
+        return {"cache_dir": str(Path(root) / "llm_cache"), **self.llm_teacher}
 
 
 def check_dataset_name(name: str) -> str:

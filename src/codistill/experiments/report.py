@@ -60,8 +60,22 @@ def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "validation_accuracy": (c.get("validation") or {}).get("accuracy"),
                      **_reference_columns(c.get("reference")), "n_originals": c["n_originals"],
                      "n_counterfactuals": c["n_counterfactuals"], "n_train": c["n_train"], "steps": c["steps"],
-                     "train_seconds": c["train_seconds"], "eval_seconds": c.get("eval_seconds", 0.0)})
+                     "train_seconds": c["train_seconds"], "eval_seconds": c.get("eval_seconds", 0.0),
+                     **_endpoint_columns(c.get("teacher_info"))})
     return sorted(rows, key=lambda r: (r["dataset"], r["label"], r["k"], r["seed"]))
+
+
+ENDPOINT_COLUMNS = (("teacher_texts", "texts"), ("teacher_requests", "requests"),
+                    ("teacher_tokens", None), ("teacher_seconds", "seconds"))
+
+
+def _endpoint_columns(info: dict[str, Any] | None) -> dict[str, Any]:
+    """What an endpoint teacher did inside a cell (:func:`codistill.teachers.describe_teacher`): texts it
+    answered (cached or not), requests sent, tokens and seconds; empty for a classifier teacher."""
+    if not info or info.get("kind") != "endpoint":
+        return {}
+    return {"teacher_texts": info["texts"], "teacher_requests": info["requests"],
+            "teacher_tokens": info["prompt_tokens"] + info["completion_tokens"], "teacher_seconds": info["seconds"]}
 
 
 def _reference_columns(reference: dict[str, Any] | None) -> dict[str, Any]:
@@ -72,14 +86,34 @@ def _reference_columns(reference: dict[str, Any] | None) -> dict[str, Any]:
             "selection_bias": r.get("selection_bias")}
 
 
-def _teacher(root: Path, dataset: str, entry: dict | None, cells: list[dict]) -> tuple[float | None, int | None]:
+def _teacher_files(root: Path, dataset: str, entry: dict | None) -> list[dict[str, Any]]:
+    """The teacher's test-prediction files the sweep recorded for ``dataset`` (one per teacher: an endpoint
+    teacher with in-context examples has one per seed)."""
     rel = ((entry or {}).get("artifacts", {}).get(dataset, {}) or {}).get("teacher_predictions")
-    path = (root / rel) if rel else None  # recorded in sweep.json by the sweep that made the cells
-    if path is not None and path.is_file():
-        saved = read_json(path)
-        return saved["metrics"]["accuracy"], saved.get("parameters")
+    rels = [rel] if isinstance(rel, str) else (rel or [])
+    return [read_json(root / r) for r in rels if (root / r).is_file()]
+
+
+def _teacher(root: Path, dataset: str, entry: dict | None, cells: list[dict]) -> tuple[float | None, int | None]:
+    files = _teacher_files(root, dataset, entry)  # recorded in sweep.json by the sweep that made the cells
+    if files:
+        return sum(f["metrics"]["accuracy"] for f in files) / len(files), files[0].get("parameters")
     given = [c["teacher_test"]["accuracy"] for c in cells if c["dataset"] == dataset and c.get("teacher_test")]
     return (given[0] if given else None), None
+
+
+def _endpoint_labelling(root: Path, dataset: str, entry: dict | None) -> list[dict[str, Any]]:
+    """What the endpoint teacher's sweep-level work cost: labelling the test split (per teacher) and
+    verifying each counterfactual file (with its proxy's fit)."""
+    out = [{"what": f"test split ({f['n']} texts)", **{k: (f.get("teacher_info") or {}).get(k)
+                                                         for k in ("requests", "prompt_tokens", "completion_tokens",
+                                                                   "seconds")}}
+           for f in _teacher_files(root, dataset, entry)]
+    for s in _counterfactual_sets(root, dataset, entry):
+        if s.get("teacher_cost"):
+            out.append({"what": f"counterfactuals {s['file'].replace('.summary.json', '')} ({s['originals']} "
+                                f"originals)", **s["teacher_cost"]})
+    return out
 
 
 def _counterfactual_sets(root: Path, dataset: str, entry: dict | None) -> list[dict[str, Any]]:
@@ -128,6 +162,14 @@ def summarize(root: Path) -> dict[str, Any]:
                               "test_rows": sorted({c["test"]["n"] for c in cells if c["dataset"] == dataset}),
                               "notes": _notes(root, cells, dataset, entry),
                               "counterfactuals": _counterfactual_sets(root, dataset, entry)}
+        endpoint = [r for r in data if "teacher_requests" in r]
+        if endpoint:
+            ds["endpoint_cost"] = {}
+            for column, _ in ENDPOINT_COLUMNS:
+                stats = aggregate(endpoint, ["label", "k"], lambda r: r[column])
+                ds["endpoint_cost"][column] = {label: {str(k): stats[(label, k)][0] for k in ks if (label, k) in stats}
+                                               for label in labels}
+            ds["endpoint_labelling"] = _endpoint_labelling(root, dataset, entry)
         for metric, _ in METRICS:
             stats = aggregate([r for r in data if r[metric] is not None], ["label", "k"], lambda r: r[metric])
             ds[metric] = {label: {str(k): dict(zip(("mean", "std", "n"), stats[(label, k)]))
@@ -230,6 +272,23 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
                          {True: "judge agrees", False: "judge disagrees", None: ""}[e.get("judge_agrees")]]
                 md.append(f"- *{e['label']} → {e['target']}*: {_md_text(e['text'])} → **{_md_text(e['counterfactual'])}**"
                           + (f" ({', '.join(n for n in notes if n)})" if any(notes) else ""))
+        if ds.get("endpoint_cost"):
+            md += ["", "Endpoint teacher, per student (mean over seeds): texts it answered for the training rows "
+                   "(cached or not) / requests sent / tokens / seconds. The test split and the counterfactual files "
+                   "are labelled once per sweep (below), so a cell's requests depend on what earlier cells cached.",
+                   "", "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+            cost = ds["endpoint_cost"]
+            for label in labels:
+                texts = []
+                for k in ks:
+                    got = [cost[c].get(label, {}).get(str(k)) for c, _ in ENDPOINT_COLUMNS]
+                    texts.append("-" if got[0] is None else
+                                 f"{got[0]:.0f} / {got[1]:.0f} / {got[2]:,.0f} / {got[3]:.0f} s")
+                md.append(f"| {label} | " + " | ".join(texts) + " |")
+            md += ["", "| labelled once | requests | prompt tokens | completion tokens | seconds |", "|---|---|---|---|---|"]
+            for e in ds.get("endpoint_labelling", []):
+                md.append(f"| {e['what']} | {_fmt(e.get('requests'), 0)} | {_fmt(e.get('prompt_tokens'), 0)} | "
+                          f"{_fmt(e.get('completion_tokens'), 0)} | {_fmt(e.get('seconds'), 0)} |")
         for metric in ("accuracy", "agreement"):
             md += ["", f"![{metric} vs k]({plot_name(dataset, metric)})"]
         md.append("")
@@ -286,7 +345,7 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         for metric in ("accuracy", "agreement"):
             plot(ds, dataset, metric, root / plot_name(dataset, metric))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(root / "cells.csv", buf.getvalue())

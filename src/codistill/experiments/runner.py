@@ -66,12 +66,57 @@ class CellJob:
     teacher_validation: dict[str, Any] | None = None
 
     def run_config(self, cfg: SweepConfig) -> RunConfig:
-        c = self.cell
-        return RunConfig(teacher=self.teacher, k=c.k, seed=c.seed, counterfactuals=self.counterfactuals,
-                         cod=None if c.cod == "none" else c.cod, student=StudentConfig(**cfg.student),
-                         generator=cfg.generator if c.cod == "rounds" else None,
-                         allow_empty_counterfactuals=cfg.allow_empty_counterfactuals,
-                         distill=distill_options(c.method, cfg.distill), train=TrainConfig(**cfg.train))
+        return cell_run(cfg, self.cell, self.entry_index, self.teacher, self.counterfactuals)
+
+
+def cell_run(cfg: SweepConfig, c: Cell, entry_index: int, teacher: str | None,
+             counterfactuals: str | None = None) -> RunConfig:
+    """The run a cell is: its k, seed and mode with the sweep's options, the dataset's teacher (and endpoint
+    options) and its counterfactual file."""
+    return RunConfig(teacher=teacher, k=c.k, seed=c.seed, counterfactuals=counterfactuals,
+                     cod=None if c.cod == "none" else c.cod, student=StudentConfig(**cfg.student),
+                     generator=cfg.generator if c.cod == "rounds" else None,
+                     allow_empty_counterfactuals=cfg.allow_empty_counterfactuals,
+                     llm_teacher=cfg.datasets[entry_index].llm_options(cfg.out),
+                     distill=distill_options(c.method, cfg.distill), train=TrainConfig(**cfg.train))
+
+
+def in_context_by_seed(cfg: SweepConfig, cells: list[Cell], entry_index: int, dataset) -> dict[int, Any]:
+    """Per seed, the rows an endpoint teacher shows in context (``None``: a classifier or zero-shot), checked
+    for every cell (and that no cell's method needs a PyTorch teacher)."""
+    from codistill.config import method_terms
+    from codistill.teachers import check_endpoint_terms, in_context_rows
+
+    entry = cfg.datasets[entry_index]
+    rows: dict[int, Any] = {}
+    if not entry.endpoint:
+        return {c.seed: None for c in cells}
+    for c in cells:
+        run = cell_run(cfg, c, entry_index, entry.teacher)
+        check_endpoint_terms(method_terms(run.distill), entry.endpoint, run.student.init)
+        rows[c.seed] = in_context_rows(dataset, run)
+    return rows
+
+
+def prepare_teachers(cfg: SweepConfig, cells: list[Cell], entry_index: int, dataset, name: str, root: Path,
+                     progress: bool) -> dict[int, dict[str, Any]]:
+    """Each seed's teacher (:func:`prepare_teacher`): one classifier for all, and an endpoint teacher per set
+    of in-context rows (:func:`codistill.teachers.in_context_rows`, checked for every cell here, before any
+    work; zero-shot: one for all). Cells without a teacher (finetune) still get its predictions, for agreement."""
+    from codistill.data import texts_fingerprint
+
+    entry = cfg.datasets[entry_index]
+    rows = in_context_by_seed(cfg, cells, entry_index, dataset)
+    teachers: dict[str, dict[str, Any]] = {}
+    out = {}
+    for seed in cfg.seeds:
+        shown = rows.get(seed)
+        which = texts_fingerprint(shown.texts, shown.labels) if shown is not None else ""
+        if which not in teachers:
+            teachers[which] = prepare_teacher(entry, dataset, name, root, progress, shown, seed,
+                                              TrainConfig(**cfg.train))
+        out[seed] = teachers[which]
+    return out
 
 
 def run_cell(job: CellJob, threads: int | None = None, progress: bool = True, dataset=None) -> dict[str, Any]:
@@ -257,6 +302,7 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
         for k in cfg.k:  # every budget of every mode can be halved over the classes: checked before any work
             for cod in cfg.cod:
                 cod_rules.check_run_budget(k, None if cod == "none" else cod, dataset.num_classes)
+        in_context_by_seed(cfg, [c for c in plan_cells(cfg, [name]) if c.dataset == name], i, dataset)
     with sweep_lock(root):  # created here: a bad dataset leaves no folder behind
         return _run_cells(cfg, datasets, names, workers, progress, stop_after, executor)
 
@@ -269,17 +315,21 @@ def _run_cells(cfg: SweepConfig, datasets: dict, names: list[str], workers: int 
     jobs, artifacts = [], {}
     config = cfg.to_dict()
     context = {}
-    for name, (i, dataset) in datasets.items():
-        teacher = prepare_teacher(cfg.datasets[i], dataset, name, root, progress)
-        cf_files = prepare_counterfactuals(cfg, dataset, name, teacher, root, progress, cfg.datasets[i].judge)
-        context[name] = (i, dataset, teacher, cf_files)
-        artifacts[name] = {"teacher": teacher["path"], "teacher_key": teacher["key"],
-                           "teacher_predictions": str(Path(teacher["predictions_path"]).relative_to(root))
-                           if Path(teacher["predictions_path"]).is_relative_to(root) else teacher["predictions_path"],
-                           "counterfactuals": [str(f["path"].relative_to(root)) for f in cf_files.values()]}
     cells = plan_cells(cfg, names)
+    for name, (i, dataset) in datasets.items():
+        teachers = prepare_teachers(cfg, [c for c in cells if c.dataset == name], i, dataset, name, root, progress)
+        cf_files = prepare_counterfactuals(cfg, dataset, name, teachers, root, progress, cfg.datasets[i].judge)
+        context[name] = (i, dataset, teachers, cf_files)
+        distinct = list({t["key"]: t for t in teachers.values()}.values())
+        predictions = [str(Path(t["predictions_path"]).relative_to(root))
+                       if Path(t["predictions_path"]).is_relative_to(root) else t["predictions_path"] for t in distinct]
+        artifacts[name] = {"teacher": distinct[0]["path"],
+                           "teacher_key": distinct[0]["key"] if len(distinct) == 1 else [t["key"] for t in distinct],
+                           "teacher_predictions": predictions[0] if len(predictions) == 1 else predictions,
+                           "counterfactuals": [str(f["path"].relative_to(root)) for f in cf_files.values()]}
     for c in cells:
-        i, dataset, teacher, cf_files = context[c.dataset]
+        i, dataset, teachers, cf_files = context[c.dataset]
+        teacher = teachers[c.seed]
         cf = cf_files[c.seed] if c.cod != "none" else None
         job = CellJob(config, c, i, "", "", {}, teacher["path"], teacher["test"], str(cf["path"]) if cf else None,
                       teacher["validation"])
