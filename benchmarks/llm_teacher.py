@@ -16,6 +16,7 @@ llm_teacher.json and llm_teacher.md.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -81,7 +82,8 @@ def main() -> None:
     entry = cfg.datasets[0]
     dataset = load_entry(entry)
     summary = build_report(root)
-    ds = summary["datasets"][entry.name or dataset.name]
+    ds_name = entry.name or dataset.name
+    ds = summary["datasets"][ds_name]
     k_max = max(cfg.k)
     teachers = [teacher_accuracy(entry, root, dataset, int(n), a.seed, k_max) for n in a.examples.split(",")]
     # the LLM's own latency per text: its seconds per request when it answered the test subset uncached
@@ -94,7 +96,24 @@ def main() -> None:
     latency = student_latency(root / cell, test[: a.latency_texts], cfg.train.get("max_length", 128), a.threads)
     llm_ms = statistics.median(llm_seconds) * 1000 if llm_seconds else None
     cost = ds.get("endpoint_cost", {})
-    cf_requests = [e["requests"] for e in ds.get("endpoint_labelling", []) if e["what"].startswith("counterfactuals")]
+    cf_files = []
+    for f in ds.get("counterfactuals", []):
+        flipped = round(f["flip_rate"] * f["originals"])
+        requests = (f.get("teacher_cost") or {}).get("requests")
+        rows = [json.loads(line) for line in (root / "counterfactuals" / ds_name /
+                                               f["file"].replace(".summary.json", ".jsonl")).read_text().splitlines()]
+        judged = sum(c["probs"] is not None for r in rows for c in r["candidates"])  # candidates the LLM judged
+        agreed = sum(c["reason"] == "flipped" for r in rows for c in r["candidates"])
+        cf_files.append({"file": f["file"], "originals": f["originals"], "flipped": flipped, "requests": requests,
+                         "requests_per_counterfactual": requests / flipped if requests is not None and flipped else None,
+                         "judge_texts_per_original": judged / len(rows) if rows else None,
+                         "proxy_agreement": (f.get("proxy") or {}).get("agreement"),
+                         "judge_agreed": agreed / judged if judged else None,
+                         "seconds": (f.get("teacher_cost") or {}).get("seconds")})
+    # what one student costs built alone: KD asks the LLM about its k rows; CoD about its k/2 originals, the
+    # proxy's rows and the candidates judged (an upper bound: the proxy's rows may include originals)
+    judged = [f["judge_texts_per_original"] for f in cf_files if f["judge_texts_per_original"] is not None]
+    proxy_rows = next(((f.get("proxy") or {}).get("rows", 0) for f in ds.get("counterfactuals", [])), 0)
     students = []
     for lab in ds["labels"]:
         for kk in ds["ks"]:
@@ -103,12 +122,14 @@ def main() -> None:
             if not acc:
                 continue
             texts = cost.get("teacher_texts", {}).get(lab, {}).get(str(kk))
+            build = (proxy_rows + kk // 2 * (1 + statistics.mean(judged)) if "+cod" in lab and judged else kk)
             students.append({"label": lab, "k": kk, "accuracy": acc, "agreement": agr, "teacher_texts": texts,
+                             "build_requests": build,
                              "of_teacher": acc["mean"] / ds["teacher_accuracy"] if ds["teacher_accuracy"] else None})
     result = {"sweep": str(root), "config_hash": summary["config_hash"], "teacher": entry.teacher,
               "test_rows": ds["test_rows"], "teachers": teachers, "students": students,
               "llm_ms_per_text": llm_ms, "student_ms_per_text": latency, "time_cell": a.time_cell,
-              "counterfactual_file_requests": cf_requests, "proxy_and_judge": ds.get("counterfactuals"),
+              "counterfactual_files": cf_files,
               "traffic_per_day": a.traffic}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,19 +145,27 @@ def render(r: dict) -> str:
     for t in r["teachers"]:
         md.append(f"| {t['examples']} in-context examples | {t['accuracy'] * 100:.1f} | {t['macro_f1'] * 100:.1f} | "
                   f"{t['requests']} (+{t['cache_hits']} cached) | {t['prompt_tokens']:,} | {t['seconds']:.0f} |")
-    md += ["", "| student | k | accuracy | agreement | of the teacher's accuracy | LLM texts for training |",
-           "|---|---|---|---|---|---|"]
+    md += ["", "| student | k | accuracy | agreement | of the teacher's accuracy | LLM texts it trains on | "
+           "LLM requests to build it alone |", "|---|---|---|---|---|---|---|"]
     for s in r["students"]:
         agr = s["agreement"]
         md.append(f"| {s['label']} | {s['k']} | {s['accuracy']['mean'] * 100:.1f} ± {s['accuracy']['std'] * 100:.1f} | "
                   + (f"{agr['mean'] * 100:.1f} ± {agr['std'] * 100:.1f}" if agr else "-")
-                  + f" | {s['of_teacher'] * 100:.0f}% | {s['teacher_texts']:.0f} |")
+                  + f" | {s['of_teacher'] * 100:.0f}% | {s['teacher_texts']:.0f} | {s['build_requests']:.0f} |")
     lat = r["student_ms_per_text"]
     md += ["", f"Latency per text, batch 1, same CPU: the LLM {r['llm_ms_per_text']:.0f} ms (seconds per request "
            f"while it labelled uncached texts); the student ({r['time_cell']}) "
            + ", ".join(f"{name} {ms:.1f} ms ({r['llm_ms_per_text'] / ms:,.0f}× faster)" for name, ms in lat.items())
            + ".", "",
-           f"Counterfactual files (LLM requests each, proxy fit included): {r['counterfactual_file_requests']}.",
+           "| counterfactual file | originals | flipped | LLM requests (proxy fit included) | per counterfactual | "
+           "candidates judged per original | share the LLM agreed flip | proxy agreement on its own rows | seconds |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for f in r["counterfactual_files"]:
+        md.append(f"| {f['file'].replace('.summary.json', '')} | {f['originals']} | {f['flipped']} | {f['requests']} | "
+                  + " | ".join("-" if f[key] is None else f"{f[key]:.{d}f}" for key, d in
+                               (("requests_per_counterfactual", 1), ("judge_texts_per_original", 1),
+                                ("judge_agreed", 2), ("proxy_agreement", 2), ("seconds", 0))) + " |")
+    md += ["",
            f"At {r['traffic_per_day']:,} texts a day, the LLM would answer {r['traffic_per_day'] * 365:,} requests a "
            "year; a student needs the requests above once."]
     return "\n".join(md) + "\n"

@@ -63,6 +63,7 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
     check_counterfactual_output(out, dataset)
     sample = sample_from(dataset, cod_rules.edited_originals(k, dataset.num_classes), seed)
     start = time.perf_counter()
+    counts = (verifier.calls, verifier.texts_scored, verifier.judge_texts)  # a sweep reuses a verifier for every seed
     before = verifier.judge_probs(sample.texts)  # the teacher itself, not a guide standing in for it
     if before.shape[1] != dataset.num_classes:
         check_teacher_labels([f"LABEL_{i}" for i in range(before.shape[1])], dataset)
@@ -89,9 +90,10 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
         "dataset": dataset.name, "k": k, "seed": seed, "generator": generator.name, "on_failure": on_failure,
         "used": sum(r["use"] for r in rows), "seconds": seconds,
         "counterfactuals_per_second": len(rows) / seconds if seconds > 0 else None,
-        "teacher_calls": verifier.calls, "texts_scored": verifier.texts_scored,
-        "judge_texts": verifier.judge_texts if verifier.has_judge else None,
-        "judge_texts_per_original": verifier.judge_texts / len(rows) if verifier.has_judge and rows else None,
+        "teacher_calls": verifier.calls - counts[0], "texts_scored": verifier.texts_scored - counts[1],
+        "judge_texts": verifier.judge_texts - counts[2] if verifier.has_judge else None,
+        "judge_texts_per_original": (verifier.judge_texts - counts[2]) / len(rows) if verifier.has_judge and rows
+        else None,
         "proxy": verifier.proxy_info,
     })
     failed = [r for r, res in zip(rows, results)
