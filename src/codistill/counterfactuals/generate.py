@@ -118,6 +118,14 @@ def generate_counterfactuals(dataset: TextDataset, verifier: Verifier, generator
     return summary
 
 
+def proxy_pool(dataset: TextDataset, generator: CounterfactualGenerator) -> list[str] | None:
+    """The texts an endpoint teacher's proxy may be fitted on (:func:`codistill.teachers.teacher_verifier`): the
+    training split's when ``generator`` searches (a proxy guides a search); ``None`` otherwise, since an LLM
+    generator's candidates go to the teacher anyway and a proxy would cost its rows for nothing."""
+    searches = any(isinstance(g, EditSearchGenerator) for g in getattr(generator, "generators", [generator]))
+    return dataset.split("train").texts if searches else None
+
+
 def counterfactuals_for_run(dataset: TextDataset, teacher, out: str | Path, *, k: int, seed: int = 0,
                             cod: str = cod_rules.DEFAULT_MODE, generator: dict | None = None,
                             on_failure: str = cod_rules.ON_FAILURE[0], progress: bool = True,
@@ -133,9 +141,7 @@ def counterfactuals_for_run(dataset: TextDataset, teacher, out: str | Path, *, k
 
     loaded = load_teacher(teacher, dataset.label_names) if isinstance(teacher, (str, Path)) else teacher
     gen = make_generator(generator or default_generator(), default_cache_dir=str(Path(out).parent / ".llm_cache"))
-    # a proxy guides a search; an LLM generator's candidates go to the teacher anyway, so none is fitted for it
-    searches = any(isinstance(g, EditSearchGenerator) for g in getattr(gen, "generators", [gen]))
-    verifier = teacher_verifier(loaded, max_length=max_length, pool=dataset.split("train").texts if searches else None)
+    verifier = teacher_verifier(loaded, max_length=max_length, pool=proxy_pool(dataset, gen))
     scorer = QualityScorer.load(fluency_lm) if fluency_lm else None
     return generate_counterfactuals(dataset, verifier, gen, out, k=cod_rules.counterfactual_budget(k, cod), seed=seed,
                                     on_failure=on_failure, progress=progress, scorer=scorer, allow_empty=allow_empty)

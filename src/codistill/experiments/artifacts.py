@@ -159,7 +159,7 @@ def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teachers: dict
     Each file is then scored for quality (:mod:`codistill.counterfactuals.quality`: the sweep's
     ``fluency_lm``, the dataset's ``judge``) unless it was already scored by the same LM and judge.
     Returns, per seed, the file's path and recipe."""
-    from codistill.counterfactuals.generate import generate_counterfactuals
+    from codistill.counterfactuals.generate import generate_counterfactuals, proxy_pool
     from codistill.counterfactuals.quality import QualityScorer, score_file
     from codistill.counterfactuals.registry import make_generator
     from codistill.counterfactuals.rows import summary_path
@@ -188,7 +188,7 @@ def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teachers: dict
         before = describe_teacher(loaded)
         if teacher["key"] not in verifiers:
             verifiers[teacher["key"]] = (loaded, teacher_verifier(loaded, max_length=max_length,
-                                                                  pool=dataset.split("train").texts))
+                                                                  pool=proxy_pool(dataset, generator)))
         generate_counterfactuals(dataset, verifiers[teacher["key"]][1], generator, path, k=k_max, seed=seed,
                                  on_failure=cfg.on_failure, progress=progress, allow_empty=True)  # checked per cell
         cost = {key_: describe_teacher(loaded)[key_] - before[key_]
