@@ -8,7 +8,13 @@ the student's latency per text (PyTorch fp32 and ONNX int8) and the LLM's, on th
 The sweep (e.g. ``benchmarks/llm_teacher/sst2_qwen.yaml``) names the endpoint teacher, its options and the
 evaluation subset (``max_eval``); the teacher is evaluated here on the same test subset with each number of
 in-context examples (the first rows of seed ``--seed``'s sample, as a run of that seed would show it; the
-endpoint must be serving). Zero-shot answers come from the sweep's cache when the sweep asked them. The
+endpoint must be serving). ``--teacher-only CONFIG`` evaluates only the teacher, from the sweep's config file
+(the sweep need not have run; answers are cached in its folder), and puts its rows into an existing
+``OUT/llm_teacher.json`` in place of those with the same number of examples:
+
+    python benchmarks/llm_teacher.py --teacher-only benchmarks/llm_teacher/sst2_qwen.yaml --examples 0,4 \
+        --out benchmarks/results/llm_sst2_qwen
+ Zero-shot answers come from the sweep's cache when the sweep asked them. The
 student timed is the sweep's kept student (``save_models``) of ``--time-cell`` (label, k, seed). Writes
 llm_teacher.json and llm_teacher.md.
 """
@@ -67,7 +73,9 @@ def student_latency(folder: Path, texts: list[str], max_length: int, threads: in
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sweep", required=True, help="the sweep folder (its sweep.json names teacher and data)")
+    p.add_argument("--sweep", help="the sweep folder (its sweep.json names teacher and data)")
+    p.add_argument("--teacher-only", metavar="CONFIG",
+                   help="the sweep's config file: evaluate the teacher alone and update OUT/llm_teacher.json")
     p.add_argument("--examples", default="0,4", help="in-context example counts to evaluate, comma-separated")
     p.add_argument("--seed", type=int, default=0, help="whose sample the in-context examples come from")
     p.add_argument("--time-cell", default="kd+cod,64,0", help="LABEL,K,SEED of the kept student to time")
@@ -76,6 +84,10 @@ def main() -> None:
     p.add_argument("--traffic", type=int, default=10_000, help="texts a day, for the yearly LLM calls saved")
     p.add_argument("--out", required=True)
     a = p.parse_args()
+    if a.teacher_only:
+        return teacher_only(a)
+    if not a.sweep:
+        p.error("--sweep or --teacher-only is required")
     root = Path(a.sweep)
     entry_cfg = current_entry(root)
     cfg = SweepConfig(**entry_cfg["config"])
@@ -135,6 +147,27 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "llm_teacher.json", result)
     atomic_write_text(out / "llm_teacher.md", render(result))
+    print(render(result))
+
+
+def teacher_only(a) -> None:
+    """The teacher rows alone, from the sweep's config file, merged into an existing result by example count."""
+    cfg = SweepConfig.from_yaml(a.teacher_only)
+    out = Path(a.out) / "llm_teacher.json"
+    if not out.is_file():
+        raise SystemExit(f"{out}: no result to update (run with --sweep first)")
+    result = json.loads(out.read_text(encoding="utf-8"))
+    entry = cfg.datasets[0]
+    dataset = load_entry(entry)
+    if [len(dataset.split("test"))] != result["test_rows"]:
+        raise SystemExit(f"{a.teacher_only}: its test subset has {len(dataset.split('test'))} rows, "
+                         f"{out} was measured on {result['test_rows']}")
+    fresh = [teacher_accuracy(entry, Path(cfg.out), dataset, int(n), a.seed, max(cfg.k)) for n in a.examples.split(",")]
+    counts = {t["examples"] for t in fresh}
+    result["teachers"] = sorted([t for t in result["teachers"] if t["examples"] not in counts] + fresh,
+                                key=lambda t: t["examples"])
+    atomic_write_json(out, result)
+    atomic_write_text(out.with_suffix(".md"), render(result))
     print(render(result))
 
 

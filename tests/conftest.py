@@ -189,7 +189,7 @@ FAST_TRAIN_OPTIONS = {"epochs": 1, "min_steps": 2, "batch_size": 4, "max_length"
 
 
 def run_distill(dataset, teacher, out, *, k: int, student, seed: int = 0, method=None, train=None,
-                counterfactuals=None, cod=None, generator=None, llm_teacher=None, **kwargs):
+                counterfactuals=None, cod=None, generator=None, llm_teacher=None, cf=None, **kwargs):
     """``codistill.runs.distill`` with the run's options given as keywords (the tests' shorthand), returning
     what ``metrics.json`` holds. The student is required (a test never trains the real backbone by accident)
     and training is :func:`fast_train` unless given."""
@@ -199,7 +199,7 @@ def run_distill(dataset, teacher, out, *, k: int, student, seed: int = 0, method
     run = RunConfig(teacher=str(teacher) if teacher is not None else None, k=k, seed=seed,
                     counterfactuals=str(counterfactuals) if counterfactuals is not None else None, cod=cod,
                     generator=generator, llm_teacher=llm_teacher, student=student, distill=method or DistillConfig(),
-                    train=train or fast_train())
+                    train=train or fast_train(), cf=cf or {})
     return distill(dataset, run, out, **kwargs).to_dict()
 
 

@@ -25,6 +25,7 @@ from codistill.config import (
     RECIPES,
     TEACHER_TRAIN,
     CounterfactualOptions,
+    CounterfactualUse,
     DataConfig,
     DistillConfig,
     LayerMatch,
@@ -180,13 +181,16 @@ STUDENT_GROUP = OptionGroup("student", StudentConfig, {"model": "--student", "la
                                                        "init": "--student-init",
                                                        "freeze_embeddings": "--freeze-embeddings/--train-embeddings"})
 METHOD_GROUP = OptionGroup("distill", DistillConfig, {"terms": None})
+CF_USE_GROUP = OptionGroup("cf", CounterfactualUse, {"hard_labels": "--cf-hard-labels/--cf-soft-labels-only",
+                                                     "max_target_prob": "--cf-max-target-prob",
+                                                     "rebalance": "--cf-rebalance"})
 RECIPE_HELP = ("Start from a named recipe (options given override it): " + ", ".join(RECIPES) + ". 'reference' is "
                "the CoD paper's released code: 100 epochs, batch 8, lr 6e-5, no warm-up or weight decay, 256 "
                "tokens, CE + 20 tau^2 KL (tau 2), and 20 validation evaluations whose best is reported beside our "
                "figure as that code's (optimistic) protocol. [default: default]")
-CONFIG_HELP = ("YAML file of options: the command's sections (data, student, distill, train; generator for "
-               "counterfactuals) plus its top-level options (teacher, k, seed, ...: the flags above, with '_' for "
-               "'-'); flags override it.")
+CONFIG_HELP = ("YAML file of options: the command's sections (data, student, distill, train; cf and generator "
+               "for distill; generator for counterfactuals) plus its top-level options (teacher, k, seed, ...: the "
+               "flags above, with '_' for '-'); flags override it.")
 
 
 @dataclasses.dataclass
@@ -366,7 +370,7 @@ def _print_metrics(title: str, rows: dict[str, dict], first: str = "split") -> N
 CF_DOCS = field_docs(CounterfactualOptions)
 TEACHER_TOP = OptionGroup("top", TeacherOptions)
 RUN_TOP = OptionGroup("top", RunConfig, {"student": None, "distill": None, "train": None, "generator": None, "cod": None,
-                                         "llm_teacher": None})
+                                         "llm_teacher": None, "cf": None})
 # an endpoint teacher's options (--teacher llm:MODEL or a spec file), as --llm-* flags (its model is the spec's)
 LLM_TEACHER_GROUP = OptionGroup("llm_teacher", LLMTeacherConfig,
                                 {f.name: None if f.name == "model" else "--llm-" + f.name.replace("_", "-")
@@ -398,7 +402,7 @@ def teacher_cmd(
 
 @app.command("distill")
 @with_options(DATA_SOURCE_GROUP, RUN_TOP, STUDENT_GROUP, METHOD_GROUP, OptionGroup("train", TrainConfig, {"seed": None}),
-              LLM_TEACHER_GROUP)
+              LLM_TEACHER_GROUP, CF_USE_GROUP)
 def distill_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder for the student, metrics.json and the log."),
     cod: bool = typer.Option(False, "--cod", help="CoD at budget k (mode --cod-mode) with the counterfactuals of "
@@ -417,8 +421,8 @@ def distill_cmd(
     from codistill.experiments.grid import method_label
     from codistill.runs import distill
 
-    file = ConfigFile(config, ("data", "student", "distill", "train", "generator", "llm_teacher"),
-                      field_names(RunConfig, "student", "distill", "train", "generator", "llm_teacher")
+    file = ConfigFile(config, ("data", "student", "distill", "train", "generator", "llm_teacher", "cf"),
+                      field_names(RunConfig, "student", "distill", "train", "generator", "llm_teacher", "cf")
                       + ("fluency_lm", "recipe"))
     top = file.options(options["top"])
     in_file = top.pop("fluency_lm", DEFAULT_FLUENCY_LM)
@@ -431,7 +435,7 @@ def distill_cmd(
         top["generator"] = file.raw["generator"]
     top["llm_teacher"] = file.section("llm_teacher", options["llm_teacher"]) or None
     run = build_config(RunConfig, {
-        **top,
+        **top, "cf": build_config(CounterfactualUse, file.section("cf", options["cf"]), "cf"),
         "student": build_config(StudentConfig, recipe_section(recipe, "student", file.section("student", options["student"]),
                                                               "--recipe"), "student"),
         "distill": build_config(DistillConfig, recipe_section(recipe, "distill", file.section("distill", options["distill"]),
@@ -458,6 +462,8 @@ def distill_cmd(
                       f"({r['edits']} edits); the teacher disagrees on {r['disagreements']}, which joined the "
                       f"training set; {out / 'round2.jsonl'}")
     _print_metrics(f"{dataset.name} test", {"student": m.test, "teacher": m.teacher_test})
+    for warning in m.warnings:
+        console.print(f"warning: {warning}")
     if m.reference is not None:
         r = m.reference
         console.print(f"reference protocol (the CoD paper's code; optimistic): best validation accuracy "

@@ -67,6 +67,21 @@ def check_run_budget(k: int, cod: str | None, num_classes: int) -> None:
         edited_originals(counterfactual_budget(k, cod), num_classes)
 
 
+# below this teacher MCC a CoD run is warned: its counterfactuals sit on a weak teacher's boundary. On CoLA (the
+# all-mpnet-base-v2 teacher at MCC 0.44) CoD lost to KD by 3-7 points at every k (benchmarks/README.md).
+WEAK_TEACHER_MCC = 0.5
+
+
+def weak_teacher_warning(cod: str | None, teacher_mcc: float | None, split: str = "test") -> str | None:
+    """The warning a CoD run gets when its teacher's MCC on ``split`` is below :data:`WEAK_TEACHER_MCC`
+    (``None``: not CoD, no MCC known, or a teacher strong enough)."""
+    if cod is None or teacher_mcc is None or teacher_mcc >= WEAK_TEACHER_MCC:
+        return None
+    return (f"the teacher's MCC on {split} is {teacher_mcc:.2f} (below {WEAK_TEACHER_MCC}): CoD's counterfactuals sit "
+            "on a weak teacher's decision boundary; on CoLA (teacher MCC 0.44) CoD lost to KD at every k, so compare "
+            "this run with KD")
+
+
 class NoCounterfactuals(ConfigError):
     """CoD without a single usable counterfactual: it would train on the originals alone."""
 

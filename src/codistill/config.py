@@ -563,6 +563,43 @@ class StudentConfig:
 
 
 @dataclass
+class CounterfactualUse:
+    """How a CoD run trains on its counterfactuals (section ``cf``; CoD runs only).
+
+    Attributes:
+        hard_labels: train the CE term on each counterfactual (and a ``rounds`` run's second-round edits) with
+            its target label, as the paper does. False (``--cf-soft-labels-only``): those rows get only the terms
+            that read the teacher (KD, ...); CE averages over the batch's originals alone (0 in a batch of none).
+            TED's first stage and the contrastive term still read every row's label.
+        max_target_prob: use only counterfactuals whose teacher probability of the target class (the row's
+            ``probs_after``; for ``multi``, that of the row's first counterfactual) is at most this: the ones
+            near the teacher's decision boundary. In (1/classes, 1]: a flip gives the target more than that.
+            ``None``: every flipped one.
+        rebalance: after the unflipped and filtered rows are dropped, keep per target class only as many
+            counterfactuals as the rarest target class has (the first ones, in sample order). The classes counted
+            are those the sample's originals target, so a targeted class left without any counterfactual leaves
+            none of the others either.
+    """
+
+    hard_labels: bool = True
+    max_target_prob: float | None = None
+    rebalance: bool = False
+
+    def __post_init__(self) -> None:
+        check_types(self, "cf")
+        if self.max_target_prob is not None and not 0 < self.max_target_prob <= 1:
+            raise ConfigError(f"cf.max_target_prob must be in (0, 1], got {self.max_target_prob}")
+
+    def check_classes(self, num_classes: int) -> None:
+        """A counterfactual flips the teacher, so its target probability exceeds 1 / ``num_classes``: a bound
+        at or below that would drop every one."""
+        if self.max_target_prob is not None and self.max_target_prob <= 1 / num_classes:
+            raise ConfigError(f"cf.max_target_prob must be in (1/{num_classes}, 1] for {num_classes} classes (a "
+                              f"flipped counterfactual's target probability is above 1/{num_classes}), got "
+                              f"{self.max_target_prob}")
+
+
+@dataclass
 class RunConfig:
     """One distillation run: which teacher, which k-shot sample, which counterfactuals, and how to train.
 
@@ -589,6 +626,7 @@ class RunConfig:
         llm_teacher: options of an endpoint teacher (``teacher: llm:MODEL`` or a spec file), fields of
             :class:`~codistill.llm_teacher.LLMTeacherConfig` (``base_url``, ``examples``, ``max_requests``, ...)
             over the spec's; its in-context examples are drawn from the run's own k-shot rows.
+        cf: how a CoD run uses its counterfactuals (:class:`CounterfactualUse`; a mapping is read as one).
         student, distill, train: the option groups.
     """
 
@@ -600,6 +638,7 @@ class RunConfig:
     generator: dict[str, Any] | None = None
     allow_empty_counterfactuals: bool = False
     llm_teacher: dict[str, Any] | None = None
+    cf: CounterfactualUse = field(default_factory=CounterfactualUse)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -618,6 +657,11 @@ class RunConfig:
                               "searches for counterfactuals itself")
         if self.cod == "rounds" and self.teacher is None:
             raise ConfigError("cod mode 'rounds' needs a teacher (--teacher DIR) to label the second round")
+        if isinstance(self.cf, dict):
+            self.cf = build_config(CounterfactualUse, self.cf, "cf")
+        if self.cod is None and self.cf != CounterfactualUse():
+            raise ConfigError("cf (--cf-soft-labels-only, --cf-max-target-prob, --cf-rebalance): only a CoD run "
+                              "(--cod) uses its counterfactuals this way; pass --cod or leave them out")
         if self.train.seed != self.seed:
             self.train = TrainConfig(**{**asdict(self.train), "seed": self.seed})
         if self.teacher is None and (self.distill.uses_teacher or self.student.init == "teacher"):

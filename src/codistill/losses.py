@@ -17,12 +17,16 @@ from codistill.config import LOSSES, LayerMatch, LossTerm, uniform_layer_map
 from codistill.modeling_bert_mean import masked_mean_pool  # the mean head's pooling, one definition
 
 
-def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of hard labels: mean_b -log softmax(z_b)[y_b].
+def ce_loss(logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of hard labels: mean_b -log softmax(z_b)[y_b], over the rows ``rows`` marks only.
 
-    Args: logits ``(B, C)``; labels ``(B,)`` class indices. Returns a scalar.
+    Args: logits ``(B, C)``; labels ``(B,)`` class indices; rows ``(B,)`` bool (``None``: every row). Returns a
+    scalar, 0 when no row is marked.
     """
-    return F.cross_entropy(logits, labels)
+    if rows is None:
+        return F.cross_entropy(logits, labels)
+    per_row = F.cross_entropy(logits, labels, reduction="none") * rows.to(logits.dtype)
+    return per_row.sum() / rows.sum().clamp_min(1).to(logits.dtype)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
@@ -163,6 +167,7 @@ class StepOutputs:
 
     Attributes:
         labels: ``(B,)`` hard labels; mask: ``(B, T)`` the student's attention mask.
+        hard: ``(B,)`` bool, the rows whose label the CE term trains on (``None``: every row).
         student_logits: ``(B, C)``; student_hidden: the student's ``hidden_states`` (embeddings first),
             each ``(B, T, D_S)``, when a term needs them.
         teacher_logits: ``(B, C)`` cached teacher logits; teacher_hidden: teacher layer -> ``(B, T, D_T)``.
@@ -177,6 +182,7 @@ class StepOutputs:
     teacher_logits: torch.Tensor | None = None
     teacher_hidden: dict[int, torch.Tensor] = field(default_factory=dict)
     teacher_pooled: torch.Tensor | None = None
+    hard: torch.Tensor | None = None
 
 
 class Term(nn.Module):
@@ -207,10 +213,10 @@ class Term(nn.Module):
 
 
 class CETerm(Term):
-    """``weight * CE(y, z_s)``."""
+    """``weight * CE(y, z_s)``, averaged over the rows with hard labels (``StepOutputs.hard``)."""
 
     def value(self, out: StepOutputs) -> torch.Tensor:
-        return ce_loss(out.student_logits, out.labels)
+        return ce_loss(out.student_logits, out.labels, out.hard)
 
 
 class KDTerm(Term):
@@ -325,7 +331,8 @@ class FilterStage(nn.Module):
         self.teacher_layers = sorted(set(teacher_filters.layers))
 
     def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits=None,
-                teacher_hidden: Sequence[torch.Tensor] | None = None, teacher_pooled=None) -> dict[str, torch.Tensor]:
+                teacher_hidden: Sequence[torch.Tensor] | None = None, teacher_pooled=None,
+                hard=None) -> dict[str, torch.Tensor]:
         self.student.eval()  # frozen here: no dropout either
         with torch.no_grad():
             hs = [h.float() for h in self.student(**batch, output_hidden_states=True).hidden_states]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +28,7 @@ from codistill.config import (
     uniform_layer_map,
 )
 from codistill.counterfactuals.registry import default_generator, generator_config, make_generator
+from codistill.counterfactuals.rows import counterfactual_split
 from codistill.data import LabeledTexts, TextDataset, sample_from, stratified_subset, texts_fingerprint
 from codistill.errors import ConfigError
 from codistill.evaluate import evaluate_split, reference_protocol
@@ -104,6 +105,9 @@ class DistillResult:
     teacher_validation: dict[str, float] | None = None
     reference: dict[str, Any] | None = None  # the reference protocol's figure (evaluate.reference_protocol)
     teacher_info: dict[str, Any] | None = None  # teachers.describe_teacher: an endpoint's requests and tokens
+    counterfactuals_far_from_boundary: int = 0  # dropped by cf.max_target_prob
+    counterfactuals_rebalanced: int = 0  # dropped by cf.rebalance
+    warnings: list[str] = field(default_factory=list)  # what the user should know about the result (CLI prints them)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "training"}
@@ -137,7 +141,7 @@ def write_run(out: Path, model: Classifier | None, metrics: dict, config: dict, 
 
 def training_rows(dataset: TextDataset, run: RunConfig):
     """The k-shot sample (k/2 originals for CoD) and the rows the student trains on, with counts of the
-    counterfactuals added and skipped."""
+    counterfactuals added and skipped (a CoD run's chosen by ``run.cf``)."""
     from codistill.counterfactuals.rows import cod_examples, extra_examples
 
     sample = sample_from(dataset, cod_rules.originals(run.k, run.cod, dataset.num_classes), run.seed)
@@ -145,11 +149,12 @@ def training_rows(dataset: TextDataset, run: RunConfig):
     info = {"added": 0, "skipped_not_flipped": 0}
     if run.counterfactuals is not None:
         extra, info = (extra_examples(run.counterfactuals, dataset.label_names) if run.cod is None
-                       else cod_examples(run.counterfactuals, sample, dataset.label_names, every=run.cod == "multi"))
+                       else cod_examples(run.counterfactuals, sample, dataset.label_names, every=run.cod == "multi",
+                                         use=run.cf))
         if run.cod is not None:
             cod_rules.check_usable(info["added"], len(sample.texts), str(run.counterfactuals),
                                    run.allow_empty_counterfactuals)
-        rows = LabeledTexts(rows.texts + extra.texts, rows.labels + extra.labels)
+        rows = rows + extra
     return sample, rows, info
 
 
@@ -177,6 +182,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     cod_rules.check_run_budget(run.k, run.cod, dataset.num_classes)
     check_llm_options(run.teacher, run.llm_teacher)
     check_endpoint_terms(method_terms(run.distill), is_endpoint_teacher(run.teacher), run.student.init)
+    run.cf.check_classes(dataset.num_classes)
     if run.searches:
         generator_config(run.generator or default_generator(), where="run generator")
     if run.train.uses_validation:
@@ -208,6 +214,8 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
     teacher_val_metrics, teacher_val_pred = teacher_on(
         validation if answers_validation(run.teacher, tcfg) else None, teacher_validation)
     teacher_metrics, teacher_pred = teacher_on(test, teacher_test)
+    warning = cod_rules.weak_teacher_warning(run.cod, (teacher_val_metrics or teacher_metrics or {}).get("mcc"),
+                                             "validation" if teacher_val_metrics else "test")
     classifier = teacher if is_classifier(teacher) else None  # what hidden states and init=teacher read
 
     def train_student(rows: LabeledTexts) -> tuple[Classifier, dict, TrainSummary]:
@@ -227,7 +235,7 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         extra, rounds = _student_aware_round(stu, teacher, train_rows, dataset.label_names, run.generator,
                                              Path(out_dir), tcfg.max_length, progress)
         rounds["first_steps"] = summary.steps
-        train_rows = LabeledTexts(train_rows.texts + extra.texts, train_rows.labels + extra.labels)
+        train_rows = train_rows + counterfactual_split(extra.texts, extra.labels, run.cf)
         cf_info = {**cf_info, "added": cf_info["added"] + len(extra)}
         stu, student_info, summary = train_student(train_rows)
     test_metrics, _ = evaluate_split(stu, test, dataset.num_classes, tcfg.eval_batch_size, tcfg.max_length,
@@ -238,14 +246,17 @@ def distill(dataset: TextDataset, run: RunConfig, out_dir: str | Path, *,
         dataset=dataset.name, method=dcfg.method, k=run.k, seed=run.seed,
         cod=run.cod or ("extra" if cf_info["added"] else None), n_train=len(train_rows),
         n_originals=len(sample.texts), n_counterfactuals=cf_info["added"],
-        counterfactuals_skipped=cf_info["skipped_not_flipped"], test=test_metrics, validation=validation_metrics,
+        counterfactuals_skipped=cf_info["skipped_not_flipped"],
+        counterfactuals_far_from_boundary=cf_info.get("skipped_far_from_boundary", 0),
+        counterfactuals_rebalanced=cf_info.get("skipped_rebalance", 0), test=test_metrics,
+        validation=validation_metrics,
         teacher_test=teacher_metrics,
         student_parameters=student_info["parameters"],
         teacher_parameters=classifier.num_parameters() if classifier is not None else None,
         wall_seconds=time.perf_counter() - t0, training=summary, rounds=rounds, generated=generated,
         teacher_validation=teacher_val_metrics,
         reference=reference_protocol(summary.curve, validation_metrics["accuracy"] if validation_metrics else None),
-        teacher_info=describe_teacher(teacher) if teacher is not None else None)
+        teacher_info=describe_teacher(teacher) if teacher is not None else None, warnings=[warning] if warning else [])
     config = {
         "dataset": {"name": dataset.name, "source": dataset.source, "label_names": dataset.label_names,
                     "notes": dataset.notes},

@@ -155,13 +155,14 @@ class DistillModule(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], labels: torch.Tensor, teacher_logits: torch.Tensor | None = None,
                 teacher_hidden: Sequence[torch.Tensor] | None = None,
-                teacher_pooled: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                teacher_pooled: torch.Tensor | None = None,
+                hard: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         out = self.student(**batch, output_hidden_states=self.needs_hidden)
         step = StepOutputs(labels=labels, mask=batch["attention_mask"], student_logits=out.logits.float(),
                            student_hidden=out.hidden_states if self.needs_hidden else None,
                            teacher_logits=teacher_logits,
                            teacher_hidden=dict(zip(self.teacher_layers, teacher_hidden or [])),
-                           teacher_pooled=teacher_pooled)
+                           teacher_pooled=teacher_pooled, hard=hard)
         parts = {term.name: term(step) for term in self.terms}
         parts["loss"] = sum(parts.values())
         return parts
@@ -262,14 +263,15 @@ class FitResult:
 def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequence[int], cfg: TrainConfig, *,
         cache: TeacherCache | None = None, teacher_layers: Sequence[int] = (), epochs: int | None = None,
         lr_override: float | None = None, validate: Callable[[], dict[str, float]] | None = None, accelerator=None,
-        progress: bool = True, desc: str = "train") -> FitResult:
+        progress: bool = True, desc: str = "train", hard: Sequence[bool] | None = None) -> FitResult:
     """Train ``module`` (a :class:`DistillModule` or :class:`FilterStage`) for the planned budget.
 
     Each step takes ``grad_accum`` minibatches; the teacher's outputs come from ``cache`` (indexed by the
-    examples' positions). With ``validate`` (a function returning ``{"validation_accuracy": ...}`` and
-    other validation figures), the student is evaluated after the steps :func:`evaluation_steps` names; each
-    evaluation joins the log and the curve, timed apart from training. With ``select_on='validation'`` the
-    best epoch's weights are restored at the end; the test split is never seen here.
+    examples' positions); ``hard`` marks the examples whose label the CE term trains on (``None``: all). With
+    ``validate`` (a function returning ``{"validation_accuracy": ...}`` and other validation figures), the
+    student is evaluated after the steps :func:`evaluation_steps` names; each evaluation joins the log and the
+    curve, timed apart from training. With ``select_on='validation'`` the best epoch's weights are restored at
+    the end; the test split is never seen here.
     """
     from tqdm.auto import tqdm
 
@@ -286,6 +288,7 @@ def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequen
     module, optimizer = accelerator.prepare(module, optimizer)
     device = accelerator.device
     labels_t = torch.tensor(list(labels), dtype=torch.long)
+    hard_t = torch.tensor(list(hard), dtype=torch.bool) if hard is not None else None
     left = getattr(student.tokenizer, "padding_side", "right") == "left"
     rank, world = accelerator.process_index, accelerator.num_processes
     batches = _batches(len(encoded), cfg.batch_size * world, cfg.seed)
@@ -309,7 +312,8 @@ def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequen
                         for layer in teacher_layers] if cache is not None and teacher_layers else None
             t_pooled = cache.pooled[idx].to(device) if cache is not None and cache.pooled is not None else None
             with accelerator.autocast():
-                parts = module(batch, labels_t[idx].to(device), t_logits, t_hidden, t_pooled)
+                parts = module(batch, labels_t[idx].to(device), t_logits, t_hidden, t_pooled,
+                               hard_t[idx].to(device) if hard_t is not None else None)
             accelerator.backward(parts["loss"] / cfg.grad_accum)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) / cfg.grad_accum
@@ -353,7 +357,8 @@ def fit(module: nn.Module, student: Classifier, encoded: Encoded, labels: Sequen
 
 
 def _probe_stage(module: DistillModule, student: Classifier, encoded: Encoded, labels: Sequence[int], tcfg: TrainConfig,
-                 cache: TeacherCache | None, teacher_layers: Sequence[int], accelerator, progress: bool) -> dict[str, Any]:
+                 cache: TeacherCache | None, teacher_layers: Sequence[int], accelerator, progress: bool,
+                 hard: Sequence[bool] | None = None) -> dict[str, Any]:
     """LP-FT's first stage: ``probe_steps`` steps of the method's own loss with every student parameter
     outside the classification head frozen (term parameters such as projections train too); then the
     encoder is unfrozen as it was."""
@@ -365,7 +370,7 @@ def _probe_stage(module: DistillModule, student: Classifier, encoded: Encoded, l
         stage_cfg = replace(tcfg, min_steps=tcfg.probe_steps, max_steps=tcfg.probe_steps)
         result = fit(module, student, encoded, labels, stage_cfg, cache=cache, teacher_layers=teacher_layers, epochs=1,
                      lr_override=tcfg.classifier_lr or tcfg.extras_lr or tcfg.lr, progress=progress,
-                     desc="probe: head only", accelerator=accelerator)
+                     desc="probe: head only", accelerator=accelerator, hard=hard)
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -398,7 +403,8 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
                      teacher: Classifier | None = None, validation: LabeledTexts | None = None,
                      validation_reference: Sequence[int] | None = None, num_classes: int,
                      progress: bool = True) -> TrainSummary:
-    """Train ``student`` on ``train`` with the loss terms ``specs`` (teacher frozen and cached). In place.
+    """Train ``student`` on ``train`` with the loss terms ``specs`` (teacher frozen and cached). In place. The
+    CE term trains on the labels of the rows ``train.hard`` marks (TED's first stage reads every label).
     ``teacher``: a :class:`Classifier`, or an endpoint teacher (anything with ``logits(texts)`` giving
     ``(N, C)``: :class:`~codistill.llm_teacher.LLMTeacher`), whose class probabilities are all a term can read.
     ``validation_reference``: the teacher's predictions on ``validation``, for the curve's agreement."""
@@ -441,7 +447,7 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
     module = DistillModule(student.model, terms)
     if tcfg.probe_steps:
         first_stages.append(_probe_stage(module, student, encoded, train.labels, tcfg, cache, t_layers, accelerator,
-                                         progress))
+                                         progress, train.hard))
     validate = None
     if tcfg.uses_validation:
         if validation is None or not len(validation):
@@ -457,7 +463,8 @@ def train_classifier(student: Classifier, train: LabeledTexts, specs: Sequence[L
             return {f"validation_{key}": m[key] for key in ("accuracy", "agreement") if key in m}
 
     result = fit(module, student, encoded, train.labels, tcfg, cache=cache, teacher_layers=t_layers,
-                 validate=validate, progress=progress, desc="+".join(t.name for t in terms), accelerator=accelerator)
+                 validate=validate, progress=progress, desc="+".join(t.name for t in terms), accelerator=accelerator,
+                 hard=train.hard)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     extra = trainable - sum(p.numel() for p in student.model.parameters() if p.requires_grad)
     return TrainSummary(steps=result.steps, epochs=round(result.epochs, 3), train_seconds=result.seconds,

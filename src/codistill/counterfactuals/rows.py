@@ -9,10 +9,12 @@ problem is one line naming the file and line.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from codistill.config import CounterfactualUse
 from codistill.data import LabeledTexts, iter_json_lines
 from codistill.errors import DataError
 
@@ -29,6 +31,7 @@ class CounterfactualRow:
     use: bool
     pool_index: int | None
     more: tuple[str, ...] = ()  # further counterfactuals of the same original and target (CoD "multi")
+    target_prob: float | None = None  # the teacher's probability of the target (probs_after), when recorded
 
     @property
     def example(self) -> tuple[str, int]:
@@ -85,8 +88,13 @@ def parse_row(row: dict[str, Any], label_names: Sequence[str], where: str) -> Co
     more = row.get("more_counterfactuals") or []
     if not isinstance(more, list) or not all(isinstance(m, str) and m.strip() for m in more):
         raise DataError(f"{where}: 'more_counterfactuals' must be a list of non-empty strings, got {more!r}")
+    probs = row.get("probs_after")
+    target_prob = None
+    if isinstance(probs, list) and len(probs) == len(label_names) and all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) for p in probs):
+        target_prob = float(probs[target])
     return CounterfactualRow(where_line(where), text or "", label, cf.strip() if cf else None, target, use, pool_index,
-                             tuple(m.strip() for m in more))
+                             tuple(m.strip() for m in more), target_prob)
 
 
 def where_line(where: str) -> int:
@@ -116,20 +124,20 @@ def extra_examples(path: str | Path, label_names: Sequence[str]) -> tuple[Labele
             {"added": len(used), "skipped_not_flipped": len(rows) - len(used)})
 
 
-def cod_examples(path: str | Path, sample, label_names: Sequence[str],
-                 every: bool = False) -> tuple[LabeledTexts, dict[str, int]]:
+def cod_examples(path: str | Path, sample, label_names: Sequence[str], every: bool = False,
+                 use: CounterfactualUse | None = None) -> tuple[LabeledTexts, dict[str, int]]:
     """The counterfactuals of ``path`` that belong to the originals of ``sample`` (matched by their row in
-    the pool and checked by text), in the sample's order; with ``every``, each original's further
-    counterfactuals (``more_counterfactuals``) follow its first. A file generated for a larger k of the same
-    seed covers every smaller k, since samples are nested; a file for another seed or dataset is refused."""
+    the pool and checked by text), in the sample's order, chosen and labelled by ``use``
+    (:func:`use_counterfactuals`); with ``every``, each original's further counterfactuals
+    (``more_counterfactuals``) follow its first. A file generated for a larger k of the same seed covers every
+    smaller k, since samples are nested; a file for another seed or dataset is refused."""
     by_index: dict[int, CounterfactualRow] = {}
     for row in read_counterfactual_rows(path, label_names):
         if row.pool_index is None or row.target is None:
             raise DataError(f"{path}, line {row.line}: not a counterfactual row (needs pool_index, text, counterfactual "
                             "and target_label; write it with `codistill counterfactuals`)")
         by_index[row.pool_index] = row
-    texts, labels = [], []
-    skipped = 0
+    matched = []
     for idx, original in zip(sample.indices, sample.texts):
         if idx not in by_index:
             raise DataError(f"{path}: no counterfactual for training row {idx} of the k={sample.k}, seed={sample.seed} "
@@ -137,10 +145,49 @@ def cod_examples(path: str | Path, sample, label_names: Sequence[str],
         row = by_index[idx]
         if row.text != original:
             raise DataError(f"{path}, line {row.line}: its original differs from training row {idx} (another dataset?)")
+        matched.append(row)
+    return use_counterfactuals(matched, use or CounterfactualUse(), len(label_names), every, path)
+
+
+def use_counterfactuals(rows: Sequence[CounterfactualRow], use: CounterfactualUse, num_classes: int, every: bool,
+                        path: str | Path) -> tuple[LabeledTexts, dict[str, int]]:
+    """The one rule of which counterfactuals of a CoD run's originals (``rows``, in sample order) it trains on:
+    rows not flipped (``use`` false) are dropped, then, with ``use.max_target_prob``, those the teacher gives
+    the target a higher probability (far from its boundary; a row without ``probs_after`` is an error), then,
+    with ``use.rebalance``, every target class keeps only its first m counterfactuals, m the fewest any class
+    the originals target has left (0 when one has none). Returns the rows (:func:`counterfactual_split`) and
+    the counts added and skipped at each step."""
+    use.check_classes(num_classes)
+    kept, skipped, far = [], 0, 0
+    for row in rows:
         if not row.use or row.counterfactual is None:
             skipped += 1
             continue
-        for text in (row.counterfactual, *(row.more if every else ())):
-            texts.append(text)
-            labels.append(row.target)
-    return LabeledTexts(texts, labels), {"added": len(texts), "skipped_not_flipped": skipped}
+        if use.max_target_prob is not None:
+            if row.target_prob is None:
+                raise DataError(f"{path}, line {row.line}: no usable 'probs_after' (the teacher's class probabilities "
+                                "of the counterfactual), which cf.max_target_prob needs")
+            if row.target_prob > use.max_target_prob:
+                far += 1
+                continue
+        kept += [(text, row.target) for text in (row.counterfactual, *(row.more if every else ()))]
+    dropped = 0
+    if use.rebalance and kept:
+        have = Counter(target for _, target in kept)
+        quota = min(have[row.target] for row in rows)
+        seen: Counter = Counter()
+        balanced = []
+        for text, target in kept:
+            seen[target] += 1
+            if seen[target] <= quota:
+                balanced.append((text, target))
+        kept, dropped = balanced, len(kept) - len(balanced)
+    out = counterfactual_split([t for t, _ in kept], [y for _, y in kept], use)
+    return out, {"added": len(out), "skipped_not_flipped": skipped, "skipped_far_from_boundary": far,
+                 "skipped_rebalance": dropped}
+
+
+def counterfactual_split(texts: list[str], labels: list[int], use: CounterfactualUse) -> LabeledTexts:
+    """Counterfactuals as training rows, labelled with their targets: hard labels (the CE term trains on them)
+    only with ``use.hard_labels``."""
+    return LabeledTexts(texts, labels, None if use.hard_labels else [False] * len(texts))

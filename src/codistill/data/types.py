@@ -12,20 +12,35 @@ from codistill.errors import DataError
 
 @dataclass
 class LabeledTexts:
-    """One split: parallel lists of texts and class indices."""
+    """One split: parallel lists of texts and class indices, and optionally, per row, whether its label is a
+    hard label the CE term trains on (``hard``; ``None``: every row's is; a CoD run without hard labels marks
+    its counterfactuals False)."""
 
     texts: list[str]
     labels: list[int]
+    hard: list[bool] | None = None
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        if self.hard is not None and len(self.hard) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.hard)} hard-label flags")
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    def __add__(self, other: LabeledTexts) -> LabeledTexts:
+        """The rows of both, in order (their ``hard`` flags too, ``None`` only when both are)."""
+        hard = None if self.hard is None and other.hard is None else self.hard_flags() + other.hard_flags()
+        return LabeledTexts(self.texts + other.texts, self.labels + other.labels, hard)
+
+    def hard_flags(self) -> list[bool]:
+        """Per row, whether the CE term trains on its label."""
+        return list(self.hard) if self.hard is not None else [True] * len(self.texts)
+
     def subset(self, indices: Sequence[int]) -> LabeledTexts:
-        return LabeledTexts([self.texts[i] for i in indices], [self.labels[i] for i in indices])
+        hard = [self.hard[i] for i in indices] if self.hard is not None else None
+        return LabeledTexts([self.texts[i] for i in indices], [self.labels[i] for i in indices], hard)
 
     def class_counts(self, num_classes: int) -> list[int]:
         counts = Counter(self.labels)

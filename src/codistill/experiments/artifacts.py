@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from codistill import cod as cod_rules
-from codistill.config import RunConfig, TrainConfig, teacher_train_config
+from codistill.config import CounterfactualUse, RunConfig, TrainConfig, teacher_train_config
 from codistill.data import LabeledTexts, TextDataset, sample_from, texts_fingerprint
 from codistill.fileio import atomic_write_json, read_json, readable_json
 
@@ -231,6 +231,8 @@ def cell_recipe(dataset: TextDataset, teacher: dict[str, Any], run: RunConfig,
     options.pop("counterfactuals")
     if options["generator"] is None:  # only 'rounds' cells have one (and older keys stay valid)
         options.pop("generator")
+    if run.cf == CounterfactualUse():  # only CoD cells set it (and older keys stay valid)
+        options.pop("cf")
     if options.get("llm_teacher") is not None:  # the teacher's key holds what changes its answers
         options.pop("llm_teacher")
     cf = None

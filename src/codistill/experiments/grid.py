@@ -12,6 +12,7 @@ from codistill.config import (
     DEFAULT_FLUENCY_LM,
     METHODS,
     TEACHER_TRAIN,
+    CounterfactualUse,
     DistillConfig,
     RunConfig,
     StudentConfig,
@@ -145,6 +146,8 @@ class SweepConfig:
         on_failure: ``skip`` or ``keep-best`` for originals without a flipping counterfactual.
         allow_empty_counterfactuals: let CoD cells train when none of their originals has a usable
             counterfactual (by default the sweep stops before training any cell).
+        cf: how CoD cells use their counterfactuals, fields of :class:`~codistill.config.CounterfactualUse`
+            (``hard_labels``, ``max_target_prob``, ``rebalance``); baseline cells, and their keys, ignore it.
         fluency_lm: the causal LM that scores the counterfactuals' fluency (``smollm2``, a folder, a Hub
             name; ``None``: not measured).
         recipe: a named recipe (:data:`~codistill.config.RECIPES`: ``default``, or ``reference``, the CoD
@@ -169,6 +172,7 @@ class SweepConfig:
     generator: dict[str, Any] = field(default_factory=default_generator)
     on_failure: str = cod_rules.ON_FAILURE[0]
     allow_empty_counterfactuals: bool = RunConfig.allow_empty_counterfactuals
+    cf: dict[str, Any] = field(default_factory=dict)
     fluency_lm: str | None = DEFAULT_FLUENCY_LM
     recipe: str | None = None
     student: dict[str, Any] = field(default_factory=dict)
@@ -203,6 +207,8 @@ class SweepConfig:
             raise ConfigError("sweep.cod: 'multi' trains on several counterfactuals per original; give the "
                               "generator per_original >= 2 (e.g. generator: {name: edits, per_original: 3})")
         cod_rules.check_on_failure(self.on_failure, "sweep.on_failure")
+        if self.cf_use() != CounterfactualUse() and self.counterfactual_k() is None:
+            raise ConfigError("sweep.cf: only CoD cells use it, and sweep.cod has no CoD mode")
         if self.workers < 1:
             raise ConfigError("sweep.workers: must be >= 1")
         if self.executor not in EXECUTORS:
@@ -226,7 +232,13 @@ class SweepConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["datasets"] = [asdict(e) for e in self.datasets]
+        if not d["cf"]:  # a sweep that never set it keeps the config hash it had before the option existed
+            d.pop("cf")
         return d
+
+    def cf_use(self) -> CounterfactualUse:
+        """How the CoD cells use their counterfactuals (``cf`` validated)."""
+        return build_config(CounterfactualUse, self.cf, "sweep.cf")
 
     def counterfactual_k(self) -> int | None:
         """The k the counterfactual files are generated for: the largest any cell needs (None: no CoD)."""

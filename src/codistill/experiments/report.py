@@ -161,6 +161,8 @@ def summarize(root: Path) -> dict[str, Any]:
                               "labels": labels, "paired": {}, "paired_reference": {},
                               "test_rows": sorted({c["test"]["n"] for c in cells if c["dataset"] == dataset}),
                               "notes": _notes(root, cells, dataset, entry),
+                              "warnings": sorted({w for c in cells if c["dataset"] == dataset
+                                                  for w in c.get("warnings", [])}),
                               "counterfactuals": _counterfactual_sets(root, dataset, entry)}
         endpoint = [r for r in data if "teacher_requests" in r]
         if endpoint:
@@ -219,6 +221,7 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
                 if ds.get("teacher_validation_accuracy") is not None else "") + (
                 f" Teacher parameters: {ds['teacher_parameters']:,}." if ds["teacher_parameters"] else ""), ""]
         md += [f"Test rows: {', '.join(f'{n:,}' for n in ds['test_rows'])}." + "".join(f" Note: {n}." for n in ds["notes"]), ""]
+        md += [f"Warning: {w}." for w in ds["warnings"]] + ([""] if ds["warnings"] else [])
         header = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for metric, title in METRICS:
             if title and not any(ds[metric].values()):  # e.g. no validation curve was recorded

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from codistill import cod as cod_rules
-from codistill.config import DistillConfig, RunConfig, StudentConfig, TrainConfig
+from codistill.config import CounterfactualUse, DistillConfig, RunConfig, StudentConfig, TrainConfig
 from codistill.errors import CodistillError, ConfigError
 from codistill.experiments.artifacts import (
     cell_recipe,
@@ -71,11 +71,12 @@ class CellJob:
 
 def cell_run(cfg: SweepConfig, c: Cell, entry_index: int, teacher: str | None,
              counterfactuals: str | None = None) -> RunConfig:
-    """The run a cell is: its k, seed and mode with the sweep's options, the dataset's teacher (and endpoint
-    options) and its counterfactual file."""
+    """The run a cell is: its k, seed and mode with the sweep's options (``cf`` for CoD cells only), the
+    dataset's teacher (and endpoint options) and its counterfactual file."""
     return RunConfig(teacher=teacher, k=c.k, seed=c.seed, counterfactuals=counterfactuals,
                      cod=None if c.cod == "none" else c.cod, student=StudentConfig(**cfg.student),
                      generator=cfg.generator if c.cod == "rounds" else None,
+                     cf=cfg.cf_use() if c.cod != "none" else CounterfactualUse(),
                      allow_empty_counterfactuals=cfg.allow_empty_counterfactuals,
                      llm_teacher=cfg.datasets[entry_index].llm_options(cfg.out),
                      distill=distill_options(c.method, cfg.distill), train=TrainConfig(**cfg.train))
@@ -299,6 +300,7 @@ def run_sweep(cfg: SweepConfig, workers: int | None = None, progress: bool = Tru
             raise ConfigError(f"sweep: two datasets are named '{name}'; give them distinct 'name's")
         datasets[name] = (i, dataset)
         names.append(name)
+        cfg.cf_use().check_classes(dataset.num_classes)
         for k in cfg.k:  # every budget of every mode can be halved over the classes: checked before any work
             for cod in cfg.cod:
                 cod_rules.check_run_budget(k, None if cod == "none" else cod, dataset.num_classes)
