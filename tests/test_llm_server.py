@@ -69,7 +69,9 @@ def test_smollm2_behind_llama_cpp_server_end_to_end(smollm2_server, tmp_path: Pa
     cfg = LLMConfig(base_url=url, model="smollm2", api_key_env="", max_tokens=48, concurrency=1, max_attempts=2,
                     timeout=120, cache_dir=str(tmp_path / "cache"))
     out = tmp_path / "cf.jsonl"
-    summary = generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(cfg), out, k=8, progress=False)
+    # the server end to end, not SmolLM2's skill: a 135M model may flip none of the toy scorer's labels
+    summary = generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(cfg), out, k=8, progress=False,
+                                       allow_empty=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert summary["complete"] and summary["failed_originals"] == 0
     assert summary["llm"]["requests"] >= 4 and summary["llm"]["completion_tokens"] > 0
@@ -79,7 +81,7 @@ def test_smollm2_behind_llama_cpp_server_end_to_end(smollm2_server, tmp_path: Pa
         assert any(c["text"] for c in r["candidates"])
     # the same run again: every answer comes from the cache, nothing is asked
     again = generate_counterfactuals(ds, Verifier(toy_scorer), LLMGenerator(cfg), tmp_path / "again.jsonl", k=8,
-                                     progress=False)
+                                     progress=False, allow_empty=True)
     assert again["llm"]["requests"] == 0 and again["llm"]["cache_hits"] == summary["llm"]["requests"]
     assert [json.loads(line)["counterfactual"] for line in (tmp_path / "again.jsonl").read_text().splitlines()] == \
         [r["counterfactual"] for r in rows]
