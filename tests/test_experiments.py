@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import statistics
 from pathlib import Path
 
@@ -123,6 +124,11 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     result = run_sweep(full, progress=False)
     assert result == {**result, "cells": 16, "ran": 16, "finished": 16}
     assert run_sweep(full, progress=False)["ran"] == 0  # everything finished: nothing runs again
+    # the folder without the trained teacher (its weights not kept, e.g. carried to another machine): the
+    # teacher is keyed by its recipe, so it is trained again and every finished cell is still reused
+    teacher_dir, = (Path(full.out) / "teachers").glob("toy-*/")
+    shutil.rmtree(teacher_dir)
+    assert run_sweep(full, progress=False)["ran"] == 0 and (teacher_dir / "metrics.json").is_file()
 
     # interrupted after 5 cells, then resumed: same report as the uninterrupted sweep
     part = SweepConfig(out=str(root / "part"), **base)
