@@ -89,6 +89,13 @@ def check_types(obj: Any, section: str) -> None:
         setattr(obj, f.name, value)
 
 
+def decisive_fields(cfg: Any) -> dict[str, Any]:
+    """A config dataclass's fields that decide what it produces, the ones an artifact is keyed by: all but those
+    its class lists as ``OPERATIONAL`` (how patiently or where it asks, budgets, caches)."""
+    operational = getattr(cfg, "OPERATIONAL", ())
+    return {k: v for k, v in asdict(cfg).items() if k not in operational}
+
+
 def read_yaml_mapping(path, where: str, what: str = "it") -> dict[str, Any]:
     """A YAML file that must hold a mapping of options; an unreadable file or another shape is one line
     starting with ``where``."""

@@ -194,7 +194,9 @@ class LLMTeacherConfig:
     def recipe(self) -> dict[str, Any]:
         """The fields that decide what the teacher answers (what a cached artifact is keyed by): all but the
         :attr:`OPERATIONAL` ones."""
-        return {k: v for k, v in asdict(self).items() if k not in self.OPERATIONAL}
+        from codistill.config import decisive_fields
+
+        return decisive_fields(self)
 
     def client_config(self) -> LLMConfig:
         """The transport settings as the generator's :class:`LLMConfig` (the shared client's input)."""

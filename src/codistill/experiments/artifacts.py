@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from codistill import cod as cod_rules
-from codistill.config import CounterfactualUse, RunConfig, TrainConfig, teacher_train_config
+from codistill.config import CounterfactualUse, RunConfig, TrainConfig, decisive_fields, teacher_train_config
 from codistill.data import LabeledTexts, TextDataset, sample_from, texts_fingerprint
 from codistill.fileio import atomic_write_json, read_json, readable_json
 
@@ -144,9 +144,7 @@ def generator_recipe(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("name") == "chain":
         generator_config(spec)
         return {"name": "chain", "generators": [generator_recipe(g) for g in spec["generators"]]}
-    cfg = generator_config(spec)
-    operational = getattr(cfg, "OPERATIONAL", ())
-    return {"name": spec["name"], **{k: v for k, v in asdict(cfg).items() if k not in operational}}
+    return {"name": spec["name"], **decisive_fields(generator_config(spec))}
 
 
 def prepare_counterfactuals(cfg, dataset: TextDataset, name: str, teachers: dict[int, dict[str, Any]], root: Path,
