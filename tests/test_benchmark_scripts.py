@@ -84,3 +84,110 @@ def test_compare_keeps_only_the_chosen_k_and_names_an_arm_left_empty():
     assert [sorted(rows) for _, rows in kept] == [[(16, 0), (64, 0)], [(16, 0)]]
     with pytest.raises(SystemExit, match="no cells of arm\\(s\\) setfit at these k"):
         compare.keep_k(arms, [64, 256])
+
+
+# -- cod_recipe.py: CoD recipes against KD from finished cells -------------------------------------------------
+
+def recipe_cells(values: dict[int, list[float]], cod=None, alpha=1.0, cf=None, dataset="sst2", test_shift=0.0):
+    """Finished cells of one arm, as metrics.json holds them: ``values`` maps k to validation accuracy per seed."""
+    import hashlib
+
+    cells = []
+    for k, accuracies in values.items():
+        for seed, acc in enumerate(accuracies):
+            run = {"k": k, "seed": seed, "cod": cod, "allow_empty_counterfactuals": False, "llm_teacher": None,
+                   "student": {"model": "minilm", "layers": 6}, "distill": {"method": "kd", "alpha": alpha},
+                   "train": {"epochs": 30, "seed": seed, "eval_points": 0}}
+            if cf:
+                run["cf"] = {"hard_labels": True, "max_target_prob": None, "rebalance": False, **cf}
+            made = {"file": {"generator": {"name": "edits", "max_edits": 3}, "on_failure": "skip", "seed": seed},
+                    "rows": f"{k}-{seed}"} if cod else None
+            recipe = {"data": {"splits": {"test": "t"}}, "teacher": "f" * 64, "run": run, "counterfactuals": made}
+            cells.append({"dataset": dataset, "method": "kd", "k": k, "seed": seed, "cod": cod,
+                          "validation": {"accuracy": acc}, "test": {"accuracy": acc + test_shift},
+                          "n_counterfactuals": k // 2 - 1 if cod else 0, "counterfactuals_skipped": 1 if cod else 0,
+                          "counterfactuals_far_from_boundary": 0, "counterfactuals_rebalanced": 0,
+                          "train_seconds": 10.0 * k, "cell_recipe": recipe,
+                          "cell_key": hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()})
+    return cells
+
+
+def write_sweep(root: Path, cells: list[dict]) -> Path:
+    from codistill.experiments.grid import method_label
+
+    for c in cells:
+        folder = root / "cells" / c["dataset"] / method_label(c["method"], c["cod"]) / \
+            f"k{c['k']}_s{c['seed']}-{c['cell_key'][:12]}"
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(c))
+    return root
+
+
+def test_cod_recipe_names_arms_by_their_differences_and_pairs_alpha_20_with_alpha_20(tmp_path):
+    recipe = load_script("cod_recipe")
+    kd = write_sweep(tmp_path / "kd", recipe_cells({8: [0.5, 0.5, 0.5], 16: [0.6, 0.6, 0.6]})
+                     + recipe_cells({8: [0.60, 0.62, 0.64]}, alpha=20.0))
+    cod = write_sweep(tmp_path / "cod", recipe_cells({8: [0.55, 0.5, 0.5]}, cod="replace")
+                      + recipe_cells({8: [0.5, 0.4, 0.5]}, cod="replace", cf={"hard_labels": False})
+                      + recipe_cells({8: [0.63, 0.62, 0.70]}, cod="replace", alpha=20.0))
+    result = recipe.summarize([kd, cod], test=False)
+    ds = result["datasets"]["sst2"]
+    assert ds["reference"] == "kd"
+    assert {a["name"]: a["cells"] for a in ds["arms"]} == {
+        "kd": 6, "kd [distill.alpha=20.0]": 3, "kd+cod": 3, "kd+cod [cf.hard_labels=False]": 3,
+        "kd+cod [distill.alpha=20.0]": 3}
+    rows = {r["arm"]: r for r in ds["paired"]["validation"]}
+    assert {arm: r["baseline"] for arm, r in rows.items()} == {
+        "kd+cod": "kd", "kd+cod [cf.hard_labels=False]": "kd", "kd+cod [distill.alpha=20.0]": "kd [distill.alpha=20.0]"}
+    alpha = rows["kd+cod [distill.alpha=20.0]"]["by_k"][8]  # diffs 0.03, 0.00, 0.06
+    assert alpha["mean"] == pytest.approx(0.03) and alpha["wins"] == 2 and alpha["n"] == 3
+    assert rows["kd+cod [cf.hard_labels=False]"]["by_k"][8]["mean"] == pytest.approx(-0.1 / 3)
+    assert "test" not in ds["paired"]
+    assert recipe.differences({"cf": {"hard_labels": False, "rebalance": False}, "k": 8},
+                              {"cf": {"hard_labels": True, "rebalance": False}}) == {"cf.hard_labels": False, "k": 8}
+
+
+def test_cod_recipe_prices_augment_against_kd_at_k_and_at_2k(tmp_path):
+    recipe = load_script("cod_recipe")
+    root = write_sweep(tmp_path / "s", recipe_cells({8: [0.5, 0.6, 0.7], 16: [0.6, 0.7, 0.8]})
+                       + recipe_cells({8: [0.6, 0.6, 0.6]}, cod="augment"))
+    rows = recipe.summarize([root], test=True)["datasets"]["sst2"]["paired"]
+    same, double = rows["validation"]
+    assert (same["arm"], same["factor"], double["factor"]) == ("kd+cod-augment", 1, 2)
+    assert same["by_k"][8]["mean"] == pytest.approx(0.0) and double["by_k"][8]["mean"] == pytest.approx(-0.1)
+    assert list(double["by_k"]) == [8] and len(rows["test"]) == 2
+    assert "| kd+cod-augment | kd at 2k | -10.00" in recipe.render(recipe.summarize([root], test=False))
+
+
+def test_cod_recipe_chooses_the_best_worst_k_not_the_best_mean(tmp_path, capsys):
+    recipe = load_script("cod_recipe")
+    kd = {8: [0.5, 0.5, 0.5], 16: [0.6, 0.6, 0.6]}
+    cells = (recipe_cells(kd)
+             + recipe_cells({8: [0.6, 0.6, 0.6], 16: [0.59, 0.59, 0.59]}, cod="replace")  # +10, -1
+             + recipe_cells({8: [0.51, 0.51, 0.51], 16: [0.61, 0.61, 0.61]}, cod="replace", cf={"rebalance": True})
+             + recipe_cells({8: [0.9, 0.9], 16: [0.9, 0.9]}, cod="replace", cf={"max_target_prob": 0.8})  # 2 seeds
+             + recipe_cells({8: [0.9, 0.9, 0.9], 16: [0.9, 0.9, 0.9]}, cod="replace", alpha=5.0))  # no KD at α=5
+    root = write_sweep(tmp_path / "s", cells)
+    recipe.main([str(root), "--out", str(tmp_path / "out")])
+    ds = json.loads((tmp_path / "out" / "cod_recipe.json").read_text())["datasets"]["sst2"]
+    assert ds["ks"] == [8, 16] and ds["winner"] == "kd+cod [cf.rebalance=True]"
+    assert [(r["arm"], round(100 * r["worst"], 6), round(100 * r["mean"], 6)) for r in ds["ranking"]] == [
+        ("kd+cod [cf.rebalance=True]", 1.0, 1.0), ("kd+cod", -1.0, 4.5)]
+    assert {e["arm"]: e["reason"] for e in ds["excluded"]} == {
+        "kd+cod [cf.max_target_prob=0.8]": "fewer than 3 paired seeds at k = 8 (2), 16 (2)",
+        "kd+cod [distill.alpha=5.0]": "no KD arm with the same options (unpaired)"}
+    md = (tmp_path / "out" / "cod_recipe.md").read_text()
+    assert "| 2 | kd+cod | -1.00 | +4.50 |" in md and "Winner: **kd+cod [cf.rebalance=True]**." in md
+    assert "| 2 | kd+cod | -1.00 | +4.50 |" in capsys.readouterr().out
+
+
+def test_cod_recipe_refuses_a_missing_or_unfinished_folder_in_one_line(tmp_path, capsys):
+    recipe = load_script("cod_recipe")
+    (tmp_path / "empty" / "cells").mkdir(parents=True)
+    for folder, message in (("gone", "no such folder"), ("empty", "no finished cell")):
+        with pytest.raises(SystemExit) as exit_:
+            recipe.main([str(tmp_path / folder), "--out", str(tmp_path / "out")])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cod_recipe.py: {tmp_path / folder}: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
