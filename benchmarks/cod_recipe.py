@@ -216,7 +216,7 @@ def summarize(folders: list[Path], test: bool) -> dict[str, Any]:
                       "baseline": a["baseline"] and a["baseline"]["name"], "cells": len(a["cells"]),
                       "validation": {k: dict(zip(("mean", "std", "n"), mean_std(list(v.values()))))
                                      for k, v in sorted(accuracies(a, "validation").items())},
-                      "counterfactuals": {k: {key: mean_std([c[key] for c in a["cells"] if c["k"] == k])[0]
+                      "counterfactuals": {k: {key: mean_std([c.get(key) for c in a["cells"] if c["k"] == k])[0]
                                               for key, _ in COUNTS}
                                           for k in sorted({c["k"] for c in a["cells"]})} if not is_baseline(a) else {},
                       "train_seconds": {k: mean_std([c["train_seconds"] for c in a["cells"] if c["k"] == k])[0]
@@ -247,9 +247,9 @@ def render(result: dict[str, Any]) -> str:
         arms = ds["arms"]
         ks = sorted({k for a in arms for k in a["validation"]})
         md += ["", f"## {dataset}", "",
-               f"Reference arm: `{ds['reference']}`. Every arm is named by its label, then the options in which it "
-               "differs from the reference arm (CoD options: from their defaults and the generator of the CoD arm "
-               "with the most cells).", "", "### Validation accuracy (%), mean ± std (seeds)", ""]
+               (f"Reference arm: `{ds['reference']}`. Every arm is named by its label, then the options in which it "
+                "differs from the reference arm (CoD options: from their defaults and the generator of the CoD arm "
+                "with the most cells)."), "", "### Validation accuracy (%), mean ± std (seeds)", ""]
         md += _table(["arm", "cells", *(f"k={k}" for k in ks)],
                      [[a["name"], str(a["cells"]), *(f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f} ({s['n']})"
                                                      if (s := a["validation"].get(k)) else "-" for k in ks)]
@@ -272,8 +272,8 @@ def render(result: dict[str, Any]) -> str:
                      [[a["name"], *(f"{a['train_seconds'][k]:.0f}" if k in a["train_seconds"] else "-" for k in ks)]
                       for a in arms])
         if "test" in ds["paired"]:
-            md += ["", "### Confirmation on test, never used for choosing: CoD − KD (points), mean [95% CI] "
-                   "(seeds won/paired)", ""]
+            md += ["", ("### Confirmation on test, never used for choosing: CoD − KD (points), mean [95% CI] "
+                        "(seeds won/paired)"), ""]
             md += _paired_table(ds["paired"]["test"], ks)
     return "\n".join(md) + "\n"
 

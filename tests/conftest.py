@@ -20,6 +20,16 @@ POSITIVE_WORDS = ["great", "lovely", "superb", "fine", "excellent", "wonderful"]
 NEGATIVE_WORDS = ["awful", "boring", "dreadful", "poor", "terrible", "dull"]
 
 
+def load_benchmark(name: str):
+    """A script of benchmarks/ imported as a module (they are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def synthetic_rows(n: int, seed: int = 0, classes: tuple[str, ...] = ("negative", "positive")) -> list[dict]:
     """``n`` rows cycling through ``classes``; each text carries a class-specific word, so it is learnable."""
     import random

@@ -1,20 +1,16 @@
 """The benchmark scripts' own logic: the layer cut SetFit is measured with, and the SetFit lines an arm reads."""
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+load_script = load_benchmark
 
 
 def test_cut_keeps_evenly_spaced_blocks_and_the_sentence_transformers_files(tmp_path):
@@ -191,3 +187,17 @@ def test_cod_recipe_refuses_a_missing_or_unfinished_folder_in_one_line(tmp_path,
         err = capsys.readouterr().err
         assert err.startswith(f"cod_recipe.py: {tmp_path / folder}: {message}") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (BENCHMARKS / "cod_recipe").glob("*.yaml")))
+def test_cod_recipe_configs_parse_and_share_their_folder_teacher_and_kd_cells(config):
+    from codistill.experiments import SweepConfig
+
+    cfg = SweepConfig.from_yaml(BENCHMARKS / "cod_recipe" / config)
+    first = SweepConfig.from_yaml(BENCHMARKS / "cod_recipe" / f"{config.split('_')[0]}_replace.yaml")
+    assert (cfg.out, cfg.datasets, cfg.student, cfg.seeds, cfg.generator) == \
+        (first.out, first.datasets, first.student, first.seeds, first.generator)
+    assert "eval_points" not in cfg.train  # chosen on the final weights; KD cells shared by every candidate
+    if config.startswith("sst2_"):  # the paper table's folder and trained teacher
+        paper = SweepConfig.from_yaml(BENCHMARKS / "paper_table" / "sst2_default.yaml")
+        assert (cfg.out, cfg.datasets) == (paper.out, paper.datasets)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import statistics
 from pathlib import Path
 
 import pytest
 
-from conftest import synthetic_rows, write_csv
+from conftest import load_benchmark, synthetic_rows, write_csv
 
 from codistill.errors import ConfigError
 from codistill.experiments import SweepConfig, build_report, read_cells, run_sweep
@@ -124,11 +123,14 @@ def test_tiny_sweep_resume_report_and_plots(grid_setup: dict) -> None:
     result = run_sweep(full, progress=False)
     assert result == {**result, "cells": 16, "ran": 16, "finished": 16}
     assert run_sweep(full, progress=False)["ran"] == 0  # everything finished: nothing runs again
-    # the folder without the trained teacher (its weights not kept, e.g. carried to another machine): the
-    # teacher is keyed by its recipe, so it is trained again and every finished cell is still reused
-    teacher_dir, = (Path(full.out) / "teachers").glob("toy-*/")
-    shutil.rmtree(teacher_dir)
-    assert run_sweep(full, progress=False)["ran"] == 0 and (teacher_dir / "metrics.json").is_file()
+    # the folder kept without weights (benchmarks/keep_state.py) and carried elsewhere: the teacher is keyed by
+    # its recipe, so it is trained again there and every finished cell is still reused
+    moved = root / "moved"
+    assert load_benchmark("keep_state").keep_state(Path(full.out), moved) > 16
+    assert not list((moved / "teachers").glob("toy-*/")) and not list(moved.rglob("*.safetensors"))
+    assert run_sweep(SweepConfig(out=str(moved), **base), progress=False)["ran"] == 0
+    teacher_dir, = (moved / "teachers").glob("toy-*/")
+    assert (teacher_dir / "metrics.json").is_file()
 
     # interrupted after 5 cells, then resumed: same report as the uninterrupted sweep
     part = SweepConfig(out=str(root / "part"), **base)
