@@ -8,7 +8,9 @@ under both protocols, from sweeps whose cells recorded a validation curve (``tra
 Each sweep is one recipe (``--sweep NAME=FOLDER``, e.g. ``reference=runs/paper_sst2_reference``); a dataset
 is matched with the paper's by its name in the sweep (``--paper-name`` maps others). The paired CoD − KD
 differences (95% t-interval, seeds won) and the selection bias (reference figure − the final weights' own
-validation accuracy) come from the sweeps' reports.
+validation accuracy) come from the sweeps' reports. A recipe may also be given by the ``summary.json`` of a
+sweep reported earlier (``--sweep reference=benchmarks/results/paper_table_sst2/reference_summary.json``), so a
+table can be rebuilt when only one of its sweeps is at hand.
 
     python benchmarks/paper_table.py --sweep reference=runs/paper_sst2_reference \
         --sweep default=runs/paper_sst2_default --out benchmarks/results/paper_table
@@ -53,10 +55,15 @@ def _bias(ds: dict, k: int) -> str:
     return " / ".join(f"{p['mean'] * 100:+.1f}" for p in parts)
 
 
+def load_summary(source: Path) -> dict:
+    """A sweep's summary: built from its folder, or read from the summary.json a report wrote earlier."""
+    return json.loads(source.read_text(encoding="utf-8")) if source.is_file() else build_report(source)
+
+
 def paper_table(sweeps: dict[str, Path], paper: dict, names: dict[str, str]) -> str:
     """The Markdown table: per dataset, the paper's row, then per sweep (recipe) its KD → KD + CoD and CoD − KD
     under both protocols, its selection bias, and the teachers' accuracies."""
-    summaries = {name: build_report(folder) for name, folder in sweeps.items()}
+    summaries = {name: load_summary(source) for name, source in sweeps.items()}
     datasets = sorted({d for s in summaries.values() for d in s["datasets"]})
     md = ["# The CoD paper's table and ours", "",
           "Accuracy (%), KD → KD + CoD, mean over seeds; CoD − KD per seed: mean [95% CI] (seeds won). The "
@@ -100,7 +107,8 @@ def paper_table(sweeps: dict[str, Path], paper: dict, names: dict[str, str]) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sweep", action="append", required=True, help="NAME=SWEEP_FOLDER (one per recipe)")
+    parser.add_argument("--sweep", action="append", required=True,
+                        help="NAME=SWEEP_FOLDER or NAME=SUMMARY.json (one per recipe)")
     parser.add_argument("--paper-name", action="append", default=[], help="OURS=PAPERS (a dataset's name in paper.yaml)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -121,6 +129,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "paper_table.md", table)
     for name, folder in sweeps.items():
+        if folder.is_file():  # a summary reported earlier: nothing more to copy
+            continue
         atomic_write_text(args.out / f"{name}_summary.json", json.dumps(
             json.loads((folder / "summary.json").read_text()), indent=1) + "\n")
         atomic_write_text(args.out / f"{name}_cells.csv", (folder / "cells.csv").read_text())
