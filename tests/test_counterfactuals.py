@@ -751,3 +751,26 @@ def test_a_long_text_is_not_searched_and_says_so(tmp_path: Path) -> None:
     assert [a.reason for a in results[0].attempts] == ["too_long"]
     assert "32000 words, more than max_words (256)" in results[0].attempts[0].detail
     assert results[1].flipped  # the short one is searched as before
+
+
+def test_recorded_target_prob_ignores_malformed_probs_in_summary_and_rows(tmp_path):
+    """A hand-edited probs_after that is not a list of one number per class counts as not recorded, in the
+    quality summary (which crashed on a short list) and in the reader that filters by it."""
+    from codistill.counterfactuals.metrics import recorded_target_prob
+    from codistill.counterfactuals.rows import read_counterfactual_rows
+
+    good = {"text": "a fine film", "counterfactual": "a dull film", "target_label": 0, "flipped": True,
+            "probs_after": [0.7, 0.3]}
+    short = dict(good, probs_after=[0.9])
+    strings = dict(good, probs_after=["0.7", "0.3"])
+    flags = dict(good, probs_after=[True, False])
+    assert recorded_target_prob(good, 0, 2) == pytest.approx(0.7)
+    assert recorded_target_prob(short, 0) == pytest.approx(0.9)
+    assert recorded_target_prob(short, 0, 2) is None
+    assert [recorded_target_prob(r, 0) for r in (strings, flags, dict(good, probs_after=None))] == [None] * 3
+    summary = quality_summary([good, dict(short, target_label=1), strings])
+    assert summary["mean_target_prob"] == pytest.approx(0.7)
+    assert [e["target_prob"] for e in summary["examples"]] == [pytest.approx(0.7), None, None]
+    path = tmp_path / "cf.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (good, short)) + "\n")
+    assert [r.target_prob for r in read_counterfactual_rows(path, ["neg", "pos"])] == [pytest.approx(0.7), None]

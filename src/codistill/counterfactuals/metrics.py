@@ -21,6 +21,17 @@ def words(text: str | None) -> list[str]:
     return _WORD.findall(text.lower()) if text else []
 
 
+def recorded_target_prob(row: dict[str, Any], target: int, num_classes: int | None = None) -> float | None:
+    """The teacher's probability of class ``target`` recorded in a raw row's ``probs_after`` (``None`` when the
+    row has none, or when it is not a list of numbers, of ``num_classes`` of them when given)."""
+    probs = row.get("probs_after")
+    if not isinstance(probs, list) or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in probs):
+        return None
+    if (num_classes is not None and len(probs) != num_classes) or not 0 <= target < len(probs):
+        return None
+    return float(probs[target])
+
+
 def _negation(tokens: Sequence[str]) -> bool:
     return any(t in NEGATION_WORDS or t.endswith("n't") for t in tokens)
 
@@ -95,7 +106,7 @@ def quality_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     edits = [r["edited_words"] for r in with_cf if r.get("edited_words") is not None]
     rel = [r["edited_words"] / max(1, len(words(r["text"]))) for r in with_cf if r.get("edited_words") is not None]
     length = [len(words(r["counterfactual"])) / max(1, len(words(r["text"]))) for r in with_cf]
-    target_p = [r["probs_after"][r["target_label"]] for r in with_cf if r.get("probs_after")]
+    target_p = [p for r in with_cf if (p := recorded_target_prob(r, r["target_label"])) is not None]
     texts = [" ".join(words(r["counterfactual"])) for r in with_cf]
     unchanged = sum(" ".join(words(r["text"])) == t for r, t in zip(with_cf, texts))
     duplicates = len(texts) - len(set(texts))
@@ -138,7 +149,7 @@ def quality_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                                      / len(judged_originals) if judged_originals else None),
         "examples": [{"text": r["text"], "counterfactual": r["counterfactual"],
                       "label": r.get("label_name", r.get("label")), "target": r.get("target_name", r["target_label"]),
-                      "target_prob": (r.get("probs_after") or [None] * (r["target_label"] + 1))[r["target_label"]],
+                      "target_prob": recorded_target_prob(r, r["target_label"]),
                       "fluency_ratio": r.get("fluency_ratio"), "judge_agrees": (
                           r["judge_label"] == r["target_label"] if r.get("judge_label") is not None else None)}
                      for r in good[:EXAMPLES]],

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from codistill.config import CounterfactualUse
+from codistill.counterfactuals.metrics import recorded_target_prob
 from codistill.data import LabeledTexts, iter_json_lines
 from codistill.errors import DataError
 
@@ -88,13 +89,8 @@ def parse_row(row: dict[str, Any], label_names: Sequence[str], where: str) -> Co
     more = row.get("more_counterfactuals") or []
     if not isinstance(more, list) or not all(isinstance(m, str) and m.strip() for m in more):
         raise DataError(f"{where}: 'more_counterfactuals' must be a list of non-empty strings, got {more!r}")
-    probs = row.get("probs_after")
-    target_prob = None
-    if isinstance(probs, list) and len(probs) == len(label_names) and all(
-            isinstance(p, (int, float)) and not isinstance(p, bool) for p in probs):
-        target_prob = float(probs[target])
     return CounterfactualRow(where_line(where), text or "", label, cf.strip() if cf else None, target, use, pool_index,
-                             tuple(m.strip() for m in more), target_prob)
+                             tuple(m.strip() for m in more), recorded_target_prob(row, target, len(label_names)))
 
 
 def where_line(where: str) -> int:
