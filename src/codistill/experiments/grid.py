@@ -166,7 +166,7 @@ class SweepConfig:
     out: str
     datasets: list[DatasetEntry]
     methods: list[str] = field(default_factory=lambda: ["kd"])
-    cod: list[str] = field(default_factory=lambda: ["none", "replace"])
+    cod: list[str] = field(default_factory=lambda: ["none", cod_rules.DEFAULT_MODE])
     k: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 512])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     generator: dict[str, Any] = field(default_factory=default_generator)
@@ -286,6 +286,6 @@ def demo_config(out: str | Path = DEMO_OUT) -> SweepConfig:
         out=str(out),
         datasets=[DatasetEntry(data="tweets", teacher_model="minilm", teacher_epochs=1,
                                teacher_max_train=DEMO_TEACHER_ROWS, max_eval=DEMO_EVAL_ROWS)],
-        methods=["kd"], cod=["none", "replace"], k=[8, 16, 32], seeds=[0, 1, 2],
+        methods=["kd"], cod=["none", cod_rules.DEFAULT_MODE], k=[8, 16, 32], seeds=[0, 1, 2],
         generator={"name": "edits", "max_edits": 3}, student={"model": "minilm", "layers": 3}, workers=2,
     )
