@@ -33,7 +33,8 @@ from codistill.fileio import atomic_write_json, atomic_write_text
 
 MIN_SEEDS = 3  # paired seeds a candidate needs at every k
 LABEL_KEYS = ("cod", "distill.method")  # what an arm's label already says
-UNPAIRED_KEYS = ("cod", "cf", "counterfactuals", "generator")  # what a CoD arm may differ in from its KD arm
+UNPAIRED_KEYS = ("cod", "cf", "counterfactuals", "generator", "allow_empty_counterfactuals")  # what a CoD arm
+# may differ in from its KD arm (options that only CoD cells read)
 COUNTS = (("n_counterfactuals", "used"), ("counterfactuals_skipped", "skipped"),
           ("counterfactuals_far_from_boundary", "far from the boundary"),
           ("counterfactuals_rebalanced", "rebalanced away"))

@@ -84,14 +84,15 @@ def test_compare_keeps_only_the_chosen_k_and_names_an_arm_left_empty():
 
 # -- cod_recipe.py: CoD recipes against KD from finished cells -------------------------------------------------
 
-def recipe_cells(values: dict[int, list[float]], cod=None, alpha=1.0, cf=None, dataset="sst2", test_shift=0.0):
+def recipe_cells(values: dict[int, list[float]], cod=None, alpha=1.0, cf=None, dataset="sst2", test_shift=0.0,
+                 allow_empty=False):
     """Finished cells of one arm, as metrics.json holds them: ``values`` maps k to validation accuracy per seed."""
     import hashlib
 
     cells = []
     for k, accuracies in values.items():
         for seed, acc in enumerate(accuracies):
-            run = {"k": k, "seed": seed, "cod": cod, "allow_empty_counterfactuals": False, "llm_teacher": None,
+            run = {"k": k, "seed": seed, "cod": cod, "allow_empty_counterfactuals": allow_empty, "llm_teacher": None,
                    "student": {"model": "minilm", "layers": 6}, "distill": {"method": "kd", "alpha": alpha},
                    "train": {"epochs": 30, "seed": seed, "eval_points": 0}}
             if cf:
@@ -117,6 +118,19 @@ def write_sweep(root: Path, cells: list[dict]) -> Path:
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps(c))
     return root
+
+
+def test_cod_recipe_pairs_a_cod_arm_that_allows_empty_sets_with_plain_kd(tmp_path):
+    """allow_empty_counterfactuals is read by CoD cells only (a margin filter may empty a small cell), so such an
+    arm is paired with the KD arm that lacks it rather than left unpaired."""
+    recipe = load_script("cod_recipe")
+    kd = write_sweep(tmp_path / "kd", recipe_cells({8: [0.5, 0.5, 0.5]}))
+    cod = write_sweep(tmp_path / "cod", recipe_cells({8: [0.6, 0.5, 0.4]}, cod="replace",
+                                                     cf={"max_target_prob": 0.8}, allow_empty=True))
+    ds = recipe.summarize([kd, cod], test=False)["datasets"]["sst2"]
+    (row,) = ds["paired"]["validation"]
+    assert row["baseline"] == "kd" and "allow_empty_counterfactuals=True" in row["arm"]
+    assert row["by_k"][8]["mean"] == pytest.approx(0.0) and row["by_k"][8]["wins"] == 1
 
 
 def test_cod_recipe_names_arms_by_their_differences_and_pairs_alpha_20_with_alpha_20(tmp_path):
@@ -195,8 +209,9 @@ def test_cod_recipe_configs_parse_and_share_their_folder_teacher_and_kd_cells(co
 
     cfg = SweepConfig.from_yaml(BENCHMARKS / "cod_recipe" / config)
     first = SweepConfig.from_yaml(BENCHMARKS / "cod_recipe" / f"{config.split('_')[0]}_replace.yaml")
-    assert (cfg.out, cfg.datasets, cfg.student, cfg.seeds, cfg.generator) == \
-        (first.out, first.datasets, first.student, first.seeds, first.generator)
+    assert (cfg.out, cfg.datasets, cfg.student, cfg.generator) == \
+        (first.out, first.datasets, first.student, first.generator)
+    assert set(first.seeds) <= set(cfg.seeds)  # the confirmation adds seeds to the search's
     assert "eval_points" not in cfg.train  # chosen on the final weights; KD cells shared by every candidate
     if config.startswith("sst2_"):  # the paper table's folder and trained teacher
         paper = SweepConfig.from_yaml(BENCHMARKS / "paper_table" / "sst2_default.yaml")
