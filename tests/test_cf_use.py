@@ -150,7 +150,7 @@ def test_bad_cf_options_are_refused() -> None:
 # -- sweeps: CoD cells keyed by cf, baseline cells not ------------------------------------------------------
 
 
-def test_sweep_cells_are_keyed_by_cf_only_when_cod_and_not_default(tmp_path: Path, toy_folder: Path, toy) -> None:
+def test_sweep_cells_are_keyed_by_cod_only_options_only_when_cod(tmp_path: Path, toy_folder: Path, toy) -> None:
     from codistill.experiments import SweepConfig
     from codistill.experiments.artifacts import cell_recipe, config_hash
     from codistill.experiments.grid import Cell
@@ -173,6 +173,8 @@ def test_sweep_cells_are_keyed_by_cf_only_when_cod_and_not_default(tmp_path: Pat
     assert left_out == default                            # the default adds nothing to any key
     assert soft["none"] == left_out["none"]               # the baseline ignores cf
     assert soft["replace"] != left_out["replace"]         # a CoD cell is keyed by it
+    empty = keys(allow_empty_counterfactuals=True)        # read by CoD cells only, like cf
+    assert empty["none"] == left_out["none"] and empty["replace"] != left_out["replace"]
     assert "cf" not in SweepConfig(out="x", datasets=[{"data": "tweets"}]).to_dict()
     with pytest.raises(ConfigError, match="sweep.cf: only CoD cells use it"):
         SweepConfig(out="x", datasets=[{"data": "tweets"}], cod=["none"], cf={"rebalance": True})

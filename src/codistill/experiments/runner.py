@@ -71,13 +71,14 @@ class CellJob:
 
 def cell_run(cfg: SweepConfig, c: Cell, entry_index: int, teacher: str | None,
              counterfactuals: str | None = None) -> RunConfig:
-    """The run a cell is: its k, seed and mode with the sweep's options (``cf`` for CoD cells only), the
-    dataset's teacher (and endpoint options) and its counterfactual file."""
+    """The run a cell is: its k, seed and mode with the sweep's options (``cf`` and
+    ``allow_empty_counterfactuals`` for CoD cells only, so they never change a baseline's key), the dataset's
+    teacher (and endpoint options) and its counterfactual file."""
     return RunConfig(teacher=teacher, k=c.k, seed=c.seed, counterfactuals=counterfactuals,
                      cod=None if c.cod == "none" else c.cod, student=StudentConfig(**cfg.student),
                      generator=cfg.generator if c.cod == "rounds" else None,
                      cf=cfg.cf_use() if c.cod != "none" else CounterfactualUse(),
-                     allow_empty_counterfactuals=cfg.allow_empty_counterfactuals,
+                     allow_empty_counterfactuals=cfg.allow_empty_counterfactuals and c.cod != "none",
                      llm_teacher=cfg.datasets[entry_index].llm_options(cfg.out),
                      distill=distill_options(c.method, cfg.distill), train=TrainConfig(**cfg.train))
 
