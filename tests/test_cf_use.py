@@ -114,6 +114,19 @@ def test_max_target_prob_keeps_the_counterfactuals_near_the_boundary(tmp_path: P
         cod_examples(cf, sample, NAMES, use=CounterfactualUse(max_target_prob=0.5))
 
 
+def test_an_emptied_cod_run_names_the_step_that_removed_its_counterfactuals(tmp_path: Path, toy) -> None:
+    from codistill.cod import NoCounterfactuals, check_usable
+    sample = sample_from(toy, 4, 0)
+    cf = write_cf(tmp_path / "cf.jsonl", sample, flipped=[True, True, False, False], probs=[0.95, 0.97, None, None])
+    _, info = cod_examples(cf, sample, NAMES, use=CounterfactualUse(max_target_prob=0.8))
+    with pytest.raises(NoCounterfactuals, match=r"cf\.jsonl: none of the 4 originals .*\(the teacher was not flipped: "
+                       r"2; cf\.max_target_prob removed \(too far from the boundary\): 2\)"):
+        check_usable(info["added"], 4, str(cf), False, info)
+    with pytest.raises(NoCounterfactuals, match=r"\(the teacher was flipped on none\)"):
+        check_usable(0, 4, "x.jsonl", False)
+    check_usable(0, 4, "x.jsonl", True, info)  # allowed
+
+
 def test_rebalance_keeps_as_many_per_target_as_the_rarest_target_has(tmp_path: Path, toy) -> None:
     sample = sample_from(toy, 8, 0)
     target_1 = [y == 0 for y in sample.labels]             # originals labelled 0 target class 1

@@ -51,9 +51,12 @@ def test_paired_difference_t_interval() -> None:
     assert d["ci_high"] - d["mean"] == pytest.approx(4.302653 * sd / math.sqrt(3), rel=1e-5)
 
 
-def test_method_labels() -> None:
-    assert [method_label("kd", c) for c in (None, "none", "replace", "augment", "extra")] == \
-        ["kd", "kd", "kd+cod", "kd+cod-augment", "kd+extra"]
+def test_method_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    import codistill.cod as cod_rules
+    for default in ("replace", "augment"):  # the paper's mode keeps the plain label whichever is the default
+        monkeypatch.setattr(cod_rules, "DEFAULT_MODE", default)
+        assert [method_label("kd", c) for c in (None, "none", "replace", "augment", "extra")] == \
+            ["kd", "kd", "kd+cod", "kd+cod-augment", "kd+extra"]
 
 
 def test_config_validation(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from codistill.errors import ConfigError
 
-# mode -> what it trains on; the first is the default of ``--cod``
+# mode -> what it trains on (the default of ``--cod`` is DEFAULT_MODE)
 MODES: dict[str, str] = {
     "replace": "CoD at budget k: k/2 originals + their counterfactuals",
     "multi": "k/2 originals + every counterfactual of each (a file made with per_original > 1)",
@@ -20,6 +20,8 @@ MODES: dict[str, str] = {
     "augment": "k originals + counterfactuals of all k (a larger set)",
 }
 DEFAULT_MODE = "replace"
+# the paper's mode: tables name its runs plain ``+cod`` whatever the default is, so results stay comparable
+PAPER_MODE = "replace"
 # the modes that keep k/2 originals: CoD at the same label budget as the baseline
 HALF_MODES = ("replace", "multi", "rounds")
 ON_FAILURE = ("skip", "keep-best")  # what to do with an original no candidate flipped; the first is the default
@@ -86,13 +88,20 @@ class NoCounterfactuals(ConfigError):
     """CoD without a single usable counterfactual: it would train on the originals alone."""
 
 
-def check_usable(used: int, originals: int, where: str, allow_empty: bool) -> None:
-    """CoD needs at least one usable counterfactual among its ``originals``, unless ``allow_empty``."""
+# what each count of :func:`codistill.counterfactuals.rows.use_counterfactuals` says removed a counterfactual
+_REMOVED_BY = {"skipped_not_flipped": "the teacher was not flipped", "skipped_far_from_boundary":
+               "cf.max_target_prob removed (too far from the boundary)", "skipped_rebalance": "cf.rebalance removed"}
+
+
+def check_usable(used: int, originals: int, where: str, allow_empty: bool, counts: dict[str, int] | None = None) -> None:
+    """CoD needs at least one usable counterfactual among its ``originals``, unless ``allow_empty``; ``counts``
+    (the skip counts of the rows' reader) say which step removed them, else the teacher is named."""
     if used == 0 and originals and not allow_empty:
-        raise NoCounterfactuals(f"{where}: none of the {originals} originals has a usable counterfactual (the teacher "
-                                "was flipped on none), so CoD would train on the originals alone; see its summary "
-                                "file, or allow it (counterfactuals: --allow-empty; distill and sweeps: "
-                                "allow_empty_counterfactuals)")
+        why = "; ".join(f"{what}: {counts[key]}" for key, what in _REMOVED_BY.items() if (counts or {}).get(key))
+        raise NoCounterfactuals(f"{where}: none of the {originals} originals has a usable counterfactual "
+                                f"({why or 'the teacher was flipped on none'}), so CoD would train on the originals "
+                                "alone; see its summary file, or allow it (counterfactuals: --allow-empty; distill "
+                                "and sweeps: allow_empty_counterfactuals)")
 
 
 def check_on_failure(value: str, where: str = "--on-failure") -> str:

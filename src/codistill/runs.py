@@ -153,7 +153,7 @@ def training_rows(dataset: TextDataset, run: RunConfig):
                                          use=run.cf))
         if run.cod is not None:
             cod_rules.check_usable(info["added"], len(sample.texts), str(run.counterfactuals),
-                                   run.allow_empty_counterfactuals)
+                                   run.allow_empty_counterfactuals, info)
         rows = rows + extra
     return sample, rows, info
 

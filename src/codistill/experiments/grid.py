@@ -30,7 +30,8 @@ EXECUTORS = ("local", "ray")
 
 
 def method_label(method: str, cod: str | None) -> str:
-    """How a run is named in tables: ``kd``, ``kd+cod`` (CoD at the same budget), ``kd+cod-multi`` (the
+    """How a run is named in tables (and in a sweep's cell folders): ``kd``, ``kd+cod`` (the paper's CoD,
+    :data:`codistill.cod.PAPER_MODE`, whichever mode is the default), ``kd+cod-multi`` (the
     same k/2 originals with several counterfactuals each), ``kd+cod-rounds`` (CoD and a student-aware second
     round), ``kd+cod-augment`` (k originals plus their counterfactuals: a larger set), ``kd+extra`` (rows
     added by hand)."""
@@ -38,7 +39,7 @@ def method_label(method: str, cod: str | None) -> str:
         return method + ("+extra" if cod == "extra" else "")
     if cod not in cod_rules.MODES:
         raise ConfigError(f"unknown cod mode {cod!r} (choose from {', '.join(cod_rules.MODES)})")
-    return method + ("+cod" if cod == cod_rules.DEFAULT_MODE else f"+cod-{cod}")
+    return method + ("+cod" if cod == cod_rules.PAPER_MODE else f"+cod-{cod}")
 
 
 @dataclass
