@@ -62,7 +62,9 @@ def test_demo_config_is_the_documented_grid() -> None:
 
     cfg = demo_config("x")
     cells = plan_cells(cfg, ["tweets"])
-    assert {c.label for c in cells} == {"kd", "kd+cod"} and sorted({c.k for c in cells}) == [8, 16, 32]
+    from codistill.cod import DEFAULT_MODE
+    from codistill.experiments.grid import method_label
+    assert {c.label for c in cells} == {"kd", method_label("kd", DEFAULT_MODE)} and sorted({c.k for c in cells}) == [8, 16, 32]
     assert sorted({c.seed for c in cells}) == [0, 1, 2] and len(cells) == 18
     assert cfg.datasets[0].data == "tweets" and cfg.student["layers"] == 3
 
@@ -174,14 +176,18 @@ def test_teacher_and_distill_commands(capsys, csv_folder: Path, tiny_teacher: Pa
                          "--out", str(cod_out), "--epochs", "1", "--min-steps", "2", "--fluency-lm", str(tiny_lm),
                          "--probe-steps", "0", "--config", str(config))
     assert code == 0, err
+    from codistill import cod as cod_rules
+    from codistill.experiments.grid import method_label
+    edited = cod_rules.edited_originals(cod_rules.counterfactual_budget(8, cod_rules.DEFAULT_MODE), 2)
     cf_summary = json.loads((cod_out / "counterfactuals.summary.json").read_text())
-    assert f"counterfactuals (edits): {cf_summary['flipped']}/4 flipped the teacher" in " ".join(out.split())
-    assert cf_summary["quality"] == {"lm": str(tiny_lm), "judge": None} and cf_summary["originals"] == 4
+    assert f"counterfactuals (edits): {cf_summary['flipped']}/{edited} flipped the teacher" in " ".join(out.split())
+    assert cf_summary["quality"] == {"lm": str(tiny_lm), "judge": None} and cf_summary["originals"] == edited
     if cf_summary["flipped"]:
         assert f"median fluency ratio {cf_summary['fluency_ratio_median']:.2f}" in " ".join(out.split())
     m = json.loads((cod_out / "metrics.json").read_text())
     assert m["generated"]["path"] == str(cod_out / "counterfactuals.jsonl")
-    assert m["cod"] == "replace" and m["n_originals"] == 4 and "kd+cod" in out
+    assert m["cod"] == cod_rules.DEFAULT_MODE and m["n_originals"] == cod_rules.originals(8, cod_rules.DEFAULT_MODE)
+    assert method_label("kd", cod_rules.DEFAULT_MODE) in out
 
 
 @pytest.mark.parametrize(
