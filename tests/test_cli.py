@@ -288,6 +288,11 @@ def test_a_disk_that_fills_mid_run_is_one_line(capsys, csv_folder: Path, tiny_te
 
 
 def test_a_budget_that_cannot_be_halved_fails_before_any_model_loads(capsys, csv_folder: Path, tmp_path: Path) -> None:
+    for mode, k, message in (("replace", "6", "k=6: CoD keeps k/2 originals"),
+                             ("augment", "3", "k=3: CoD augment edits all k originals")):
+        code, _, err = run(capsys, "counterfactuals", "--data", str(csv_folder), "--teacher", str(tmp_path / "none"),
+                           "--k", k, "--cod-mode", mode, "--out", str(tmp_path / "cf.jsonl"))  # no such teacher either
+        assert code == 2 and message in err, err
     code, _, err = run(capsys, "counterfactuals", "--data", str(csv_folder), "--teacher", str(tmp_path / "none"),
-                       "--k", "6", "--out", str(tmp_path / "cf.jsonl"))  # the teacher does not exist either
-    assert code == 2 and "k=6: CoD keeps k/2 originals" in err
+                       "--k", "4", "--cod-mode", "nope", "--out", str(tmp_path / "cf.jsonl"))
+    assert code == 2 and "--cod-mode must be one of replace, multi, rounds, augment, got 'nope'" in err

@@ -504,7 +504,7 @@ def test_cli_counterfactuals_with_tiny_teacher(tmp_path: Path, tiny_teacher: Pat
     lexicon.write_text(json.dumps({w: ["awful", "dull"] for w in ["great", "lovely", "superb", "fine"]}))
     out = tmp_path / "cf.jsonl"
     code = main(["counterfactuals", "--data", str(csv_folder), "--teacher", str(tiny_teacher), "--k", "8",
-                 "--generator", "edits", "--lexicon", str(lexicon), "--out", str(out), "--on-failure", "keep-best",
+                 "--cod-mode", "replace", "--generator", "edits", "--lexicon", str(lexicon), "--out", str(out), "--on-failure", "keep-best",
                  "--fluency-lm", str(tiny_lm), "--judge", str(tiny_teacher)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -522,6 +522,14 @@ def test_cli_counterfactuals_with_tiny_teacher(tmp_path: Path, tiny_teacher: Pat
             assert p.tolist() == pytest.approx(r["probs_after"], abs=1e-4)
     extra, info = read_extra_examples(out, ["0", "1"])
     assert info["added"] == sum(r["use"] for r in rows)
+    # augment at k = 4 edits the same 4 originals: the file a distill run at k = 4 in that mode reads
+    code = main(["counterfactuals", "--data", str(csv_folder), "--teacher", str(tiny_teacher), "--k", "4",
+                 "--cod-mode", "augment", "--generator", "edits", "--lexicon", str(lexicon), "--out",
+                 str(tmp_path / "aug.jsonl"), "--on-failure", "keep-best", "--fluency-lm", "none"])
+    assert code == 0, capsys.readouterr().err
+    assert "k=4 for --cod-mode augment (4 originals)" in " ".join(capsys.readouterr().out.split())
+    assert [json.loads(line)["text"] for line in (tmp_path / "aug.jsonl").read_text().splitlines()] == \
+        [r["text"] for r in rows]
 
 
 def test_edit_search_deletes_at_most_one_word_and_no_function_words() -> None:

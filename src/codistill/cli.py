@@ -375,7 +375,7 @@ RUN_TOP = OptionGroup("top", RunConfig, {"student": None, "distill": None, "trai
 LLM_TEACHER_GROUP = OptionGroup("llm_teacher", LLMTeacherConfig,
                                 {f.name: None if f.name == "model" else "--llm-" + f.name.replace("_", "-")
                                  for f in dataclasses.fields(LLMTeacherConfig)})
-CF_TOP = OptionGroup("top", CounterfactualOptions)
+CF_TOP = OptionGroup("top", CounterfactualOptions, {"cod": "--cod-mode"})
 
 
 @app.command("teacher")
@@ -504,7 +504,7 @@ def counterfactuals_cmd(
     spec = command_spec(top.generator, {"edits": options["edits"], "llm": options["llm"]}, section)
     gen = make_generator(spec, default_cache_dir=str(out.parent / ".llm_cache"), where="--generator")
     dataset = load_dataset(data_config(options, file))
-    cod_rules.edited_originals(top.k, dataset.num_classes)  # a k that cannot be halved fails before models load
+    cod_rules.check_run_budget(top.k, top.cod, dataset.num_classes)  # a bad k fails before models load
     check_counterfactual_output(out, dataset)
     teacher = load_teacher(top.teacher, dataset.label_names)
     if is_classifier(teacher):
@@ -512,9 +512,10 @@ def counterfactuals_cmd(
     scorer = QualityScorer.load(top.fluency_lm, top.judge)
     with on_interrupt(f"{out} was not written; the LLM answers paid for so far stay in their cache, so the same "
                       "command resumes from them"):
-        s = generate_counterfactuals(dataset, teacher_verifier(teacher), gen, out, k=top.k, seed=top.seed,
+        s = generate_counterfactuals(dataset, teacher_verifier(teacher), gen, out, k=top.budget, seed=top.seed,
                                      on_failure=top.on_failure, scorer=scorer, allow_empty=top.allow_empty)
-    _print_cf_summary(s, f"counterfactuals: {dataset.name}, k={s['k']} ({s['originals']} originals), {s['generator']}",
+    _print_cf_summary(s, f"counterfactuals: {dataset.name}, k={top.k} for --cod-mode {top.cod} ({s['originals']} "
+                         f"originals), {s['generator']}",
                       out)
 
 

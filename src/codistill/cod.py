@@ -65,6 +65,9 @@ def check_run_budget(k: int, cod: str | None, num_classes: int) -> None:
     """A run at budget ``k`` in mode ``cod`` can be sampled: its originals and, for CoD, the CoD half of the
     sample its counterfactual file is made for are balanced over the classes (checked before any work)."""
     originals(k, cod, num_classes)
+    if cod is not None and not halves(cod) and k % num_classes:
+        raise ConfigError(f"k={k}: CoD {cod} edits all k originals, balanced over the classes, so k must be "
+                          f"divisible by the number of classes ({num_classes})")
     if cod is not None:
         edited_originals(counterfactual_budget(k, cod), num_classes)
 
@@ -102,6 +105,12 @@ def check_usable(used: int, originals: int, where: str, allow_empty: bool, count
                                 f"({why or 'the teacher was flipped on none'}), so CoD would train on the originals "
                                 "alone; see its summary file, or allow it (counterfactuals: --allow-empty; distill "
                                 "and sweeps: allow_empty_counterfactuals)")
+
+
+def check_mode(value: str, where: str = "--cod-mode") -> str:
+    if value not in MODES:
+        raise ConfigError(f"{where} must be one of {', '.join(MODES)}, got '{value}'")
+    return value
 
 
 def check_on_failure(value: str, where: str = "--on-failure") -> str:

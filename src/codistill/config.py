@@ -654,8 +654,8 @@ class RunConfig:
         check_types(self, "run")
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
-        if self.cod is not None and self.cod not in cod_rules.MODES:
-            raise ConfigError(f"cod mode must be one of {', '.join(cod_rules.MODES)}, got '{self.cod}'")
+        if self.cod is not None:
+            cod_rules.check_mode(self.cod, "cod mode")
         if self.cod is not None and self.counterfactuals is None and self.teacher is None:
             raise ConfigError("CoD without a counterfactual file (--counterfactuals, from `codistill "
                               "counterfactuals`) generates them with the teacher: pass --teacher")
@@ -755,8 +755,10 @@ class CounterfactualOptions:
 
     Attributes:
         teacher: teacher folder or Hub name: it verifies every candidate.
-        k: budget k: counterfactuals for the k/2 originals CoD keeps of the k-shot sample.
+        k: budget k: counterfactuals for the originals a CoD run at budget k trains on (``cod``).
         seed: sampling seed (the same as for distill).
+        cod: the CoD mode of the run that uses the file: ``augment`` edits all k originals of the k-shot
+            sample, ``replace`` (and ``multi``, ``rounds``) the k/2 it keeps.
         generator: ``edits`` (offline search), ``llm`` (an OpenAI-compatible endpoint), ``llm+edits``
             (the LLM, then the edit search for the originals it could not flip) or ``chain`` (the list of
             generator specs in a config file's ``generator.generators``).
@@ -772,6 +774,7 @@ class CounterfactualOptions:
     teacher: str | None = None
     k: int = RunConfig.k
     seed: int = RunConfig.seed
+    cod: str = cod_rules.DEFAULT_MODE
     generator: str = "edits"
     on_failure: str = cod_rules.ON_FAILURE[0]
     allow_empty: bool = False
@@ -782,8 +785,14 @@ class CounterfactualOptions:
         check_types(self, "counterfactuals")
         if self.k < 2:
             raise ConfigError(f"k must be >= 2, got {self.k}")
+        cod_rules.check_mode(self.cod, "--cod-mode")
         cod_rules.check_on_failure(self.on_failure)
         self.fluency_lm = fluency_lm_option(self.fluency_lm)
+
+    @property
+    def budget(self) -> int:
+        """The budget whose CoD half the file covers (:func:`codistill.cod.counterfactual_budget`)."""
+        return cod_rules.counterfactual_budget(self.k, self.cod)
 
 
 def fluency_lm_option(value: str | None) -> str | None:
