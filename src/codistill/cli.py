@@ -405,7 +405,7 @@ def teacher_cmd(
               LLM_TEACHER_GROUP, CF_USE_GROUP)
 def distill_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder for the student, metrics.json and the log."),
-    cod: bool = typer.Option(False, "--cod", help="CoD at budget k (mode --cod-mode) with the counterfactuals of "
+    cod: bool = typer.Option(False, "--cod", help="CoD with k human labels (mode --cod-mode) and the counterfactuals of "
                              "--counterfactuals, or else generated with the teacher and the edit search."),
     cod_mode: Optional[str] = typer.Option(None, "--cod-mode", help="The CoD mode (implies --cod): " + "; ".join(
         f"'{name}' ({what})" for name, what in cod_rules.MODES.items()) + f". [default: {cod_rules.DEFAULT_MODE}]"),

@@ -17,7 +17,7 @@ MODES: dict[str, str] = {
     "multi": "k/2 originals + every counterfactual of each (a file made with per_original > 1)",
     "rounds": "CoD, then edits that flip the first student and that the teacher labels otherwise, and a fresh "
               "student (the same k/2 labels)",
-    "augment": "k originals + counterfactuals of all k (a larger set)",
+    "augment": "all k originals + counterfactuals of all k (the same k labels, up to twice the texts)",
 }
 DEFAULT_MODE = "replace"
 # the paper's mode: tables name its runs plain ``+cod`` whatever the default is, so results stay comparable

@@ -621,8 +621,8 @@ class RunConfig:
         cod: ``None`` (every usable row of ``counterfactuals`` is added to the k originals), ``replace`` (CoD
             at budget k: k/2 originals + their counterfactuals), ``multi`` (the same k/2 originals, each with
             every counterfactual its row holds: the first and its ``more_counterfactuals``, made by a
-            generator with ``per_original`` > 1), ``augment`` (k originals + counterfactuals of all k, a
-            larger set) or ``rounds`` (student-aware, beyond the paper: CoD's k/2 originals and their
+            generator with ``per_original`` > 1), ``augment`` (all k originals + counterfactuals of all k:
+            the same k human labels, up to twice the training texts) or ``rounds`` (student-aware, beyond the paper: CoD's k/2 originals and their
             counterfactuals train a first student; the edits of those training texts that flip that student
             and that the teacher labels otherwise join them, and a fresh student trains on the whole; the
             same k/2 human labels).

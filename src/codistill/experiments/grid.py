@@ -33,7 +33,7 @@ def method_label(method: str, cod: str | None) -> str:
     """How a run is named in tables (and in a sweep's cell folders): ``kd``, ``kd+cod`` (the paper's CoD,
     :data:`codistill.cod.PAPER_MODE`, whichever mode is the default), ``kd+cod-multi`` (the
     same k/2 originals with several counterfactuals each), ``kd+cod-rounds`` (CoD and a student-aware second
-    round), ``kd+cod-augment`` (k originals plus their counterfactuals: a larger set), ``kd+extra`` (rows
+    round), ``kd+cod-augment`` (all k originals plus their counterfactuals), ``kd+extra`` (rows
     added by hand)."""
     if cod in (None, "none", "extra"):
         return method + ("+extra" if cod == "extra" else "")

@@ -207,8 +207,8 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
           "Test accuracy, mean ± std over seeds (%). Fixed training budget; nothing selected on the test split. "
           "`+cod` = k/2 originals + their verified counterfactuals (same budget k); `+cod-multi` = the same with "
           "several counterfactuals per original; `+cod-rounds` = `+cod` plus a second round of edits that flip "
-          "the first student and that the teacher labels otherwise; `+cod-augment` = k originals + their "
-          "counterfactuals (a larger training set).", ""]
+          "the first student and that the teacher labels otherwise; `+cod-augment` = all k originals + a "
+          "counterfactual of each (the same k human labels, up to twice the training texts).", ""]
     if summary["config_hash"]:
         md += [f"Config: `{summary['config_hash'][:12]}` (the last entry of sweep.json; every table below comes "
                f"from its {summary['cells_finished']} of {summary['cells_planned']} cells, and only from them).", ""]
