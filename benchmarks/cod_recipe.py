@@ -215,8 +215,8 @@ def summarize(folders: list[Path], test: bool) -> dict[str, Any]:
             "winner": ranking[0]["arm"] if ranking else None,
             "arms": [{"name": a["name"], "label": a["label"], "differences": a["differences"],
                       "baseline": a["baseline"] and a["baseline"]["name"], "cells": len(a["cells"]),
-                      "validation": {k: dict(zip(("mean", "std", "n"), mean_std(list(v.values()))))
-                                     for k, v in sorted(accuracies(a, "validation").items())},
+                      **{split: {k: dict(zip(("mean", "std", "n"), mean_std(list(v.values()))))
+                                 for k, v in sorted(accuracies(a, split).items())} for split in paired},
                       "counterfactuals": {k: {key: mean_std([c.get(key) for c in a["cells"] if c["k"] == k])[0]
                                               for key, _ in COUNTS}
                                           for k in sorted({c["k"] for c in a["cells"]})} if not is_baseline(a) else {},
@@ -241,6 +241,12 @@ def _paired_table(rows: list[dict[str, Any]], ks: list[int]) -> list[str]:
                     *(_points(r["by_k"][k]) if k in r["by_k"] else "-" for k in ks)] for r in rows])
 
 
+def _accuracy_table(arms: list[dict[str, Any]], split: str, ks: list[int]) -> list[str]:
+    return _table(["arm", "cells", *(f"k={k}" for k in ks)],
+                  [[a["name"], str(a["cells"]), *(f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f} ({s['n']})"
+                                                  if (s := a[split].get(k)) else "-" for k in ks)] for a in arms])
+
+
 def render(result: dict[str, Any]) -> str:
     md = ["# CoD recipes against KD, chosen on validation", "",
           f"Folders: {', '.join(result['folders'])} ({result['cells']} finished cells).", "", result["rule"]]
@@ -251,10 +257,7 @@ def render(result: dict[str, Any]) -> str:
                (f"Reference arm: `{ds['reference']}`. Every arm is named by its label, then the options in which it "
                 "differs from the reference arm (CoD options: from their defaults and the generator of the CoD arm "
                 "with the most cells)."), "", "### Validation accuracy (%), mean ± std (seeds)", ""]
-        md += _table(["arm", "cells", *(f"k={k}" for k in ks)],
-                     [[a["name"], str(a["cells"]), *(f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f} ({s['n']})"
-                                                     if (s := a["validation"].get(k)) else "-" for k in ks)]
-                      for a in arms])
+        md += _accuracy_table(arms, "validation", ks)
         md += ["", "### CoD − KD on validation (points): mean [95% CI] (seeds won/paired)", ""]
         md += _paired_table(ds["paired"]["validation"], ks)
         md += ["", f"### Choice at k = {', '.join(map(str, ds['ks'])) or '(none)'}", ""]
@@ -276,6 +279,7 @@ def render(result: dict[str, Any]) -> str:
             md += ["", ("### Confirmation on test, never used for choosing: CoD − KD (points), mean [95% CI] "
                         "(seeds won/paired)"), ""]
             md += _paired_table(ds["paired"]["test"], ks)
+            md += ["", "### Test accuracy (%), mean ± std (seeds)", ""] + _accuracy_table(arms, "test", ks)
     return "\n".join(md) + "\n"
 
 

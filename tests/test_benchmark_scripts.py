@@ -167,6 +167,9 @@ def test_cod_recipe_prices_augment_against_kd_at_k_and_at_2k(tmp_path):
     assert same["by_k"][8]["mean"] == pytest.approx(0.0) and double["by_k"][8]["mean"] == pytest.approx(-0.1)
     assert list(double["by_k"]) == [8] and len(rows["test"]) == 2
     assert "| kd+cod-augment | kd at 2k | -10.00" in recipe.render(recipe.summarize([root], test=False))
+    md = recipe.render(recipe.summarize([root], test=True))  # the test means follow the confirmation
+    test_part = md[md.index("### Test accuracy (%)"):]
+    assert "| kd | 6 | 60.0 ± 10.0 (3) | 70.0 ± 10.0 (3) |" in test_part and "| kd+cod-augment | 3 | 60.0 ± 0.0 (3) | - |" in test_part
 
 
 def test_cod_recipe_chooses_the_best_worst_k_not_the_best_mean(tmp_path, capsys):
