@@ -19,7 +19,7 @@ MODES: dict[str, str] = {
               "student (the same k/2 labels)",
     "augment": "all k originals + counterfactuals of all k (the same k labels, up to twice the texts)",
 }
-DEFAULT_MODE = "replace"
+DEFAULT_MODE = "augment"
 # the paper's mode: tables name its runs plain ``+cod`` whatever the default is, so results stay comparable
 PAPER_MODE = "replace"
 # the modes that keep k/2 originals: CoD at the same label budget as the baseline
