@@ -622,10 +622,10 @@ class RunConfig:
             at budget k: k/2 originals + their counterfactuals), ``multi`` (the same k/2 originals, each with
             every counterfactual its row holds: the first and its ``more_counterfactuals``, made by a
             generator with ``per_original`` > 1), ``augment`` (all k originals + counterfactuals of all k:
-            the same k human labels, up to twice the training texts) or ``rounds`` (student-aware, beyond the paper: CoD's k/2 originals and their
-            counterfactuals train a first student; the edits of those training texts that flip that student
-            and that the teacher labels otherwise join them, and a fresh student trains on the whole; the
-            same k/2 human labels).
+            the same k human labels, up to twice the training texts) or ``rounds`` (student-aware, beyond
+            the paper: CoD's k/2 originals and their counterfactuals train a first student; the edits of those
+            training texts that flip that student and that the teacher labels otherwise join them, and a fresh
+            student trains on the whole; the same k/2 human labels).
         generator: the search a CoD run without a counterfactual file generates them with, and of a
             ``rounds`` run's second round (``{"name": "edits", ...}``; ``None``: the edit search's defaults).
         allow_empty_counterfactuals: let a CoD run train when none of its originals has a usable
