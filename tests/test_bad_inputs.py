@@ -76,7 +76,7 @@ CASES = [
     ("data sample over its own input", {"d.csv": "text,label\na,0\nb,1\nc,0\nd,1\n"},
      ["data", "sample", "{tmp}/d.csv", "--k", "2", "--out", "{tmp}/d.csv"], "would overwrite an input"),
     ("sweep budget that CoD cannot halve", {"s.yaml": {"k": [6], "cod": ["none", "replace"]}}, ["sweep", "{tmp}/s.yaml"],
-     "k=6: CoD keeps k/2 originals, so k/2 must be divisible by the number of classes (2)"),
+     "k=6: CoD replace edits k/2 originals, balanced over the classes, so k/2 must be divisible by the number of classes (2)"),
     ("sweep budget that augment cannot balance", {"s.yaml": {"k": [3], "cod": ["none", "augment"]}},
      ["sweep", "{tmp}/s.yaml"], "k=3: CoD augment edits all k originals, balanced over the classes"),
     ("alpha not a number", {}, ["distill", "--alpha", "nan"], "distill.alpha: expected a finite number, got nan"),

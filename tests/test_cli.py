@@ -288,7 +288,7 @@ def test_a_disk_that_fills_mid_run_is_one_line(capsys, csv_folder: Path, tiny_te
 
 
 def test_a_budget_that_cannot_be_halved_fails_before_any_model_loads(capsys, csv_folder: Path, tmp_path: Path) -> None:
-    for mode, k, message in (("replace", "6", "k=6: CoD keeps k/2 originals"),
+    for mode, k, message in (("replace", "6", "k=6: CoD replace edits k/2 originals, balanced over the classes"),
                              ("augment", "3", "k=3: CoD augment edits all k originals")):
         code, _, err = run(capsys, "counterfactuals", "--data", str(csv_folder), "--teacher", str(tmp_path / "none"),
                            "--k", k, "--cod-mode", mode, "--out", str(tmp_path / "cf.jsonl"))  # no such teacher either

@@ -59,6 +59,17 @@ def test_method_labels(monkeypatch: pytest.MonkeyPatch) -> None:
             ["kd", "kd", "kd+cod", "kd+cod-augment", "kd+extra"]
 
 
+def test_report_legend_reads_the_modes_default_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    import codistill.cod as cod_rules
+    from codistill.experiments.report import _mode_legend
+    for default, label in (("augment", "+cod-augment"), ("replace", "+cod")):
+        monkeypatch.setattr(cod_rules, "DEFAULT_MODE", default)
+        legend = _mode_legend()
+        assert legend.startswith(f"`{label}` (the default) = {cod_rules.MODES[default]}")
+        assert legend.count("(the default)") == 1
+        assert all(f"`{method_label('', m)}`" in legend for m in cod_rules.MODES)
+
+
 def test_config_validation(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown method 'kdd'"):
         SweepConfig(out="x", datasets=[{"data": "tweets"}], methods=["kdd"])

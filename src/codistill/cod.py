@@ -62,14 +62,17 @@ def edited_originals(budget: int, num_classes: int) -> int:
 
 
 def check_run_budget(k: int, cod: str | None, num_classes: int) -> None:
-    """A run at budget ``k`` in mode ``cod`` can be sampled: its originals and, for CoD, the CoD half of the
-    sample its counterfactual file is made for are balanced over the classes (checked before any work)."""
-    originals(k, cod, num_classes)
-    if cod is not None and not halves(cod) and k % num_classes:
-        raise ConfigError(f"k={k}: CoD {cod} edits all k originals, balanced over the classes, so k must be "
-                          f"divisible by the number of classes ({num_classes})")
-    if cod is not None:
+    """A run at budget ``k`` in mode ``cod`` can be sampled: the originals its counterfactual file edits (k/2,
+    or all k for ``augment``; :func:`edited_originals` of :func:`counterfactual_budget`) are balanced over the
+    classes. Checked before any work, and worded with the user's k and mode."""
+    if cod is None:
+        return
+    try:
         edited_originals(counterfactual_budget(k, cod), num_classes)
+    except ConfigError:
+        share = "k/2" if halves(cod) else "k"
+        raise ConfigError(f"k={k}: CoD {cod} edits {'all k' if share == 'k' else share} originals, balanced over the "
+                          f"classes, so {share} must be divisible by the number of classes ({num_classes})") from None
 
 
 # below this teacher MCC a CoD run is warned: its counterfactuals sit on a weak teacher's boundary. On CoLA (the

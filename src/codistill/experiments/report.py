@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from codistill import cod as cod_rules
 from codistill.counterfactuals.rows import summary_path
 from codistill.errors import ConfigError
 from codistill.experiments.artifacts import read_json
@@ -201,14 +202,18 @@ def _fmt(v, p: int = 2) -> str:
     return "-" if v is None else f"{v:.{p}f}"
 
 
+def _mode_legend() -> str:
+    """What each CoD label in the tables trains on, read from :data:`codistill.cod.MODES` (the default first)."""
+    modes = sorted(cod_rules.MODES, key=lambda m: m != cod_rules.DEFAULT_MODE)
+    return "; ".join(f"`{method_label('', m)}`" + (" (the default)" if m == cod_rules.DEFAULT_MODE else "")
+                     + f" = {cod_rules.MODES[m]}" for m in modes) + "."
+
+
 def render_markdown(summary: dict[str, Any], title: str) -> str:
     """``report.md`` from a :func:`summarize` summary."""
     md = [f"# codistill report: {title}", "",
           "Test accuracy, mean ± std over seeds (%). Fixed training budget; nothing selected on the test split. "
-          "`+cod` = k/2 originals + their verified counterfactuals (same budget k); `+cod-multi` = the same with "
-          "several counterfactuals per original; `+cod-rounds` = `+cod` plus a second round of edits that flip "
-          "the first student and that the teacher labels otherwise; `+cod-augment` = all k originals + a "
-          "counterfactual of each (the same k human labels, up to twice the training texts).", ""]
+          + _mode_legend(), ""]
     if summary["config_hash"]:
         md += [f"Config: `{summary['config_hash'][:12]}` (the last entry of sweep.json; every table below comes "
                f"from its {summary['cells_finished']} of {summary['cells_planned']} cells, and only from them).", ""]
