@@ -5,15 +5,17 @@ under both protocols, from sweeps whose cells recorded a validation curve (``tra
   chosen on, which is what the paper's code reports (optimistic);
 - *our protocol*: the final weights on the test split, nothing selected.
 
-Each sweep is one recipe (``--sweep NAME=FOLDER``, e.g. ``reference=runs/paper_sst2_reference``); a dataset
-is matched with the paper's by its name in the sweep (``--paper-name`` maps others). The paired CoD − KD
+Each sweep is one recipe (``--sweep NAME=FOLDER``, e.g. ``reference=runs/paper_sst2_reference``); a recipe's
+datasets may come from several folders (one ``--sweep`` each, with the same NAME); a dataset is matched with
+the paper's by its name in the sweep (``--paper-name`` maps others). Where a sweep also ran codistill's
+default CoD mode, its rows follow the paper mode's. The paired CoD − KD
 differences (95% t-interval, seeds won) and the selection bias (reference figure − the final weights' own
 validation accuracy) come from the sweeps' reports. A recipe may also be given by the ``summary.json`` of a
-sweep reported earlier (``--sweep reference=benchmarks/results/paper_table_sst2/reference_summary.json``), so a
-table can be rebuilt when only one of its sweeps is at hand.
+sweep reported earlier (``--sweep reference=benchmarks/results/paper_table/reference_paper_sst2_reference_summary.json``,
+which the script writes for every folder), so a table can be rebuilt when only some of its sweeps are at hand.
 
     python benchmarks/paper_table.py --sweep reference=runs/paper_sst2_reference \
-        --sweep default=runs/paper_sst2_default --out benchmarks/results/paper_table
+        --sweep default=runs/paper_sst2_default --sweep default=runs/paper_cola --out benchmarks/results/paper_table
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from pathlib import Path
 
 import yaml
 
+from codistill import cod as cod_rules
 from codistill.experiments import build_report
+from codistill.experiments.grid import method_label
 from codistill.fileio import atomic_write_text
 
 PAPER = Path(__file__).resolve().parent / "paper_table" / "paper.yaml"
@@ -32,15 +36,27 @@ ROWS = (("reference_accuracy", "paired_reference", "reference protocol (best val
         ("accuracy", "paired", "our protocol (final weights, test)"))
 
 
-def _pair(ds: dict, metric: str, k: int) -> str:
-    kd, cod = (ds[metric].get(label, {}).get(str(k)) for label in ("kd", "kd+cod"))
+# the CoD arms a table shows, each against KD: the paper's mode (the paper's row is that mode), then the default
+# when it differs; named by the labels the sweeps give them
+KD = method_label("kd", None)
+ARMS = tuple(dict.fromkeys((cod_rules.PAPER_MODE, cod_rules.DEFAULT_MODE)))
+
+
+def _arm(mode: str) -> tuple[str, str]:
+    """A CoD arm's label in the sweeps and its name in the table."""
+    name = "KD + CoD" + ("" if mode == cod_rules.PAPER_MODE else f" {mode}")
+    return method_label("kd", mode), name + (" (the default)" if mode == cod_rules.DEFAULT_MODE else "")
+
+
+def _pair(ds: dict, metric: str, k: int, label: str) -> str:
+    kd, cod = (ds[metric].get(arm, {}).get(str(k)) for arm in (KD, label))
     if not kd or not cod:
         return "-"
     return f"{kd['mean'] * 100:.1f} → {cod['mean'] * 100:.1f}"
 
 
-def _diff(ds: dict, where: str, k: int) -> str:
-    d = (ds.get(where) or {}).get("kd+cod - kd", {}).get(str(k))
+def _diff(ds: dict, where: str, k: int, label: str) -> str:
+    d = (ds.get(where) or {}).get(f"{label} - {KD}", {}).get(str(k))
     if not d or not d["n"]:
         return "-"
     if d["n"] == 1:
@@ -48,8 +64,8 @@ def _diff(ds: dict, where: str, k: int) -> str:
     return f"{d['mean'] * 100:+.1f} [{d['ci_low'] * 100:+.1f}, {d['ci_high'] * 100:+.1f}] ({d['wins']}/{d['n']})"
 
 
-def _bias(ds: dict, k: int) -> str:
-    parts = [ds["selection_bias"].get(label, {}).get(str(k)) for label in ("kd", "kd+cod")]
+def _bias(ds: dict, k: int, label: str) -> str:
+    parts = [ds["selection_bias"].get(arm, {}).get(str(k)) for arm in (KD, label)]
     if not all(parts):
         return "-"
     return " / ".join(f"{p['mean'] * 100:+.1f}" for p in parts)
@@ -60,16 +76,33 @@ def load_summary(source: Path) -> dict:
     return json.loads(source.read_text(encoding="utf-8")) if source.is_file() else build_report(source)
 
 
-def paper_table(sweeps: dict[str, Path], paper: dict, names: dict[str, str]) -> str:
+def merge_recipe(name: str, sources: list[Path]) -> dict:
+    """One recipe's datasets from several sweeps (e.g. one folder per dataset); a dataset in two of them is
+    refused rather than one silently hiding the other."""
+    datasets: dict[str, dict] = {}
+    for source in sources:
+        for dataset, ds in load_summary(source)["datasets"].items():
+            if dataset in datasets:
+                raise SystemExit(f"--sweep {name}={source}: dataset '{dataset}' is already in another sweep of "
+                                 f"recipe '{name}'")
+            datasets[dataset] = ds
+    return {"datasets": datasets}
+
+
+def paper_table(sweeps: dict[str, list[Path]], paper: dict, names: dict[str, str]) -> str:
     """The Markdown table: per dataset, the paper's row, then per sweep (recipe) its KD → KD + CoD and CoD − KD
     under both protocols, its selection bias, and the teachers' accuracies."""
-    summaries = {name: load_summary(source) for name, source in sweeps.items()}
+    summaries = {name: merge_recipe(name, sources) for name, sources in sweeps.items()}
     datasets = sorted({d for s in summaries.values() for d in s["datasets"]})
     md = ["# The CoD paper's table and ours", "",
           "Accuracy (%), KD → KD + CoD, mean over seeds; CoD − KD per seed: mean [95% CI] (seeds won). The "
           "reference protocol is what the paper's code reports (the best of the validation evaluations along "
           "training, on the split it was chosen on: optimistic); ours is the final weights on the test split. "
-          "Selection bias: reference figure − the final weights' validation accuracy, KD / KD + CoD (points).", ""]
+          "Selection bias: reference figure − the final weights' validation accuracy, KD / KD + CoD (points). "
+          f"KD + CoD is the paper's mode ({cod_rules.MODES[cod_rules.PAPER_MODE]})"
+          + ("" if cod_rules.DEFAULT_MODE == cod_rules.PAPER_MODE else
+             f"; KD + CoD {cod_rules.DEFAULT_MODE}, codistill's default, is "
+             f"{cod_rules.MODES[cod_rules.DEFAULT_MODE]}") + ".", ""]
     for dataset in datasets:
         key = names.get(dataset, dataset)
         ks = sorted({int(k) for s in summaries.values() if dataset in s["datasets"] for k in s["datasets"][dataset]["ks"]})
@@ -93,14 +126,18 @@ def paper_table(sweeps: dict[str, Path], paper: dict, names: dict[str, str]) -> 
             if not ds:
                 continue
             seeds = max((v["n"] for by_k in ds["accuracy"].values() for v in by_k.values()), default=0)
+            arms = [_arm(mode) for mode in ARMS if _arm(mode)[0] in ds["labels"]]
             for metric, where, protocol in ROWS:
                 if not any(ds[metric].values()):
                     continue
-                md.append(f"| {name} ({seeds} seeds) | {protocol} | KD → KD + CoD | "
-                          + " | ".join(_pair(ds, metric, k) for k in ks) + " |")
-                md.append("| | | CoD − KD | " + " | ".join(_diff(ds, where, k) for k in ks) + " |")
+                for i, (label, arm) in enumerate(arms):
+                    md.append(f"| {name} ({seeds} seeds) | {protocol} | KD → {arm} | "
+                              if i == 0 else f"| | | KD → {arm} | ")
+                    md[-1] += " | ".join(_pair(ds, metric, k, label) for k in ks) + " |"
+                    md.append(f"| | | {arm} − KD | " + " | ".join(_diff(ds, where, k, label) for k in ks) + " |")
             if any(ds["selection_bias"].values()):
-                md.append("| | selection bias | KD / KD + CoD | " + " | ".join(_bias(ds, k) for k in ks) + " |")
+                for label, arm in arms:
+                    md.append(f"| | selection bias | KD / {arm} | " + " | ".join(_bias(ds, k, label) for k in ks) + " |")
         md.append("")
     return "\n".join(md) + "\n"
 
@@ -108,16 +145,16 @@ def paper_table(sweeps: dict[str, Path], paper: dict, names: dict[str, str]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", action="append", required=True,
-                        help="NAME=SWEEP_FOLDER or NAME=SUMMARY.json (one per recipe)")
+                        help="NAME=SWEEP_FOLDER or NAME=SUMMARY.json (repeat a NAME for its other folders)")
     parser.add_argument("--paper-name", action="append", default=[], help="OURS=PAPERS (a dataset's name in paper.yaml)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    sweeps = {}
+    sweeps: dict[str, list[Path]] = {}
     for item in args.sweep:
         name, sep, folder = item.partition("=")
         if not sep or not name or not folder:
             raise SystemExit(f"--sweep '{item}': expected NAME=SWEEP_FOLDER")
-        sweeps[name] = Path(folder)
+        sweeps.setdefault(name, []).append(Path(folder))
     names = {}
     for item in args.paper_name:
         ours, sep, theirs = item.partition("=")
@@ -128,12 +165,12 @@ def main() -> None:
     table = paper_table(sweeps, paper, names)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "paper_table.md", table)
-    for name, folder in sweeps.items():
-        if folder.is_file():  # a summary reported earlier: nothing more to copy
-            continue
-        atomic_write_text(args.out / f"{name}_summary.json", json.dumps(
-            json.loads((folder / "summary.json").read_text()), indent=1) + "\n")
-        atomic_write_text(args.out / f"{name}_cells.csv", (folder / "cells.csv").read_text())
+    for name, folders in sweeps.items():
+        for folder in folders:
+            if folder.is_file():  # a summary reported earlier: nothing more to copy
+                continue
+            for what in ("summary.json", "cells.csv", "report.md"):
+                atomic_write_text(args.out / f"{name}_{folder.name}_{what}", (folder / what).read_text())
     print(table)
 
 

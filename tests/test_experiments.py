@@ -479,10 +479,19 @@ def test_a_reference_recipe_sweep_reports_both_protocols(grid_setup: dict, tmp_p
     from test_benchmark_scripts import load_script
 
     paper = {"teacher": "T", "student": "S", "teacher_accuracy": {"sst2": 0.9}, "kd_vs_cod": {"sst2": {4: [0.5, 0.6]}}}
-    table = load_script("paper_table").paper_table({"ref": Path(cfg.out)}, paper, {"toy": "sst2"})
+    script = load_script("paper_table")
+    table = script.paper_table({"ref": [Path(cfg.out)]}, paper, {"toy": "sst2"})
     kd, cod = ds["reference_accuracy"]["kd"]["4"]["mean"], ds["reference_accuracy"]["kd+cod"]["4"]["mean"]
     assert "| paper (S) | its code's | KD → KD + CoD | 50.0 → 60.0 |" in table and "paper: T 90.0%" in table
     assert f"| ref (2 seeds) | reference protocol (best validation evaluation) | KD → KD + CoD | {kd * 100:.1f} → " \
            f"{cod * 100:.1f} |" in table
     d = ds["paired"]["kd+cod - kd"]["4"]
     assert f"{d['mean'] * 100:+.1f} [{d['ci_low'] * 100:+.1f}, {d['ci_high'] * 100:+.1f}] ({d['wins']}/2)" in table
+    # a recipe's datasets from several sweeps (here the same summary under another dataset name) make one table;
+    # the same dataset twice in one recipe is refused
+    other = tmp_path / "other_summary.json"
+    other.write_text(json.dumps({"datasets": {"toy2": ds}}))
+    merged = script.paper_table({"ref": [Path(cfg.out), other]}, paper, {"toy": "sst2"})
+    assert "## toy\n" in merged and "## toy2\n" in merged and merged.count("| ref (2 seeds) |") == 4
+    with pytest.raises(SystemExit, match="dataset 'toy' is already in another sweep of recipe 'ref'"):
+        script.paper_table({"ref": [Path(cfg.out), Path(cfg.out)]}, paper, {})
