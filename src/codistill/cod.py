@@ -76,7 +76,8 @@ def check_run_budget(k: int, cod: str | None, num_classes: int) -> None:
 
 
 # below this teacher MCC a CoD run is warned: its counterfactuals sit on a weak teacher's boundary. On CoLA (the
-# all-mpnet-base-v2 teacher at MCC 0.44) CoD lost to KD by 3-7 points at every k (benchmarks/README.md).
+# all-mpnet-base-v2 teacher at MCC 0.45) no student learned the task from 64 labels or fewer, with CoD or
+# without, and the paper's mode lost to KD by 3-7 points with MiniLM-3 students (benchmarks/README.md).
 WEAK_TEACHER_MCC = 0.5
 
 
@@ -86,8 +87,8 @@ def weak_teacher_warning(cod: str | None, teacher_mcc: float | None, split: str 
     if cod is None or teacher_mcc is None or teacher_mcc >= WEAK_TEACHER_MCC:
         return None
     return (f"the teacher's MCC on {split} is {teacher_mcc:.2f} (below {WEAK_TEACHER_MCC}): CoD's counterfactuals sit "
-            "on a weak teacher's decision boundary; on CoLA (teacher MCC 0.44) CoD lost to KD at every k, so compare "
-            "this run with KD")
+            "on a weak teacher's decision boundary; on CoLA (teacher MCC 0.45) no student learned the task from 64 "
+            "labels or fewer, with CoD or without, so compare this run with KD")
 
 
 class NoCounterfactuals(ConfigError):
