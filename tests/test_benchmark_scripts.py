@@ -211,10 +211,11 @@ def test_cod_recipe_configs_parse_and_share_their_folder_teacher_and_kd_cells(co
     from codistill.experiments import SweepConfig
 
     cfg = SweepConfig.from_yaml(BENCHMARKS / "cod_recipe" / config)
-    if config.startswith("cola_"):  # CoLA's confirmation pairs with the paper table's KD cells, in its folder
-        paper = SweepConfig.from_yaml(BENCHMARKS / "paper_table" / "cola_default.yaml")
-        assert (cfg.out, cfg.datasets, cfg.student, cfg.generator, cfg.train, cfg.seeds) == \
-            (paper.out, paper.datasets, paper.student, paper.generator, paper.train, paper.seeds)
+    if config.startswith(("cola_", "yelp_")):  # these confirmations pair with the paper table's KD cells, in its folder
+        paper = SweepConfig.from_yaml(BENCHMARKS / "paper_table" / f"{config.split('_')[0]}_default.yaml")
+        assert (cfg.out, cfg.datasets, cfg.student, cfg.generator, cfg.train) == \
+            (paper.out, paper.datasets, paper.student, paper.generator, paper.train)
+        assert set(paper.seeds) <= set(cfg.seeds)
         return
     first = SweepConfig.from_yaml(BENCHMARKS / "cod_recipe" / f"{config.split('_')[0]}_replace.yaml")
     assert (cfg.out, cfg.datasets, cfg.student, cfg.generator) == \

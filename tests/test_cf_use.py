@@ -256,3 +256,33 @@ def test_the_report_shows_a_cells_warning(tmp_path: Path) -> None:
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps({**cell, "cod": cod, "warnings": warnings}))
     assert "Warning: the teacher's MCC on test is 0.10." in render_markdown(summarize(tmp_path), "toy")
+
+
+def test_the_report_names_a_dataset_by_its_sweep_name(tmp_path: Path) -> None:
+    """A sweep's ``name: yelp`` for data called yelp_shen2017: tables, counterfactual sets, teacher and loading
+    notes are all found under the sweep's name, with or without the sweep's history."""
+    from codistill.experiments.report import summarize
+
+    cell = {"dataset": "yelp_shen2017", "method": "kd", "cod": None, "k": 4, "seed": 0, "n_originals": 4,
+            "n_counterfactuals": 0, "n_train": 4, "steps": 2, "train_seconds": 1.0,
+            "test": {"accuracy": 0.5, "macro_f1": 0.5, "mcc": 0.0, "n": 12}}
+    notes = ["'train' split drawn from 'validation' (the dataset has none)", "'test' evaluated on a subset"]
+    folder = tmp_path / "cells" / "yelp" / "kd" / "k4_s0-abc"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(cell))
+    (folder / "run_config.json").write_text(json.dumps({"dataset": {"name": "yelp_shen2017", "notes": notes}}))
+    (tmp_path / "counterfactuals" / "yelp").mkdir(parents=True)
+    (tmp_path / "counterfactuals" / "yelp" / "edits_k8_s0-x.summary.json").write_text(json.dumps({"originals": 4}))
+    (tmp_path / "teachers").mkdir()
+    (tmp_path / "teachers" / "preds.json").write_text(json.dumps({"metrics": {"accuracy": 0.9}, "parameters": 7}))
+    without = summarize(tmp_path)
+    (tmp_path / "sweep.json").write_text(json.dumps({"history": [{
+        "hash": "h", "config": {}, "cells": {"cells/yelp/kd/k4_s0-abc": "key"},
+        "artifacts": {"yelp": {"teacher_predictions": "teachers/preds.json",
+                               "counterfactuals": ["counterfactuals/yelp/edits_k8_s0-x.jsonl"]}}}]}))
+    with_history = summarize(tmp_path)
+    for summary in (without, with_history):
+        assert list(summary["datasets"]) == ["yelp"] and summary["rows"][0]["dataset"] == "yelp"
+        ds = summary["datasets"]["yelp"]
+        assert ds["notes"] == notes and [c["originals"] for c in ds["counterfactuals"]] == [4]
+    assert (with_history["datasets"]["yelp"]["teacher_accuracy"], with_history["datasets"]["yelp"]["teacher_parameters"]) == (0.9, 7)

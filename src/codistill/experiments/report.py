@@ -38,6 +38,18 @@ def read_cells(root: str | Path, pattern: str = "**/metrics.json") -> list[dict[
     return [read_json(p) for p in sorted(Path(root).glob(pattern))]
 
 
+def _sweep_cells(root: Path, folders: list[str]) -> list[dict[str, Any]]:
+    """The finished cells among a sweep's cell folders (``cells/<dataset>/...``), each named by the sweep's
+    name of its dataset (the folder's, which names its teacher and counterfactual files too), not the
+    data's own."""
+    cells = []
+    for folder in folders:
+        path = root / folder / "metrics.json"
+        if path.is_file():
+            cells.append({**read_json(path), "dataset": Path(folder).relative_to("cells").parts[0]})
+    return cells
+
+
 def current_entry(root: Path) -> dict[str, Any] | None:
     """The last config of ``sweep.json``'s history (``None`` when the folder has no sweep.json)."""
     path = root / "sweep.json"
@@ -124,26 +136,24 @@ def _counterfactual_sets(root: Path, dataset: str, entry: dict | None) -> list[d
     return [{"file": p.name, **read_json(p)} for p in paths if p.is_file()]
 
 
-def _notes(root: Path, cells: list[dict], dataset: str, entry: dict | None) -> list[str]:
-    """What loading did to a dataset's test split (carved, capped), from a cell's resolved config."""
-    folders = [root / f for f in (entry or {}).get("cells", {})] if entry else \
-        sorted((root / "cells" / dataset).glob("**/"))
+def _notes(root: Path, dataset: str, entry: dict | None) -> list[str]:
+    """What loading did to a dataset's splits (drawn from another split, carved, capped), from a cell's resolved
+    config."""
+    folders = [root / f for f in (entry or {}).get("cells", {}) if Path(f).relative_to("cells").parts[0] == dataset] \
+        if entry else sorted((root / "cells" / dataset).glob("**/"))
     for folder in folders:
         path = folder / "run_config.json"
         if path.is_file():
-            config = read_json(path)
-            if config["dataset"]["name"] == dataset or not entry:
-                return [n for n in config["dataset"].get("notes", []) if n.startswith("'test'")]
+            return list(read_json(path)["dataset"].get("notes", []))
     return []
 
 
 def summarize(root: Path) -> dict[str, Any]:
     """Every number of the report, from the cells of the sweep's current config."""
     entry = current_entry(root)
-    if entry is not None:
-        cells = [read_json(root / f / "metrics.json") for f in entry["cells"] if (root / f / "metrics.json").is_file()]
-    else:
-        cells = read_cells(root / "cells")
+    folders = list(entry["cells"]) if entry is not None else \
+        [str(p.parent.relative_to(root)) for p in sorted((root / "cells").glob("**/metrics.json"))]
+    cells = _sweep_cells(root, folders)
     if not cells:
         raise ConfigError(f"{root}: no finished cells (cells/**/metrics.json) to report on")
     rows = cell_rows(cells)
@@ -161,7 +171,7 @@ def summarize(root: Path) -> dict[str, Any]:
                               "teacher_validation_accuracy": _teacher_validation(cells, dataset),
                               "labels": labels, "paired": {}, "paired_reference": {},
                               "test_rows": sorted({c["test"]["n"] for c in cells if c["dataset"] == dataset}),
-                              "notes": _notes(root, cells, dataset, entry),
+                              "notes": _notes(root, dataset, entry),
                               "warnings": sorted({w for c in cells if c["dataset"] == dataset
                                                   for w in c.get("warnings", [])}),
                               "counterfactuals": _counterfactual_sets(root, dataset, entry)}
