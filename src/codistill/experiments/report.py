@@ -38,15 +38,20 @@ def read_cells(root: str | Path, pattern: str = "**/metrics.json") -> list[dict[
     return [read_json(p) for p in sorted(Path(root).glob(pattern))]
 
 
+def _folder_dataset(folder: str) -> str:
+    """The sweep's name of a cell folder's dataset (``cells/<dataset>/...``), which names its teacher and
+    counterfactual files too."""
+    return Path(folder).relative_to("cells").parts[0]
+
+
 def _sweep_cells(root: Path, folders: list[str]) -> list[dict[str, Any]]:
-    """The finished cells among a sweep's cell folders (``cells/<dataset>/...``), each named by the sweep's
-    name of its dataset (the folder's, which names its teacher and counterfactual files too), not the
-    data's own."""
+    """The finished cells among a sweep's cell folders, each named by :func:`_folder_dataset`, not by the
+    data's own name."""
     cells = []
     for folder in folders:
         path = root / folder / "metrics.json"
         if path.is_file():
-            cells.append({**read_json(path), "dataset": Path(folder).relative_to("cells").parts[0]})
+            cells.append({**read_json(path), "dataset": _folder_dataset(folder)})
     return cells
 
 
@@ -136,13 +141,11 @@ def _counterfactual_sets(root: Path, dataset: str, entry: dict | None) -> list[d
     return [{"file": p.name, **read_json(p)} for p in paths if p.is_file()]
 
 
-def _notes(root: Path, dataset: str, entry: dict | None) -> list[str]:
-    """What loading did to a dataset's splits (drawn from another split, carved, capped), from a cell's resolved
-    config."""
-    folders = [root / f for f in (entry or {}).get("cells", {}) if Path(f).relative_to("cells").parts[0] == dataset] \
-        if entry else sorted((root / "cells" / dataset).glob("**/"))
+def _notes(root: Path, folders: list[str]) -> list[str]:
+    """What loading did to a dataset's splits (drawn from another split, carved, capped), from the resolved
+    config of the first of its cell ``folders`` that has one."""
     for folder in folders:
-        path = folder / "run_config.json"
+        path = root / folder / "run_config.json"
         if path.is_file():
             return list(read_json(path)["dataset"].get("notes", []))
     return []
@@ -171,7 +174,7 @@ def summarize(root: Path) -> dict[str, Any]:
                               "teacher_validation_accuracy": _teacher_validation(cells, dataset),
                               "labels": labels, "paired": {}, "paired_reference": {},
                               "test_rows": sorted({c["test"]["n"] for c in cells if c["dataset"] == dataset}),
-                              "notes": _notes(root, dataset, entry),
+                              "notes": _notes(root, [f for f in folders if _folder_dataset(f) == dataset]),
                               "warnings": sorted({w for c in cells if c["dataset"] == dataset
                                                   for w in c.get("warnings", [])}),
                               "counterfactuals": _counterfactual_sets(root, dataset, entry)}
