@@ -126,7 +126,7 @@ def paper_table(sweeps: dict[str, list[Path]], paper: dict, names: dict[str, str
             if not ds:
                 continue
             seeds = max((v["n"] for by_k in ds["accuracy"].values() for v in by_k.values()), default=0)
-            arms = [_arm(mode) for mode in ARMS if _arm(mode)[0] in ds["labels"]]
+            arms = [arm for arm in map(_arm, ARMS) if arm[0] in ds["labels"]]
             for metric, where, protocol in ROWS:
                 if not any(ds[metric].values()):
                     continue

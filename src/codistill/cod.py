@@ -70,9 +70,9 @@ def check_run_budget(k: int, cod: str | None, num_classes: int) -> None:
     try:
         edited_originals(counterfactual_budget(k, cod), num_classes)
     except ConfigError:
-        share = "k/2" if halves(cod) else "k"
-        raise ConfigError(f"k={k}: CoD {cod} edits {'all k' if share == 'k' else share} originals, balanced over the "
-                          f"classes, so {share} must be divisible by the number of classes ({num_classes})") from None
+        edited, share = ("k/2", "k/2") if halves(cod) else ("all k", "k")
+        raise ConfigError(f"k={k}: CoD {cod} edits {edited} originals, balanced over the classes, so {share} must "
+                          f"be divisible by the number of classes ({num_classes})") from None
 
 
 # below this teacher MCC a CoD run is warned: its counterfactuals sit on a weak teacher's boundary. On CoLA (the
