@@ -5,7 +5,8 @@ under both protocols, from sweeps whose cells recorded a validation curve (``tra
   chosen on, which is what the paper's code reports (optimistic);
 - *our protocol*: the final weights on the test split, nothing selected.
 
-Each sweep is one recipe (``--sweep NAME=FOLDER``, e.g. ``reference=runs/paper_sst2_reference``); a recipe's
+Each sweep is one recipe (``--sweep NAME=FOLDER``, e.g. ``reference=runs/paper_sst2_reference``; the folder's last
+config, or the one named after ``@``: ``FOLDER@SWEEP.yaml`` or ``FOLDER@HASH``, as ``codistill report --config``); a recipe's
 datasets may come from several folders (one ``--sweep`` each, with the same NAME); a dataset is matched with
 the paper's by its name in the sweep (``--paper-name`` maps others). Where a sweep also ran codistill's
 default CoD mode, its rows follow the paper mode's. The paired CoD − KD
@@ -71,12 +72,20 @@ def _bias(ds: dict, k: int, label: str) -> str:
     return " / ".join(f"{p['mean'] * 100:+.1f}" for p in parts)
 
 
-def load_summary(source: Path) -> dict:
-    """A sweep's summary: built from its folder, or read from the summary.json a report wrote earlier."""
-    return json.loads(source.read_text(encoding="utf-8")) if source.is_file() else build_report(source)
+def split_source(source: str | Path) -> tuple[Path, str | None]:
+    """``FOLDER`` or ``FOLDER@CONFIG`` (a sweep YAML or the start of a config hash) as (folder, config)."""
+    folder, sep, config = str(source).partition("@")
+    return Path(folder), (config if sep else None)
 
 
-def merge_recipe(name: str, sources: list[Path]) -> dict:
+def load_summary(source: str | Path) -> dict:
+    """A sweep's summary: built from its folder (``FOLDER[@CONFIG]``: :func:`split_source`), or read from the
+    summary.json a report wrote earlier."""
+    folder, config = split_source(source)
+    return json.loads(folder.read_text(encoding="utf-8")) if folder.is_file() else build_report(folder, config)
+
+
+def merge_recipe(name: str, sources: list[str | Path]) -> dict:
     """One recipe's datasets from several sweeps (e.g. one folder per dataset); a dataset in two of them is
     refused rather than one silently hiding the other."""
     datasets: dict[str, dict] = {}
@@ -89,7 +98,7 @@ def merge_recipe(name: str, sources: list[Path]) -> dict:
     return {"datasets": datasets}
 
 
-def paper_table(sweeps: dict[str, list[Path]], paper: dict, names: dict[str, str]) -> str:
+def paper_table(sweeps: dict[str, list[str | Path]], paper: dict, names: dict[str, str]) -> str:
     """The Markdown table: per dataset, the paper's row, then per sweep (recipe) its KD → KD + CoD and CoD − KD
     under both protocols, its selection bias, and the teachers' accuracies."""
     summaries = {name: merge_recipe(name, sources) for name, sources in sweeps.items()}
@@ -145,16 +154,17 @@ def paper_table(sweeps: dict[str, list[Path]], paper: dict, names: dict[str, str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", action="append", required=True,
-                        help="NAME=SWEEP_FOLDER or NAME=SUMMARY.json (repeat a NAME for its other folders)")
+                        help="NAME=SWEEP_FOLDER[@CONFIG] or NAME=SUMMARY.json (repeat a NAME for its other "
+                             "folders; CONFIG: a sweep YAML or hash, default the folder's last)")
     parser.add_argument("--paper-name", action="append", default=[], help="OURS=PAPERS (a dataset's name in paper.yaml)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    sweeps: dict[str, list[Path]] = {}
+    sweeps: dict[str, list[str]] = {}
     for item in args.sweep:
         name, sep, folder = item.partition("=")
         if not sep or not name or not folder:
             raise SystemExit(f"--sweep '{item}': expected NAME=SWEEP_FOLDER")
-        sweeps.setdefault(name, []).append(Path(folder))
+        sweeps.setdefault(name, []).append(folder)
     names = {}
     for item in args.paper_name:
         ours, sep, theirs = item.partition("=")
@@ -166,7 +176,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "paper_table.md", table)
     for name, folders in sweeps.items():
-        for folder in folders:
+        for source in folders:
+            folder = split_source(source)[0]
             if folder.is_file():  # a summary reported earlier: nothing more to copy
                 continue
             for what in ("summary.json", "cells.csv", "report.md"):

@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import load_benchmark, synthetic_rows, write_csv
 
@@ -283,6 +284,20 @@ def test_a_changed_config_reruns_exactly_what_it_changes(grid_setup: dict, tmp_p
     summary = build_report(out)       # from the last config's cells only, and it says which config
     assert summary["cells_finished"] == 2 and summary["config_hash"] == history[-1]["hash"]
     assert f"Config: `{history[-1]['hash'][:12]}`" in (out / "report.md").read_text()
+    # an earlier config, chosen by its YAML (run twice: its latest entry) or by the start of its hash
+    first = tmp_path / "first.yaml"
+    first.write_text(yaml.safe_dump({"out": str(out), **base}))
+    chosen = build_report(out, first)
+    assert chosen["config_hash"] == history[0]["hash"] == history[2]["hash"]
+    toy = chosen["datasets"]["toy"]
+    assert chosen["cells_finished"] == 2 and toy["ks"] == [4] and toy["labels"] == ["kd", "kd+cod"]
+    assert f"Config: `{history[0]['hash'][:12]}`" in (out / "report.md").read_text()
+    assert build_report(out, history[3]["hash"][:10].upper())["config_hash"] == history[3]["hash"]
+    with pytest.raises(ConfigError, match=f"no sweep of a config hash starting 'no-such'.*{history[-1]['hash'][:12]}"):
+        build_report(out, "no-such")
+    first.write_text(yaml.safe_dump({"out": str(out), **base, "seeds": [5]}))
+    with pytest.raises(ConfigError, match="no sweep of the config of"):
+        build_report(out, first)
     metrics = json.loads((baseline_folder / "metrics.json").read_text())
     assert baseline_folder.name.endswith(metrics["cell_key"][:12])
 
@@ -496,3 +511,8 @@ def test_a_reference_recipe_sweep_reports_both_protocols(grid_setup: dict, tmp_p
     assert "## toy\n" in merged and "## toy2\n" in merged and merged.count("| ref (2 seeds) |") == 4
     with pytest.raises(SystemExit, match="dataset 'toy' is already in another sweep of recipe 'ref'"):
         script.paper_table({"ref": [Path(cfg.out), Path(cfg.out)]}, paper, {})
+    # a folder's config named after '@' (a hash here), not only its last one
+    chosen = json.loads((Path(cfg.out) / "sweep.json").read_text())["history"][-1]["hash"][:8]
+    assert script.paper_table({"ref": [f"{cfg.out}@{chosen}"]}, paper, {"toy": "sst2"}) == table
+    with pytest.raises(ConfigError, match="no sweep of a config hash starting 'no-such'"):
+        script.paper_table({"ref": [f"{cfg.out}@no-such"]}, paper, {})

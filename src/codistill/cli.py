@@ -676,11 +676,16 @@ def sweep_cmd(
 
 
 @app.command("report")
-def report_cmd(run_dir: Path = typer.Argument(..., help="A sweep folder.")) -> None:
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="A sweep folder."),
+    config: Optional[str] = typer.Option(
+        None, "--config", help="Which of the folder's sweep configs: its YAML file or the start of its hash "
+                               "(default: the last one run)."),
+) -> None:
     """Write report.md (tables, paired CoD - baseline differences), cells.csv and PNG plots."""
     from codistill.experiments import build_report
 
-    build_report(run_dir)
+    build_report(run_dir, config)
     typer.echo((run_dir / "report.md").read_text())
     console.print(f"report: {run_dir / 'report.md'}; plots: "
                   + ", ".join(str(p) for p in sorted(run_dir.glob("*.png"))) + f"; cells: {run_dir / 'cells.csv'}")

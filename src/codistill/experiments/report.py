@@ -1,8 +1,9 @@
 """A sweep's report: one summary computed from the cells of the sweep's current config, then written as
 ``summary.json``, ``report.md`` (tables like the paper's), ``cells.csv`` (one row per cell) and PNG plots.
 
-Only the cells that ``sweep.json``'s last entry lists are read, so a report never mixes configs; it names
-that config's hash. A folder without ``sweep.json`` (cells written by hand) is reported whole.
+Only the cells that one entry of ``sweep.json``'s history lists are read (the last one, or the config asked
+for), so a report never mixes configs; it names that config's hash. A folder without ``sweep.json`` (cells
+written by hand) is reported whole.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 from codistill import cod as cod_rules
 from codistill.counterfactuals.rows import summary_path
 from codistill.errors import ConfigError
-from codistill.experiments.artifacts import read_json
-from codistill.experiments.grid import method_label
+from codistill.experiments.artifacts import config_hash, read_json
+from codistill.experiments.grid import SweepConfig, method_label
 from codistill.experiments.stats import aggregate, format_mean_std, paired_difference
 from codistill.fileio import atomic_write_json, atomic_write_text
 
@@ -55,15 +56,32 @@ def _sweep_cells(root: Path, folders: list[str]) -> list[dict[str, Any]]:
     return cells
 
 
-def current_entry(root: Path) -> dict[str, Any] | None:
-    """The last config of ``sweep.json``'s history (``None`` when the folder has no sweep.json)."""
+def current_entry(root: Path, config: str | Path | None = None) -> dict[str, Any] | None:
+    """The config of ``sweep.json``'s history a report describes (``None`` when the folder has no sweep.json):
+    the last one run, or ``config``: a sweep's YAML file (the entry its config made) or the start of an
+    entry's hash. A config the folder never ran is an error that lists the ones it did."""
     path = root / "sweep.json"
     if not path.is_file():
+        if config is not None:
+            raise ConfigError(f"{path}: not found, so no sweep config can be chosen in {root}")
         return None
     history = read_json(path).get("history")
     if not history:
         raise ConfigError(f"{path}: no sweep recorded in it (expected a 'history' list)")
-    return history[-1]
+    if config is None:
+        return history[-1]
+    if Path(config).is_file():
+        wanted, what = config_hash(SweepConfig.from_yaml(config).to_dict()), f"the config of {config}"
+    else:
+        wanted, what = str(config).strip().lower(), f"a config hash starting '{config}'"
+    latest = {e.get("hash", ""): e for e in history}  # a config run again later: its latest entry
+    found = [h for h in latest if wanted and h.startswith(wanted)]
+    if len(found) == 1:
+        return latest[found[0]]
+    listed = "; ".join(f"{h[:12]} (last run {e.get('last_run')}, {len(e.get('cells', {}))} cells)"
+                       for h, e in latest.items())
+    raise ConfigError(f"{path}: {'no sweep of' if not found else 'more than one config matches'} {what}; "
+                      f"this folder ran: {listed}")
 
 
 def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -151,9 +169,10 @@ def _notes(root: Path, folders: list[str]) -> list[str]:
     return []
 
 
-def summarize(root: Path) -> dict[str, Any]:
-    """Every number of the report, from the cells of the sweep's current config."""
-    entry = current_entry(root)
+def summarize(root: Path, config: str | Path | None = None) -> dict[str, Any]:
+    """Every number of the report, from the cells of the sweep's current config (or ``config``, as
+    :func:`current_entry` reads it)."""
+    entry = current_entry(root, config)
     folders = list(entry["cells"]) if entry is not None else \
         [str(p.parent.relative_to(root)) for p in sorted((root / "cells").glob("**/metrics.json"))]
     cells = _sweep_cells(root, folders)
@@ -228,7 +247,8 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
           "Test accuracy, mean ± std over seeds (%). Fixed training budget; nothing selected on the test split. "
           + _mode_legend(), ""]
     if summary["config_hash"]:
-        md += [f"Config: `{summary['config_hash'][:12]}` (the last entry of sweep.json; every table below comes "
+        md += [f"Config: `{summary['config_hash'][:12]}` (one entry of sweep.json's history, the last unless "
+               "`codistill report --config` chose another; every table below comes "
                f"from its {summary['cells_finished']} of {summary['cells_planned']} cells, and only from them).", ""]
     for dataset, ds in summary["datasets"].items():
         ks, labels = ds["ks"], ds["labels"]
@@ -352,15 +372,16 @@ def plot(ds: dict[str, Any], dataset: str, metric: str, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def build_report(run_dir: str | Path) -> dict[str, Any]:
-    """Write ``report.md``, ``cells.csv``, ``summary.json`` and per-dataset PNG plots for a sweep folder.
+def build_report(run_dir: str | Path, config: str | Path | None = None) -> dict[str, Any]:
+    """Write ``report.md``, ``cells.csv``, ``summary.json`` and per-dataset PNG plots for a sweep folder, on the
+    cells of its last config or of ``config`` (a sweep YAML or the start of a config hash: :func:`current_entry`).
 
     Tables: test accuracy mean ± std per method and k (like the paper's), macro-F1, MCC, teacher–student
     agreement, the paired per-seed difference CoD − baseline with a 95% t-interval and the number of seeds
     CoD won, the teacher's accuracy, and the quality of the counterfactual sets. Returns the summary.
     """
     root = Path(run_dir)
-    summary = summarize(root)
+    summary = summarize(root, config)
     rows = summary.pop("rows")
     for dataset, ds in summary["datasets"].items():
         for metric in ("accuracy", "agreement"):
