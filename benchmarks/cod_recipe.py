@@ -28,6 +28,7 @@ from typing import Any
 from codistill.config import CounterfactualUse
 from codistill.experiments.artifacts import read_json
 from codistill.experiments.grid import method_label
+from codistill.experiments.report import folder_dataset
 from codistill.experiments.stats import mean_std, paired_difference
 from codistill.fileio import atomic_write_json, atomic_write_text
 
@@ -55,7 +56,8 @@ def read_folder(folder: Path) -> list[dict[str, Any]]:
         fail(f"{folder}: no such folder")
     cells = []
     for path in sorted(folder.glob("cells/**/metrics.json")):
-        cell = read_json(path)
+        # named by the sweep's name of its dataset (its cell folder), as the sweep's report names it
+        cell = {**read_json(path), "dataset": folder_dataset(str(path.parent.relative_to(folder)))}
         if not cell.get("cell_recipe") or not cell.get("validation"):
             fail(f"{path}: no cell_recipe or validation scores (a cell from an older codistill?)")
         cells.append(cell)

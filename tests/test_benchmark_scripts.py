@@ -133,6 +133,15 @@ def test_cod_recipe_pairs_a_cod_arm_that_allows_empty_sets_with_plain_kd(tmp_pat
     assert row["by_k"][8]["mean"] == pytest.approx(0.0) and row["by_k"][8]["wins"] == 1
 
 
+def test_cod_recipe_heads_a_dataset_by_the_sweeps_name_not_the_datas_own(tmp_path):
+    recipe = load_script("cod_recipe")
+    root = write_sweep(tmp_path / "s", recipe_cells({8: [0.5, 0.6, 0.7]}, dataset="yelp")
+                       + recipe_cells({8: [0.6, 0.6, 0.6]}, cod="replace", dataset="yelp"))
+    for path in root.glob("cells/**/metrics.json"):  # the data's own name, as a cell records it
+        path.write_text(json.dumps({**json.loads(path.read_text()), "dataset": "yelp_shen2017"}))
+    assert list(recipe.summarize([root], test=False)["datasets"]) == ["yelp"]
+
+
 def test_cod_recipe_names_arms_by_their_differences_and_pairs_alpha_20_with_alpha_20(tmp_path):
     recipe = load_script("cod_recipe")
     kd = write_sweep(tmp_path / "kd", recipe_cells({8: [0.5, 0.5, 0.5], 16: [0.6, 0.6, 0.6]})

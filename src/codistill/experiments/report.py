@@ -39,20 +39,20 @@ def read_cells(root: str | Path, pattern: str = "**/metrics.json") -> list[dict[
     return [read_json(p) for p in sorted(Path(root).glob(pattern))]
 
 
-def _folder_dataset(folder: str) -> str:
+def folder_dataset(folder: str) -> str:
     """The sweep's name of a cell folder's dataset (``cells/<dataset>/...``), which names its teacher and
     counterfactual files too."""
     return Path(folder).relative_to("cells").parts[0]
 
 
 def _sweep_cells(root: Path, folders: list[str]) -> list[dict[str, Any]]:
-    """The finished cells among a sweep's cell folders, each named by :func:`_folder_dataset`, not by the
+    """The finished cells among a sweep's cell folders, each named by :func:`folder_dataset`, not by the
     data's own name."""
     cells = []
     for folder in folders:
         path = root / folder / "metrics.json"
         if path.is_file():
-            cells.append({**read_json(path), "dataset": _folder_dataset(folder)})
+            cells.append({**read_json(path), "dataset": folder_dataset(folder)})
     return cells
 
 
@@ -193,7 +193,7 @@ def summarize(root: Path, config: str | Path | None = None) -> dict[str, Any]:
                               "teacher_validation_accuracy": _teacher_validation(cells, dataset),
                               "labels": labels, "paired": {}, "paired_reference": {},
                               "test_rows": sorted({c["test"]["n"] for c in cells if c["dataset"] == dataset}),
-                              "notes": _notes(root, [f for f in folders if _folder_dataset(f) == dataset]),
+                              "notes": _notes(root, [f for f in folders if folder_dataset(f) == dataset]),
                               "warnings": sorted({w for c in cells if c["dataset"] == dataset
                                                   for w in c.get("warnings", [])}),
                               "counterfactuals": _counterfactual_sets(root, dataset, entry)}
