@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 from pathlib import Path
 
 import yaml
@@ -35,6 +37,7 @@ from codistill.fileio import atomic_write_text
 PAPER = Path(__file__).resolve().parent / "paper_table" / "paper.yaml"
 ROWS = (("reference_accuracy", "paired_reference", "reference protocol (best validation evaluation)"),
         ("accuracy", "paired", "our protocol (final weights, test)"))
+PLOT_LINK = re.compile(r"\]\(([^()/]+\.png)\)")  # a report's links to the plots beside it
 
 
 # the CoD arms a table shows, each against KD: the paper's mode (the paper's row is that mode), then the default
@@ -151,6 +154,19 @@ def paper_table(sweeps: dict[str, list[str | Path]], paper: dict, names: dict[st
     return "\n".join(md) + "\n"
 
 
+def copy_results(prefix: str, folder: Path, out: Path) -> None:
+    """A sweep folder's summary, cells and report in ``out`` as ``PREFIX_<file>``, with the plots the report
+    links, renamed alike (the links follow)."""
+    for what in ("summary.json", "cells.csv"):
+        atomic_write_text(out / f"{prefix}_{what}", (folder / what).read_text(encoding="utf-8"))
+    report = (folder / "report.md").read_text(encoding="utf-8")
+    plots = {name for name in PLOT_LINK.findall(report) if (folder / name).is_file()}
+    for name in plots:
+        shutil.copyfile(folder / name, out / f"{prefix}_{name}")
+    report = PLOT_LINK.sub(lambda m: f"]({prefix}_{m.group(1)})" if m.group(1) in plots else m.group(0), report)
+    atomic_write_text(out / f"{prefix}_report.md", report)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", action="append", required=True,
@@ -180,8 +196,7 @@ def main() -> None:
             folder = split_source(source)[0]
             if folder.is_file():  # a summary reported earlier: nothing more to copy
                 continue
-            for what in ("summary.json", "cells.csv", "report.md"):
-                atomic_write_text(args.out / f"{name}_{folder.name}_{what}", (folder / what).read_text())
+            copy_results(f"{name}_{folder.name}", folder, args.out)
     print(table)
 
 

@@ -516,3 +516,12 @@ def test_a_reference_recipe_sweep_reports_both_protocols(grid_setup: dict, tmp_p
     assert script.paper_table({"ref": [f"{cfg.out}@{chosen}"]}, paper, {"toy": "sst2"}) == table
     with pytest.raises(ConfigError, match="no sweep of a config hash starting 'no-such'"):
         script.paper_table({"ref": [f"{cfg.out}@no-such"]}, paper, {})
+    # the results folder gets the report with its plots, renamed with the folder's prefix, and links that resolve
+    out = tmp_path / "results"
+    script.copy_results("ref_toy", Path(cfg.out), out)
+    copied = (out / "ref_toy_report.md").read_text()
+    links = script.PLOT_LINK.findall(copied)
+    assert sorted(links) == ["ref_toy_toy_accuracy_vs_k.png", "ref_toy_toy_agreement_vs_k.png"]
+    assert all((out / name).read_bytes() == (Path(cfg.out) / name.removeprefix("ref_toy_")).read_bytes()
+               for name in links)
+    assert json.loads((out / "ref_toy_summary.json").read_text())["datasets"]["toy"]["reference_accuracy"]
