@@ -31,6 +31,7 @@ import yaml
 
 from codistill import cod as cod_rules
 from codistill.experiments import build_report
+from codistill.experiments.report import split_source
 from codistill.experiments.grid import method_label
 from codistill.fileio import atomic_write_text
 
@@ -73,12 +74,6 @@ def _bias(ds: dict, k: int, label: str) -> str:
     if not all(parts):
         return "-"
     return " / ".join(f"{p['mean'] * 100:+.1f}" for p in parts)
-
-
-def split_source(source: str | Path) -> tuple[Path, str | None]:
-    """``FOLDER`` or ``FOLDER@CONFIG`` (a sweep YAML or the start of a config hash) as (folder, config)."""
-    folder, sep, config = str(source).partition("@")
-    return Path(folder), (config if sep else None)
 
 
 def load_summary(source: str | Path) -> dict:

@@ -2,14 +2,17 @@
 (``kd``, ``kd+cod``, ``kd_con+cod``, ...) of one sweep folder, and every arm is compared with a reference arm
 seed by seed (the sweeps share the dataset, teacher, k and seeds, so their samples are the same). An arm
 ``NAME=FOLDER:setfit`` (or the name another SetFit line was run under, e.g. ``setfit-3l``) reads
-``benchmarks/setfit_line.py``'s results on the same samples.
+``benchmarks/setfit_line.py``'s results on the same samples. ``FOLDER@CONFIG`` (a sweep YAML or the start of
+its hash) takes only that config's cells from a folder several sweeps share; a report's ``summary.json`` is an
+arm too (its cells' rows, without parameter counts), e.g. one kept in ``benchmarks/results``.
 
     python benchmarks/student_compare.py --dataset sst2 --out benchmarks/results/student_heads_sst2 \
         --arm "cls kd=runs/heads_cls:kd" --arm "mean kd_con=runs/heads_mean:kd_con" ...
 
-Writes ``compare.md`` (test accuracy, macro-F1, teacher agreement and validation accuracy as mean ± std over
-seeds; the paired difference arm − reference with its 95% t-interval and seeds won, on test and on
-validation), ``arms.csv`` (one row per arm, k and seed) and ``accuracy_vs_k.png``. Choose between arms on the
+Writes ``compare.md`` (test accuracy, macro-F1, teacher agreement, validation accuracy and, for cells that
+evaluated along training, the reference-protocol figure (the best validation evaluation, optimistic) as mean ±
+std over seeds; the paired difference arm − reference with its 95% t-interval and seeds won, on test, on
+validation and under the reference protocol), ``arms.csv`` (one row per arm, k and seed) and ``accuracy_vs_k.png``. Choose between arms on the
 validation columns; the test columns are what the chosen arm is reported with.
 """
 
@@ -20,21 +23,25 @@ import csv
 import io
 from pathlib import Path
 
-from codistill.experiments.report import cell_rows, read_cells
+from codistill.experiments.report import cell_rows, read_cells, split_source, sweep_cells
 from codistill.experiments.stats import format_mean_std, mean_std, paired_difference
 from codistill.fileio import atomic_write_text
 
 METRICS = (("accuracy", "Test accuracy"), ("macro_f1", "Test macro-F1"), ("agreement", "Teacher agreement on test"),
-           ("validation_accuracy", "Validation accuracy"))
+           ("validation_accuracy", "Validation accuracy"),
+           ("reference_accuracy", "Reference protocol: best validation evaluation along training (optimistic)"))
+PAIRED = (("accuracy", "test accuracy"), ("validation_accuracy", "validation accuracy"),
+          ("reference_accuracy", "reference-protocol accuracy"))
 
 
-def parse_arm(text: str) -> tuple[str, Path, str]:
-    """``NAME=SWEEP_DIR:LABEL`` -> (name, sweep folder, method label)."""
+def parse_arm(text: str) -> tuple[str, str, str]:
+    """``NAME=SOURCE:LABEL`` -> (name, source, method label); the source is a sweep folder, ``FOLDER@CONFIG``
+    or a report's summary.json."""
     name, sep, rest = text.partition("=")
     folder, sep2, label = rest.rpartition(":")
     if not (sep and sep2 and name and folder and label):
         raise SystemExit(f"--arm '{text}': expected NAME=SWEEP_DIR:LABEL (e.g. 'mean kd=runs/heads_mean:kd')")
-    return name.strip(), Path(folder), label.strip()
+    return name.strip(), folder, label.strip()
 
 
 def setfit_rows(folder: Path, name: str = "setfit") -> dict[tuple[int, int], dict]:
@@ -57,23 +64,36 @@ def setfit_rows(folder: Path, name: str = "setfit") -> dict[tuple[int, int], dic
     return out
 
 
-def arm_rows(folder: Path, label: str, dataset: str) -> dict[tuple[int, int], dict]:
-    """(k, seed) -> the cell row of ``label`` on ``dataset`` in the sweep ``folder``, with its parameter counts;
-    a label starting ``setfit`` (``setfit``, ``setfit-3l``): that SetFit line's results in ``folder`` (no teacher)."""
-    if label.startswith("setfit"):
-        return setfit_rows(folder, label)
-    cells = [c for c in read_cells(folder / "cells") if c["dataset"] == dataset]
+def source_rows(source: str | Path, dataset: str) -> list[dict]:
+    """The cell rows on ``dataset`` of a sweep folder, of one config in it (``FOLDER@CONFIG``), or of a report's
+    summary.json, each with its parameter counts and teacher accuracy (``None`` from a summary)."""
+    if str(source).endswith(".json") and Path(source).is_file():
+        import json
+
+        rows = json.loads(Path(source).read_text(encoding="utf-8")).get("rows") or []
+        return [{**r, "student_parameters": None, "teacher_parameters": None, "teacher_accuracy": None}
+                for r in rows if r["dataset"] == dataset]
+    folder, config = split_source(source)
+    cells = sweep_cells(folder, config) if config else read_cells(folder / "cells")
+    cells = [c for c in cells if c["dataset"] == dataset]
     params = {(c["k"], c["seed"], c["method"], c["cod"] or "none"):
               (c["student_parameters"], c["teacher_parameters"], (c.get("teacher_test") or {}).get("accuracy"))
               for c in cells}
-    out = {}
-    for row in cell_rows(cells):
-        if row["label"] == label:
-            row["student_parameters"], row["teacher_parameters"], row["teacher_accuracy"] = \
-                params[(row["k"], row["seed"], row["method"], row["cod"])]
-            out[(row["k"], row["seed"])] = row
+    rows = cell_rows(cells)
+    for row in rows:
+        row["student_parameters"], row["teacher_parameters"], row["teacher_accuracy"] = \
+            params[(row["k"], row["seed"], row["method"], row["cod"])]
+    return rows
+
+
+def arm_rows(source: str | Path, label: str, dataset: str) -> dict[tuple[int, int], dict]:
+    """(k, seed) -> the cell row of ``label`` on ``dataset`` in ``source`` (:func:`source_rows`); a label
+    starting ``setfit`` (``setfit``, ``setfit-3l``): that SetFit line's results in the folder (no teacher)."""
+    if label.startswith("setfit"):
+        return setfit_rows(Path(source), label)
+    out = {(row["k"], row["seed"]): row for row in source_rows(source, dataset) if row["label"] == label}
     if not out:
-        raise SystemExit(f"{folder}: no finished cell labelled '{label}' on dataset '{dataset}'")
+        raise SystemExit(f"{source}: no finished cell labelled '{label}' on dataset '{dataset}'")
     return out
 
 
@@ -86,12 +106,16 @@ def tables(arms: list[tuple[str, dict]], ks: list[int]) -> str:
     out = io.StringIO()
     head = "| arm | " + " | ".join(f"k={k}" for k in ks) + " |\n|---|" + "---|" * len(ks) + "\n"
     for metric, title in METRICS:
+        if not any(_by_seed(rows, k, metric) for _, rows in arms for k in ks):
+            continue
         out.write(f"\n{title} (%), mean ± std over seeds:\n\n{head}")
         for name, rows in arms:
             cols = [format_mean_std(mean_std(list(_by_seed(rows, k, metric).values()))) for k in ks]
             out.write(f"| {name} | " + " | ".join(cols) + " |\n")
     ref_name, ref = arms[0]
-    for metric, title in (("accuracy", "test accuracy"), ("validation_accuracy", "validation accuracy")):
+    for metric, title in PAIRED:
+        if not any(_by_seed(rows, k, metric) for _, rows in arms for k in ks):
+            continue
         out.write(f"\nPaired difference arm − {ref_name} in {title} points, per seed: mean [95% CI] (seeds won):\n\n{head}")
         for name, rows in arms[1:]:
             cols = []
@@ -170,7 +194,8 @@ def header(dataset: str, arms: list[tuple[str, dict]]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arm", action="append", required=True,
-                    help="NAME=SWEEP_DIR:LABEL (or NAME=SETFIT_DIR:setfit); the first is the reference")
+                    help="NAME=SOURCE:LABEL, SOURCE a sweep folder, FOLDER@CONFIG or a report's summary.json "
+                    "(or NAME=SETFIT_DIR:setfit); the first is the reference")
     ap.add_argument("--dataset", required=True, help="dataset name in the cells (e.g. sst2)")
     ap.add_argument("--out", type=Path, required=True, help="folder for compare.md, arms.csv and the plot")
     ap.add_argument("--k", type=int, nargs="+", help="only these k (default: every k any arm has)")
@@ -184,7 +209,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "compare.md", md)
     buf = io.StringIO()
-    fields = ["arm", "k", "seed", "accuracy", "macro_f1", "agreement", "validation_accuracy", "n_train", "steps",
+    fields = ["arm", "k", "seed", "accuracy", "macro_f1", "agreement", "validation_accuracy", "reference_accuracy",
+              "reference_step", "evaluations", "n_train", "steps",
               "train_seconds", "student_parameters"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()

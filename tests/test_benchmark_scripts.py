@@ -82,6 +82,51 @@ def test_compare_keeps_only_the_chosen_k_and_names_an_arm_left_empty():
         compare.keep_k(arms, [64, 256])
 
 
+def test_compare_arm_takes_one_configs_cells_or_a_summary_and_pairs_the_reference_figures(tmp_path):
+    compare = load_script("student_compare")
+    from codistill.experiments.grid import method_label
+
+    def cell(seed, test, reference, student):
+        return {"dataset": "sst2", "method": "kd", "k": 32, "seed": seed, "cod": None, "test": {
+            "accuracy": test, "macro_f1": test, "mcc": 0.0}, "validation": {"accuracy": reference - 0.01},
+            "reference": {"validation_accuracy": reference, "step": 40, "evaluations": 5},
+            "n_originals": 32, "n_counterfactuals": 0, "n_train": 32, "steps": 400, "train_seconds": 1.0,
+            "student_parameters": student, "teacher_parameters": 100, "teacher_test": {"accuracy": 0.9}}
+
+    root = tmp_path / "shared"
+    history = []
+    for name, student, shift in (("small", 20, 0.0), ("large", 50, 0.1)):  # two sweeps in one folder
+        folders = {}
+        for seed in (0, 1, 2):
+            folder = f"cells/sst2/{method_label('kd', None)}/k32_s{seed}-{name}"
+            (root / folder).mkdir(parents=True)
+            (root / folder / "metrics.json").write_text(json.dumps(cell(seed, 0.6 + shift + seed / 100,
+                                                                        0.7 + shift, student)))
+            folders[folder] = "x"
+        history.append({"hash": f"{name}0123", "config": {}, "cells": folders})
+    (root / "sweep.json").write_text(json.dumps({"history": history}))
+
+    large = compare.arm_rows(f"{root}@large", "kd", "sst2")
+    assert {r["student_parameters"] for r in large.values()} == {50}
+    assert large[(32, 1)]["accuracy"] == pytest.approx(0.71)
+    with pytest.raises(SystemExit, match="no finished cell labelled 'kd\\+cod'"):
+        compare.arm_rows(f"{root}@large", "kd+cod", "sst2")
+    everything = compare.source_rows(root, "sst2")
+    assert len(everything) == 6
+
+    summary = tmp_path / "summary.json"
+    small_rows = compare.source_rows(f"{root}@small", "sst2")
+    summary.write_text(json.dumps({"rows": small_rows + [{**small_rows[0], "dataset": "cola"}]}))
+    small = compare.arm_rows(summary, "kd", "sst2")
+    assert sorted(small) == [(32, 0), (32, 1), (32, 2)]
+    assert small[(32, 0)]["student_parameters"] is None
+
+    md = compare.tables([("small", small), ("large", large)], [32])
+    assert "Reference protocol: best validation evaluation" in md
+    paired = md.split("reference-protocol accuracy points")[1]
+    assert "| large | +10.0 [+10.0, +10.0] (3/3) |" in paired
+
+
 # -- cod_recipe.py: CoD recipes against KD from finished cells -------------------------------------------------
 
 def recipe_cells(values: dict[int, list[float]], cod=None, alpha=1.0, cf=None, dataset="sst2", test_shift=0.0,

@@ -56,6 +56,13 @@ def _sweep_cells(root: Path, folders: list[str]) -> list[dict[str, Any]]:
     return cells
 
 
+def split_source(source: str | Path) -> tuple[Path, str | None]:
+    """``FOLDER`` or ``FOLDER@CONFIG`` (a sweep YAML or the start of a config hash, as :func:`current_entry`
+    reads it) as (folder, config)."""
+    folder, sep, config = str(source).partition("@")
+    return Path(folder), (config if sep else None)
+
+
 def current_entry(root: Path, config: str | Path | None = None) -> dict[str, Any] | None:
     """The config of ``sweep.json``'s history a report describes (``None`` when the folder has no sweep.json):
     the last one run, or ``config``: a sweep's YAML file (the entry its config made) or the start of an
@@ -169,12 +176,24 @@ def _notes(root: Path, folders: list[str]) -> list[str]:
     return []
 
 
+def _entry_folders(root: Path, entry: dict[str, Any] | None) -> list[str]:
+    """The cell folders of a sweep ``entry``; every finished cell folder under ``root`` without one."""
+    return list(entry["cells"]) if entry is not None else \
+        [str(p.parent.relative_to(root)) for p in sorted((root / "cells").glob("**/metrics.json"))]
+
+
+def sweep_cells(root: str | Path, config: str | Path | None = None) -> list[dict[str, Any]]:
+    """The finished cells of the sweep's current config in ``root`` (or of ``config``, as :func:`current_entry`
+    reads it), each named by its sweep's dataset name: what a report of that config is made from."""
+    root = Path(root)
+    return _sweep_cells(root, _entry_folders(root, current_entry(root, config)))
+
+
 def summarize(root: Path, config: str | Path | None = None) -> dict[str, Any]:
     """Every number of the report, from the cells of the sweep's current config (or ``config``, as
     :func:`current_entry` reads it)."""
     entry = current_entry(root, config)
-    folders = list(entry["cells"]) if entry is not None else \
-        [str(p.parent.relative_to(root)) for p in sorted((root / "cells").glob("**/metrics.json"))]
+    folders = _entry_folders(root, entry)
     cells = _sweep_cells(root, folders)
     if not cells:
         raise ConfigError(f"{root}: no finished cells (cells/**/metrics.json) to report on")
