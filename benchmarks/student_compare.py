@@ -3,8 +3,8 @@
 seed by seed (the sweeps share the dataset, teacher, k and seeds, so their samples are the same). An arm
 ``NAME=FOLDER:setfit`` (or the name another SetFit line was run under, e.g. ``setfit-3l``) reads
 ``benchmarks/setfit_line.py``'s results on the same samples. ``FOLDER@CONFIG`` (a sweep YAML or the start of
-its hash) takes only that config's cells from a folder several sweeps share; a report's ``summary.json`` is an
-arm too (its cells' rows, without parameter counts), e.g. one kept in ``benchmarks/results``.
+its hash) takes only that config's cells from a folder several sweeps share; a report's ``cells.csv`` is an
+arm too (without parameter counts), e.g. one kept in ``benchmarks/results``.
 
     python benchmarks/student_compare.py --dataset sst2 --out benchmarks/results/student_heads_sst2 \
         --arm "cls kd=runs/heads_cls:kd" --arm "mean kd_con=runs/heads_mean:kd_con" ...
@@ -36,7 +36,7 @@ PAIRED = (("accuracy", "test accuracy"), ("validation_accuracy", "validation acc
 
 def parse_arm(text: str) -> tuple[str, str, str]:
     """``NAME=SOURCE:LABEL`` -> (name, source, method label); the source is a sweep folder, ``FOLDER@CONFIG``
-    or a report's summary.json."""
+    or a report's cells.csv."""
     name, sep, rest = text.partition("=")
     folder, sep2, label = rest.rpartition(":")
     if not (sep and sep2 and name and folder and label):
@@ -64,13 +64,24 @@ def setfit_rows(folder: Path, name: str = "setfit") -> dict[tuple[int, int], dic
     return out
 
 
+def _number(value: str):
+    """A cells.csv field as the report wrote it: an int, a float, ``None`` for an empty field, or the text."""
+    if value == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def source_rows(source: str | Path, dataset: str) -> list[dict]:
     """The cell rows on ``dataset`` of a sweep folder, of one config in it (``FOLDER@CONFIG``), or of a report's
-    summary.json, each with its parameter counts and teacher accuracy (``None`` from a summary)."""
-    if str(source).endswith(".json") and Path(source).is_file():
-        import json
-
-        rows = json.loads(Path(source).read_text(encoding="utf-8")).get("rows") or []
+    ``cells.csv``, each with its parameter counts and teacher accuracy (``None`` from a cells.csv)."""
+    if str(source).endswith(".csv") and Path(source).is_file():
+        with open(source, newline="", encoding="utf-8") as f:
+            rows = [{key: _number(value) for key, value in r.items()} for r in csv.DictReader(f)]
         return [{**r, "student_parameters": None, "teacher_parameters": None, "teacher_accuracy": None}
                 for r in rows if r["dataset"] == dataset]
     folder, config = split_source(source)
@@ -194,7 +205,7 @@ def header(dataset: str, arms: list[tuple[str, dict]]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arm", action="append", required=True,
-                    help="NAME=SOURCE:LABEL, SOURCE a sweep folder, FOLDER@CONFIG or a report's summary.json "
+                    help="NAME=SOURCE:LABEL, SOURCE a sweep folder, FOLDER@CONFIG or a report's cells.csv "
                     "(or NAME=SETFIT_DIR:setfit); the first is the reference")
     ap.add_argument("--dataset", required=True, help="dataset name in the cells (e.g. sst2)")
     ap.add_argument("--out", type=Path, required=True, help="folder for compare.md, arms.csv and the plot")

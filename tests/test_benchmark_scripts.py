@@ -114,12 +114,17 @@ def test_compare_arm_takes_one_configs_cells_or_a_summary_and_pairs_the_referenc
     everything = compare.source_rows(root, "sst2")
     assert len(everything) == 6
 
-    summary = tmp_path / "summary.json"
+    import csv
+
+    table = tmp_path / "cells.csv"
     small_rows = compare.source_rows(f"{root}@small", "sst2")
-    summary.write_text(json.dumps({"rows": small_rows + [{**small_rows[0], "dataset": "cola"}]}))
-    small = compare.arm_rows(summary, "kd", "sst2")
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(small_rows[0]))
+        writer.writeheader()
+        writer.writerows(small_rows + [{**small_rows[0], "dataset": "cola"}])
+    small = compare.arm_rows(table, "kd", "sst2")
     assert sorted(small) == [(32, 0), (32, 1), (32, 2)]
-    assert small[(32, 0)]["student_parameters"] is None
+    assert small[(32, 0)]["student_parameters"] is None and small[(32, 2)]["accuracy"] == pytest.approx(0.62)
 
     md = compare.tables([("small", small), ("large", large)], [32])
     assert "Reference protocol: best validation evaluation" in md
