@@ -112,12 +112,17 @@ def _by_seed(rows: dict[tuple[int, int], dict], k: int, metric: str) -> dict[int
     return {s: r[metric] for (kk, s), r in rows.items() if kk == k and r.get(metric) is not None}
 
 
+def recorded(arms: list[tuple[str, dict]], ks: list[int], metric: str) -> bool:
+    """Whether any arm has ``metric`` at any of ``ks`` (a table of only dashes is left out)."""
+    return any(_by_seed(rows, k, metric) for _, rows in arms for k in ks)
+
+
 def tables(arms: list[tuple[str, dict]], ks: list[int]) -> str:
     """The markdown: one table per metric, then the paired differences against the first arm."""
     out = io.StringIO()
     head = "| arm | " + " | ".join(f"k={k}" for k in ks) + " |\n|---|" + "---|" * len(ks) + "\n"
     for metric, title in METRICS:
-        if not any(_by_seed(rows, k, metric) for _, rows in arms for k in ks):
+        if not recorded(arms, ks, metric):
             continue
         out.write(f"\n{title} (%), mean ± std over seeds:\n\n{head}")
         for name, rows in arms:
@@ -125,7 +130,7 @@ def tables(arms: list[tuple[str, dict]], ks: list[int]) -> str:
             out.write(f"| {name} | " + " | ".join(cols) + " |\n")
     ref_name, ref = arms[0]
     for metric, title in PAIRED:
-        if not any(_by_seed(rows, k, metric) for _, rows in arms for k in ks):
+        if not recorded(arms, ks, metric):
             continue
         out.write(f"\nPaired difference arm − {ref_name} in {title} points, per seed: mean [95% CI] (seeds won):\n\n{head}")
         for name, rows in arms[1:]:

@@ -82,7 +82,7 @@ def test_compare_keeps_only_the_chosen_k_and_names_an_arm_left_empty():
         compare.keep_k(arms, [64, 256])
 
 
-def test_compare_arm_takes_one_configs_cells_or_a_summary_and_pairs_the_reference_figures(tmp_path):
+def test_compare_arm_takes_one_configs_cells_or_a_cells_csv_and_pairs_the_reference_figures(tmp_path):
     compare = load_script("student_compare")
     from codistill.experiments.grid import method_label
 
