@@ -14,9 +14,9 @@ and, for SST-2, this machine's prototype (DESIGN.md §4).
 from __future__ import annotations
 
 import argparse
-import math
 
 from codistill.experiments import build_report
+from codistill.experiments.stats import format_paired
 
 # test accuracy, KD -> KD+CoD, k = 8, 16, 32, 64 (cited, not measured here)
 PAPER = {
@@ -53,10 +53,7 @@ def print_table(name: str, ds: dict, base: str) -> None:
     for i, k in enumerate(KS):
         key = str(k)
         p = paired.get(key)
-        diff = "—"
-        if p and p.get("n"):
-            ci = "" if math.isnan(p["ci_low"]) else f" [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}]"
-            diff = f"{100 * p['mean']:+.1f}{ci} ({p['wins']}/{p['n']})"
+        diff = format_paired(p)
         row = [str(k), _cell(acc.get(base, {}).get(key)), _cell(acc.get(cod, {}).get(key)), diff]
         if cited:
             row.append("{:.1f} → {:.1f}".format(*PAPER[name][i]) if name in PAPER else "—")

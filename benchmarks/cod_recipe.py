@@ -29,7 +29,7 @@ from codistill.config import CounterfactualUse
 from codistill.experiments.artifacts import read_json
 from codistill.experiments.grid import method_label
 from codistill.experiments.report import folder_dataset
-from codistill.experiments.stats import mean_std, paired_difference
+from codistill.experiments.stats import format_paired, mean_std, paired_difference
 from codistill.fileio import atomic_write_json, atomic_write_text
 
 MIN_SEEDS = 3  # paired seeds a candidate needs at every k
@@ -229,8 +229,7 @@ def summarize(folders: list[Path], test: bool) -> dict[str, Any]:
 
 
 def _points(p: dict[str, Any]) -> str:
-    ci = "" if math.isnan(p["ci_low"]) else f" [{100 * p['ci_low']:+.2f}, {100 * p['ci_high']:+.2f}]"
-    return f"{100 * p['mean']:+.2f}{ci} ({p['wins']}/{p['n']})"
+    return format_paired(p, digits=2)
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:

@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from codistill.experiments.report import cell_rows, read_cells
-from codistill.experiments.stats import format_mean_std, mean_std, paired_difference
+from codistill.experiments.stats import format_mean_std, format_paired, mean_std, paired_difference
 from codistill.fileio import read_json
 
 QUALITY = ("flip_rate", "edited_words_median", "fluency_ratio_median", "fluency_share_le_1_5", "validity",
@@ -58,8 +58,7 @@ def main() -> None:
             seeds = sorted(set(xa) & set(xb))  # means over the seeds both sweeps finished
             xa, xb = {s: xa[s] for s in seeds}, {s: xb[s] for s in seeds}
             p = paired_difference(xb, xa)
-            ci = (f"{100 * p['mean']:+.1f} [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] ({p['wins']}/{p['n']})"
-                  if p["n"] > 1 else f"{100 * p['mean']:+.1f} ({p['wins']}/{p['n']})")
+            ci = format_paired(p)
             labels = sorted({r["label"] for rows in (a, b) for key, r in rows.items() if key[:3] == (dataset, method, k)})
             print(f"| {dataset} | {' vs '.join(labels)} | {k} | {metric} | {format_mean_std(mean_std(list(xa.values())))} | "
                   f"{format_mean_std(mean_std(list(xb.values())))} | {ci} |")

@@ -32,6 +32,7 @@ import yaml
 from codistill import cod as cod_rules
 from codistill.experiments import build_report
 from codistill.experiments.report import split_source
+from codistill.experiments.stats import format_paired
 from codistill.experiments.grid import method_label
 from codistill.fileio import atomic_write_text
 
@@ -61,12 +62,7 @@ def _pair(ds: dict, metric: str, k: int, label: str) -> str:
 
 
 def _diff(ds: dict, where: str, k: int, label: str) -> str:
-    d = (ds.get(where) or {}).get(f"{label} - {KD}", {}).get(str(k))
-    if not d or not d["n"]:
-        return "-"
-    if d["n"] == 1:
-        return f"{d['mean'] * 100:+.1f} (1 seed)"
-    return f"{d['mean'] * 100:+.1f} [{d['ci_low'] * 100:+.1f}, {d['ci_high'] * 100:+.1f}] ({d['wins']}/{d['n']})"
+    return format_paired((ds.get(where) or {}).get(f"{label} - {KD}", {}).get(str(k)))
 
 
 def _bias(ds: dict, k: int, label: str) -> str:

@@ -24,7 +24,7 @@ import io
 from pathlib import Path
 
 from codistill.experiments.report import cell_rows, read_cells, split_source, sweep_cells
-from codistill.experiments.stats import format_mean_std, mean_std, paired_difference
+from codistill.experiments.stats import format_mean_std, format_paired, mean_std, paired_difference
 from codistill.fileio import atomic_write_text
 
 METRICS = (("accuracy", "Test accuracy"), ("macro_f1", "Test macro-F1"), ("agreement", "Teacher agreement on test"),
@@ -136,10 +136,7 @@ def tables(arms: list[tuple[str, dict]], ks: list[int]) -> str:
         for name, rows in arms[1:]:
             cols = []
             for k in ks:
-                p = paired_difference(_by_seed(rows, k, metric), _by_seed(ref, k, metric))
-                cols.append("-" if p["n"] == 0 else
-                            f"{100 * p['mean']:+.1f} [{100 * p['ci_low']:+.1f}, {100 * p['ci_high']:+.1f}] "
-                            f"({p['wins']}/{p['n']})")
+                cols.append(format_paired(paired_difference(_by_seed(rows, k, metric), _by_seed(ref, k, metric))))
             out.write(f"| {name} | " + " | ".join(cols) + " |\n")
     return out.getvalue()
 

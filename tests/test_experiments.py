@@ -16,7 +16,7 @@ from conftest import load_benchmark, synthetic_rows, write_csv
 from codistill.errors import ConfigError
 from codistill.experiments import SweepConfig, build_report, read_cells, run_sweep
 from codistill.experiments.grid import method_label
-from codistill.experiments.stats import aggregate, format_mean_std, mean_std, paired_difference
+from codistill.experiments.stats import aggregate, format_mean_std, format_paired, mean_std, paired_difference
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -50,6 +50,10 @@ def test_paired_difference_t_interval() -> None:
     assert d["mean"] == pytest.approx(0.2 / 3)
     sd = math.sqrt(((0.1 - d["mean"]) ** 2 * 2 + d["mean"] ** 2) / 2)
     assert d["ci_high"] - d["mean"] == pytest.approx(4.302653 * sd / math.sqrt(3), rel=1e-5)
+    assert format_paired(d) == f"+6.7 [{d['ci_low'] * 100:+.1f}, {d['ci_high'] * 100:+.1f}] (2/3)"
+    # one pair has no interval (not "[+nan, +nan]"); no pair is a dash
+    assert format_paired(paired_difference({0: 0.7}, {0: 0.75, 1: 0.9}), digits=2) == "-5.00 (0/1)"
+    assert format_paired(paired_difference({0: 0.7}, {1: 0.75})) == "-" == format_paired(None)
 
 
 def test_method_labels(monkeypatch: pytest.MonkeyPatch) -> None:

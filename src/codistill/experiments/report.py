@@ -19,7 +19,7 @@ from codistill.counterfactuals.rows import summary_path
 from codistill.errors import ConfigError
 from codistill.experiments.artifacts import config_hash, read_json
 from codistill.experiments.grid import SweepConfig, method_label
-from codistill.experiments.stats import aggregate, format_mean_std, paired_difference
+from codistill.experiments.stats import aggregate, format_mean_std, format_paired, paired_difference
 from codistill.fileio import atomic_write_json, atomic_write_text
 
 METRICS = (("accuracy", None), ("macro_f1", "Macro-F1 on test (%):"),
@@ -297,16 +297,7 @@ def render_markdown(summary: dict[str, Any], title: str) -> str:
             md += ["", f"Paired difference CoD − baseline in points of {what}, per seed: mean [95% CI] (seeds won):",
                    "", "| comparison | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
             for name, by_k in ds[where].items():
-                texts = []
-                for k in ks:
-                    d = by_k.get(str(k), {"n": 0})
-                    if d["n"] == 0:
-                        texts.append("-")
-                    elif d["n"] == 1:
-                        texts.append(f"{d['mean'] * 100:+.1f} ({d['wins']}/1)")
-                    else:
-                        texts.append(f"{d['mean'] * 100:+.1f} [{d['ci_low'] * 100:+.1f}, {d['ci_high'] * 100:+.1f}] "
-                                     f"({d['wins']}/{d['n']})")
+                texts = [format_paired(by_k.get(str(k))) for k in ks]
                 md.append(f"| {name.replace(' - ', ' − ')} | " + " | ".join(texts) + " |")
         if ds["counterfactuals"]:
             md += ["", "Counterfactual sets (one per seed, for the largest k; smaller k use their nested prefix). "

@@ -41,3 +41,11 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> dict[str, Any
     half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else float("nan")
     return {"n": n, "mean": mean, "ci_low": mean - half, "ci_high": mean + half,
             "wins": sum(d > 0 for d in diffs), "diffs": diffs, "seeds": seeds}
+
+
+def format_paired(d: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
+    """A :func:`paired_difference` as ``+mean [low, high] (won/n)``; no interval for one pair, ``-`` for none."""
+    if not d or not d.get("n"):
+        return "-"
+    ci = "" if d["n"] < 2 else f" [{d['ci_low'] * scale:+.{digits}f}, {d['ci_high'] * scale:+.{digits}f}]"
+    return f"{d['mean'] * scale:+.{digits}f}{ci} ({d['wins']}/{d['n']})"
