@@ -332,6 +332,16 @@ def test_one_writer_per_sweep_folder_and_a_truncated_cell_runs_again(grid_setup:
     assert load_classifier(str(student)).model.config.num_labels == 2
 
 
+def test_split_source_reads_folder_at_config(tmp_path: Path) -> None:
+    from codistill.experiments.report import split_source
+    odd = tmp_path / "runs@2026"
+    odd.mkdir()
+    assert split_source(tmp_path / "plain") == (tmp_path / "plain", None)
+    assert split_source(f"{tmp_path}/plain@sweep.yaml") == (tmp_path / "plain", "sweep.yaml")
+    assert split_source(odd) == (odd, None)  # an existing folder is never split
+    assert split_source(f"{odd}@ab12") == (odd, "ab12")  # the last @ splits
+
+
 def test_report_on_empty_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no finished cells"):
         build_report(tmp_path)

@@ -58,9 +58,12 @@ def _sweep_cells(root: Path, folders: list[str]) -> list[dict[str, Any]]:
 
 def split_source(source: str | Path) -> tuple[Path, str | None]:
     """``FOLDER`` or ``FOLDER@CONFIG`` (a sweep YAML or the start of a config hash, as :func:`current_entry`
-    reads it) as (folder, config)."""
-    folder, sep, config = str(source).partition("@")
-    return Path(folder), (config if sep else None)
+    reads it) as (folder, config). A folder whose own name holds ``@`` is a folder; otherwise the last ``@``
+    splits."""
+    if Path(source).is_dir():
+        return Path(source), None
+    folder, sep, config = str(source).rpartition("@")
+    return (Path(folder), config) if sep else (Path(source), None)
 
 
 def current_entry(root: Path, config: str | Path | None = None) -> dict[str, Any] | None:
