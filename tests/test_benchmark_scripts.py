@@ -270,7 +270,7 @@ def test_cod_recipe_configs_parse_and_share_their_folder_teacher_and_kd_cells(co
     from codistill.experiments import SweepConfig
 
     cfg = SweepConfig.from_yaml(BENCHMARKS / "cod_recipe" / config)
-    if config.startswith(("cola_", "yelp_")):  # these confirmations pair with the paper table's KD cells, in its folder
+    if config.startswith(("cola_", "yelp_", "amazon_")):  # these confirmations pair with the paper table's KD cells, in its folder
         paper = SweepConfig.from_yaml(BENCHMARKS / "paper_table" / f"{config.split('_')[0]}_default.yaml")
         assert (cfg.out, cfg.datasets, cfg.student, cfg.generator, cfg.train) == \
             (paper.out, paper.datasets, paper.student, paper.generator, paper.train)
