@@ -270,13 +270,15 @@ def test_cod_recipe_configs_parse_and_share_their_folder_teacher_and_kd_cells(co
     from codistill.experiments import SweepConfig
 
     cfg = SweepConfig.from_yaml(BENCHMARKS / "cod_recipe" / config)
-    if config.startswith(("cola_", "yelp_", "amazon_")):  # these confirmations pair with the paper table's KD cells, in its folder
-        paper = SweepConfig.from_yaml(BENCHMARKS / "paper_table" / f"{config.split('_')[0]}_default.yaml")
+    dataset = config.split("_")[0]
+    if not (BENCHMARKS / "cod_recipe" / f"{dataset}_replace.yaml").is_file():
+        # a confirmation without a recipe search pairs with the paper table's KD cells, in its folder
+        paper = SweepConfig.from_yaml(BENCHMARKS / "paper_table" / f"{dataset}_default.yaml")
         assert (cfg.out, cfg.datasets, cfg.student, cfg.generator, cfg.train) == \
             (paper.out, paper.datasets, paper.student, paper.generator, paper.train)
         assert set(paper.seeds) <= set(cfg.seeds)
         return
-    first = SweepConfig.from_yaml(BENCHMARKS / "cod_recipe" / f"{config.split('_')[0]}_replace.yaml")
+    first = SweepConfig.from_yaml(BENCHMARKS / "cod_recipe" / f"{dataset}_replace.yaml")
     assert (cfg.out, cfg.datasets, cfg.student, cfg.generator) == \
         (first.out, first.datasets, first.student, first.generator)
     assert set(first.seeds) <= set(cfg.seeds)  # the confirmation adds seeds to the search's
